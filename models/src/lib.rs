@@ -1,0 +1,9 @@
+//! kiln-models: the networks kiln trains and serves, and the model package format that
+//! connects `kiln-train` to `kiln-serve`.
+#![warn(missing_docs)]
+
+pub mod net;
+pub mod package;
+
+pub use net::{net_package_config, Net, NetConfig, NET_ARCHITECTURE};
+pub use package::{load_weights, write_package, PackageConfig, PackageError};

@@ -1,0 +1,135 @@
+//! The guide's MNIST `Net` (pytorch/examples' mnist CNN), layer for layer.
+
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
+use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig, Relu};
+use burn::prelude::*;
+use burn::tensor::activation::log_softmax;
+
+use crate::package::{InputSpec, PackageConfig};
+
+/// Hyper-parameters of [`Net`]; the defaults are the guide's.
+#[derive(Config, Debug)]
+pub struct NetConfig {
+    /// Output classes.
+    #[config(default = 10)]
+    pub num_classes: usize,
+    /// Dropout after the pooling layer.
+    #[config(default = 0.25)]
+    pub dropout1: f64,
+    /// Dropout after the first fully connected layer.
+    #[config(default = 0.5)]
+    pub dropout2: f64,
+}
+
+/// Conv(1→32, 3×3) → ReLU → Conv(32→64, 3×3) → ReLU → MaxPool 2×2 → Dropout 0.25 → flatten
+/// (9216) → Linear(9216→128) → ReLU → Dropout 0.5 → Linear(128→10) → log_softmax.
+///
+/// Parameter names (`conv1.weight`, `fc1.bias`, …) are the PyTorch original's. Dropout is
+/// active only on an autodiff backend (training); use `model.valid()` to evaluate.
+#[derive(Module, Debug)]
+pub struct Net<B: Backend> {
+    conv1: Conv2d<B>,
+    conv2: Conv2d<B>,
+    pool: MaxPool2d,
+    dropout1: Dropout,
+    fc1: Linear<B>,
+    dropout2: Dropout,
+    fc2: Linear<B>,
+    activation: Relu,
+}
+
+/// Features entering `fc1`: 64 channels × 12 × 12.
+const FLAT_FEATURES: usize = 64 * 12 * 12;
+
+impl NetConfig {
+    /// Builds the network with PyTorch's default initialisation (uniform ±1/√fan_in).
+    pub fn init<B: Backend>(&self, device: &B::Device) -> Net<B> {
+        Net {
+            conv1: Conv2dConfig::new([1, 32], [3, 3]).init(device),
+            conv2: Conv2dConfig::new([32, 64], [3, 3]).init(device),
+            pool: MaxPool2dConfig::new([2, 2]).with_strides([2, 2]).init(),
+            dropout1: DropoutConfig::new(self.dropout1).init(),
+            fc1: LinearConfig::new(FLAT_FEATURES, 128).init(device),
+            dropout2: DropoutConfig::new(self.dropout2).init(),
+            fc2: LinearConfig::new(128, self.num_classes).init(device),
+            activation: Relu::new(),
+        }
+    }
+}
+
+impl<B: Backend> Net<B> {
+    /// Log-probabilities `[N, classes]` for images `[N, 1, 28, 28]` (normalised).
+    pub fn forward(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
+        let x = self.activation.forward(self.conv1.forward(images));
+        let x = self.activation.forward(self.conv2.forward(x));
+        let x = self.dropout1.forward(self.pool.forward(x));
+        let x = x.flatten::<2>(1, 3);
+        let x = self.activation.forward(self.fc1.forward(x));
+        let x = self.dropout2.forward(x);
+        log_softmax(self.fc2.forward(x), 1)
+    }
+}
+
+/// The architecture name [`Net`] is recorded under in a model package.
+pub const NET_ARCHITECTURE: &str = "mnist_net";
+
+/// The package configuration for a trained [`Net`]: grayscale 28×28 input, shorter side
+/// resized to 28, MNIST normalisation, labels 0–9 (the guide's `customize_service`).
+pub fn net_package_config(config: &NetConfig) -> PackageConfig {
+    use kiln_data::mnist::{MNIST_MEAN, MNIST_SIDE, MNIST_STD};
+    let input = InputSpec {
+        channels: 1,
+        height: MNIST_SIDE,
+        width: MNIST_SIDE,
+        resize_shorter: MNIST_SIDE,
+        mean: vec![MNIST_MEAN],
+        std: vec![MNIST_STD],
+    };
+    let labels = (0..config.num_classes).map(serde_json::Value::from).collect();
+    PackageConfig::image_classification(NET_ARCHITECTURE, input, labels)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::Autodiff;
+    use burn::module::AutodiffModule;
+    use burn_flex::Flex;
+
+    #[test]
+    fn parameter_count_is_the_guides() {
+        let net = NetConfig::new().init::<Flex>(&Default::default());
+        assert_eq!(net.num_params(), 1_199_882);
+    }
+
+    #[test]
+    fn outputs_log_probabilities() {
+        let device = Default::default();
+        let net = NetConfig::new().init::<Flex>(&device);
+        let x = Tensor::<Flex, 4>::random([3, 1, 28, 28], burn::tensor::Distribution::Default, &device);
+        let out = net.forward(x);
+        assert_eq!(out.dims(), [3, 10]);
+        let sums = out.exp().sum_dim(1).into_data().to_vec::<f32>().unwrap();
+        for s in sums {
+            assert!((s - 1.0).abs() < 1e-5, "{s}");
+        }
+    }
+
+    #[test]
+    fn dropout_only_in_training() {
+        type Ad = Autodiff<Flex>;
+        let device = Default::default();
+        let net = NetConfig::new().init::<Ad>(&device);
+        let x = Tensor::<Ad, 4>::ones([2, 1, 28, 28], &device);
+        let a = net.forward(x.clone()).into_data();
+        let b = net.forward(x.clone()).into_data();
+        assert_ne!(a, b, "training forward passes must differ (dropout active)");
+
+        let eval = net.valid();
+        let x = x.inner();
+        let a = eval.forward(x.clone()).into_data();
+        let b = eval.forward(x).into_data();
+        assert_eq!(a, b, "evaluation forward passes must be deterministic");
+    }
+}
