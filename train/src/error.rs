@@ -1,0 +1,25 @@
+//! The training jobs' errors, each naming the file or flag at fault.
+
+use std::path::PathBuf;
+
+/// Why a job stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// The training data is missing or malformed.
+    #[error(transparent)]
+    Mnist(#[from] kiln_data::MnistError),
+    /// The model package could not be written.
+    #[error(transparent)]
+    Package(#[from] kiln_models::PackageError),
+    /// An output file or folder could not be written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or folder.
+        path: PathBuf,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+    /// A flag's value cannot be used.
+    #[error("{0}")]
+    Flag(String),
+}

@@ -1,0 +1,3 @@
+//! One module per training job; each is a function from its flags to a model package.
+
+pub mod mnist;

@@ -1,0 +1,18 @@
+//! kiln-train: the guide's training jobs (`mnist`; `imagenet` and `yolox` to come) on burn,
+//! generic over the backend; `main` picks the backend and device from `--device`.
+#![warn(missing_docs)]
+
+pub mod cli;
+pub mod device;
+pub mod error;
+pub mod jobs;
+pub mod log;
+pub mod loss;
+pub mod metrics;
+pub mod optim;
+pub mod progress;
+pub mod schedule;
+
+pub use cli::{Cli, Job, MnistArgs};
+pub use device::DeviceChoice;
+pub use error::TrainError;

@@ -1,0 +1,60 @@
+//! The per-epoch metrics file: one JSON object per line.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// One epoch's figures.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochMetrics {
+    /// Epoch number, from 1.
+    pub epoch: usize,
+    /// Mean training loss over the epoch's batches.
+    pub train_loss: f64,
+    /// Mean test loss per sample.
+    pub test_loss: f64,
+    /// Test accuracy in [0, 1].
+    pub accuracy: f64,
+    /// Learning rate the epoch trained at.
+    pub lr: f64,
+    /// Wall time of the training pass in seconds.
+    pub train_seconds: f64,
+    /// Wall time of the whole epoch (train + test) in seconds.
+    pub seconds: f64,
+    /// Training images per second.
+    pub images_per_second: f64,
+}
+
+/// Appends [`EpochMetrics`] lines to a file, flushing each one.
+pub struct MetricsWriter {
+    path: PathBuf,
+    file: File,
+}
+
+impl MetricsWriter {
+    /// Creates (or truncates) the metrics file.
+    pub fn create(path: &Path) -> std::io::Result<Self> {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        let file = OpenOptions::new().create(true).write(true).truncate(true).open(path)?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            file,
+        })
+    }
+
+    /// The file written to.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Writes one line.
+    pub fn append(&mut self, m: &EpochMetrics) -> std::io::Result<()> {
+        let line = serde_json::to_string(m).expect("metrics serialise");
+        writeln!(self.file, "{line}")?;
+        self.file.flush()
+    }
+}
