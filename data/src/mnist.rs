@@ -312,7 +312,14 @@ mod tests {
             false,
         );
         let e = MnistDataset::from_dir(dir.path(), MnistSplit::Train).unwrap_err();
-        assert!(matches!(e, MnistError::CountMismatch { n_images: 2, n_labels: 3, .. }));
+        assert!(matches!(
+            e,
+            MnistError::CountMismatch {
+                n_images: 2,
+                n_labels: 3,
+                ..
+            }
+        ));
         let msg = e.to_string();
         assert!(msg.contains("train-images-idx3-ubyte") && msg.contains("train-labels-idx1-ubyte"));
     }
@@ -336,7 +343,17 @@ mod tests {
             false,
         );
         let e = MnistDataset::from_dir(dir.path(), MnistSplit::Train).unwrap_err();
-        assert!(matches!(e, MnistError::BadLabel { index: 0, label: 10, .. }), "{e:?}");
+        assert!(
+            matches!(
+                e,
+                MnistError::BadLabel {
+                    index: 0,
+                    label: 10,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
     }
 
     #[test]
@@ -344,7 +361,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let e = MnistDataset::from_dir(dir.path(), MnistSplit::Test).unwrap_err();
         let msg = e.to_string();
-        assert!(msg.contains("t10k-images-idx3-ubyte.gz") && msg.contains("t10k-images.idx3-ubyte"), "{msg}");
+        assert!(
+            msg.contains("t10k-images-idx3-ubyte.gz") && msg.contains("t10k-images.idx3-ubyte"),
+            "{msg}"
+        );
     }
 
     #[test]
@@ -358,7 +378,12 @@ mod tests {
         let v = batch.images.into_data().to_vec::<f32>().unwrap();
         assert!((v[0] - (1.0 - 0.1307) / 0.3081).abs() < 1e-6);
         assert!((v[1] - (-0.1307 / 0.3081)).abs() < 1e-6);
-        let t = batch.targets.into_data().convert::<i64>().to_vec::<i64>().unwrap();
+        let t = batch
+            .targets
+            .into_data()
+            .convert::<i64>()
+            .to_vec::<i64>()
+            .unwrap();
         assert_eq!(t, vec![7]);
     }
 

@@ -2,8 +2,10 @@
 //! connects `kiln-train` to `kiln-serve`.
 #![warn(missing_docs)]
 
+pub mod device;
 pub mod net;
 pub mod package;
 
+pub use device::DeviceChoice;
 pub use net::{net_package_config, Net, NetConfig, NET_ARCHITECTURE};
 pub use package::{load_weights, write_package, PackageConfig, PackageError};

@@ -203,20 +203,25 @@ impl PackageConfig {
             ));
         }
         let i = &k.input;
-        if ![1, 3].contains(&i.channels) || i.mean.len() != i.channels || i.std.len() != i.channels {
+        if ![1, 3].contains(&i.channels) || i.mean.len() != i.channels || i.std.len() != i.channels
+        {
             return unsupported(format!(
                 "kiln.input: channels must be 1 or 3 with one mean and std each (channels {}, mean {:?}, std {:?})",
                 i.channels, i.mean, i.std
             ));
         }
-        if i.std.iter().any(|s| *s <= 0.0) || i.height == 0 || i.width == 0 || i.resize_shorter == 0 {
+        if i.std.iter().any(|s| *s <= 0.0) || i.height == 0 || i.width == 0 || i.resize_shorter == 0
+        {
             return unsupported("kiln.input: sizes and std must be positive".into());
         }
         if k.labels.is_empty() {
             return unsupported("kiln.labels is empty".into());
         }
         if Path::new(&k.weights).components().count() != 1 {
-            return unsupported(format!("kiln.weights {:?} must be a file name inside the package", k.weights));
+            return unsupported(format!(
+                "kiln.weights {:?} must be a file name inside the package",
+                k.weights
+            ));
         }
         Ok(())
     }
@@ -277,7 +282,9 @@ fn fill_package<B: Backend, M: Module<B>>(
     let json = serde_json::to_string_pretty(config).expect("config serialises");
     fs::write(&cfg_path, json + "\n").map_err(io_err(&cfg_path))?;
     for f in [&weights, &cfg_path] {
-        fs::File::open(f).and_then(|f| f.sync_all()).map_err(io_err(f))?;
+        fs::File::open(f)
+            .and_then(|f| f.sync_all())
+            .map_err(io_err(f))?;
     }
     Ok(())
 }
@@ -336,10 +343,17 @@ mod tests {
         assert_eq!(read, config);
         let fresh = cfg.init::<Flex>(&device);
         let loaded = load_weights(&pkg, &read, fresh).unwrap();
-        let x = Tensor::<Flex, 4>::random([2, 1, 28, 28], burn::tensor::Distribution::Default, &device);
-        assert_eq!(net.forward(x.clone()).into_data(), loaded.forward(x).into_data());
+        let x =
+            Tensor::<Flex, 4>::random([2, 1, 28, 28], burn::tensor::Distribution::Default, &device);
+        assert_eq!(
+            net.forward(x.clone()).into_data(),
+            loaded.forward(x).into_data()
+        );
         // Only the package is left: no temporary folders beside it.
-        let names: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("model")]);
     }
 
@@ -364,7 +378,10 @@ mod tests {
         assert_eq!(v["model_algorithm"], "image_classification");
         assert_eq!(v["apis"][0]["url"], "/");
         assert_eq!(v["apis"][0]["method"], "post");
-        assert_eq!(v["apis"][0]["request"]["Content-type"], "multipart/form-data");
+        assert_eq!(
+            v["apis"][0]["request"]["Content-type"],
+            "multipart/form-data"
+        );
         assert_eq!(v["apis"][0]["response"]["Content-type"], "application/json");
         assert_eq!(v["kiln"]["labels"][2], 2);
         assert!(v["runtime"].as_str().unwrap().starts_with("kiln_"));
@@ -382,7 +399,12 @@ mod tests {
         // Weights for a 3-class head do not fit a 10-class model.
         let small = NetConfig::new().with_num_classes(3);
         let other = dir.path().join("other");
-        write_package(&other, &net_package_config(&small), &small.init::<Flex>(&device)).unwrap();
+        write_package(
+            &other,
+            &net_package_config(&small),
+            &small.init::<Flex>(&device),
+        )
+        .unwrap();
         let e = load_weights(&other, &config, cfg.init::<Flex>(&device)).unwrap_err();
         assert!(matches!(e, PackageError::Weights { .. }), "{e}");
         assert!(e.to_string().contains("model.safetensors"), "{e}");
@@ -398,7 +420,10 @@ mod tests {
         let c = pkg.join(CONFIG_FILE);
         fs::write(&c, "{\"model_algorithm\": 3}").unwrap();
         let e = PackageConfig::read(&pkg).unwrap_err();
-        assert!(matches!(e, PackageError::Config { .. }) && e.to_string().contains("config.json"), "{e}");
+        assert!(
+            matches!(e, PackageError::Config { .. }) && e.to_string().contains("config.json"),
+            "{e}"
+        );
         let mut v = serde_json::to_value(&config).unwrap();
         v["kiln"]["format_version"] = 99.into();
         fs::write(&c, v.to_string()).unwrap();

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::device::DeviceChoice;
+use kiln_models::DeviceChoice;
 
 /// `kiln-train`: the guide's training jobs on burn, on CPU or CUDA.
 #[derive(Debug, Parser)]
@@ -27,10 +27,18 @@ pub enum Job {
 #[derive(Debug, Clone, Args)]
 pub struct MnistArgs {
     /// Folder holding the four MNIST idx files (gzip or raw).
-    #[arg(long = "data_url", visible_alias = "data-url", default_value = "data/mnist")]
+    #[arg(
+        long = "data_url",
+        visible_alias = "data-url",
+        default_value = "data/mnist"
+    )]
     pub data_url: PathBuf,
     /// Output folder: the model package goes to <train_url>/model/, metrics to metrics.jsonl.
-    #[arg(long = "train_url", visible_alias = "train-url", default_value = "output")]
+    #[arg(
+        long = "train_url",
+        visible_alias = "train-url",
+        default_value = "output"
+    )]
     pub train_url: PathBuf,
     /// Training batch size (shuffled every epoch).
     #[arg(long = "batch-size", visible_alias = "batch_size", default_value_t = 64, value_parser = positive)]
@@ -104,7 +112,16 @@ mod tests {
     #[test]
     fn defaults_are_the_guides() {
         let a = mnist(&[]).unwrap();
-        assert_eq!((a.batch_size, a.test_batch_size, a.epochs, a.log_interval, a.seed), (64, 1000, 14, 10, 1));
+        assert_eq!(
+            (
+                a.batch_size,
+                a.test_batch_size,
+                a.epochs,
+                a.log_interval,
+                a.seed
+            ),
+            (64, 1000, 14, 10, 1)
+        );
         assert_eq!((a.lr, a.gamma), (1.0, 0.7));
         assert!(!a.no_cuda && !a.dry_run && !a.no_save_model);
         assert_eq!(a.device, DeviceChoice::Auto);
@@ -113,14 +130,38 @@ mod tests {
     #[test]
     fn guide_spellings_and_equals_forms_parse() {
         let a = mnist(&[
-            "--data_url=/in", "--train_url", "/out", "--batch-size=32", "--test-batch-size", "500",
-            "--log-interval=5", "--dry-run", "--no-cuda", "--save-model", "--epochs=2", "--lr=0.5",
-            "--gamma", "0.9", "--seed=7", "--device=cpu", "--workers=0",
+            "--data_url=/in",
+            "--train_url",
+            "/out",
+            "--batch-size=32",
+            "--test-batch-size",
+            "500",
+            "--log-interval=5",
+            "--dry-run",
+            "--no-cuda",
+            "--save-model",
+            "--epochs=2",
+            "--lr=0.5",
+            "--gamma",
+            "0.9",
+            "--seed=7",
+            "--device=cpu",
+            "--workers=0",
         ])
         .unwrap();
         assert_eq!(a.data_url, PathBuf::from("/in"));
         assert_eq!(a.train_url, PathBuf::from("/out"));
-        assert_eq!((a.batch_size, a.test_batch_size, a.log_interval, a.epochs, a.seed, a.workers), (32, 500, 5, 2, 7, 0));
+        assert_eq!(
+            (
+                a.batch_size,
+                a.test_batch_size,
+                a.log_interval,
+                a.epochs,
+                a.seed,
+                a.workers
+            ),
+            (32, 500, 5, 2, 7, 0)
+        );
         assert_eq!((a.lr, a.gamma), (0.5, 0.9));
         assert!(a.dry_run && a.no_cuda && a.save_model);
         let b = mnist(&["--data-url", "/x", "--batch_size", "8"]).unwrap();

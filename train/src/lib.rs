@@ -3,7 +3,6 @@
 #![warn(missing_docs)]
 
 pub mod cli;
-pub mod device;
 pub mod error;
 pub mod jobs;
 pub mod log;
@@ -14,5 +13,5 @@ pub mod progress;
 pub mod schedule;
 
 pub use cli::{Cli, Job, MnistArgs};
-pub use device::DeviceChoice;
 pub use error::TrainError;
+pub use kiln_models::DeviceChoice;

@@ -3,7 +3,14 @@
 /// `Train Epoch: 1 [640/60000 (1%)]\tLoss: 0.302751`: `seen` is batch index × batch size,
 /// the percentage is batch index over the number of batches, rounded half-to-even like
 /// Python's `{:.0f}`.
-pub fn train_line(epoch: usize, batch_idx: usize, batch_size: usize, dataset_len: usize, num_batches: usize, loss: f64) -> String {
+pub fn train_line(
+    epoch: usize,
+    batch_idx: usize,
+    batch_size: usize,
+    dataset_len: usize,
+    num_batches: usize,
+    loss: f64,
+) -> String {
     format!(
         "Train Epoch: {epoch} [{}/{dataset_len} ({:.0}%)]\tLoss: {loss:.6}",
         batch_idx * batch_size,

@@ -15,7 +15,8 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("KILN_LOG").unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_env("KILN_LOG")
+                .unwrap_or_else(|_| "info".into()),
         )
         .init();
     match run(cli.job) {
@@ -30,7 +31,10 @@ fn main() -> ExitCode {
 fn run(job: Job) -> Result<(), TrainError> {
     match job {
         Job::Mnist(args) => {
-            let device = args.device.resolve(args.no_cuda).map_err(TrainError::Flag)?;
+            let device = args
+                .device
+                .resolve(args.no_cuda, cfg!(feature = "cuda"))
+                .map_err(TrainError::Flag)?;
             tracing::info!(%device, "kiln-train mnist");
             match device {
                 #[cfg(feature = "cuda")]

@@ -37,7 +37,10 @@ pub struct MnistSummary {
 }
 
 /// Runs the whole job on `device` of autodiff backend `B`.
-pub fn run<B: AutodiffBackend>(args: &MnistArgs, device: B::Device) -> Result<MnistSummary, TrainError> {
+pub fn run<B: AutodiffBackend>(
+    args: &MnistArgs,
+    device: B::Device,
+) -> Result<MnistSummary, TrainError> {
     let train_set = MnistDataset::from_dir(&args.data_url, MnistSplit::Train)?;
     let test_set = MnistDataset::from_dir(&args.data_url, MnistSplit::Test)?;
     let (train_len, test_len) = (train_set.len(), test_set.len());
@@ -61,15 +64,26 @@ pub fn run<B: AutodiffBackend>(args: &MnistArgs, device: B::Device) -> Result<Mn
         .set_device(device.clone())
         .build(test_set);
 
-    let mut metrics = MetricsWriter::create(&args.train_url.join(METRICS_FILE)).map_err(|source| TrainError::Io {
-        path: args.train_url.join(METRICS_FILE),
-        source,
-    })?;
+    let mut metrics =
+        MetricsWriter::create(&args.train_url.join(METRICS_FILE)).map_err(|source| {
+            TrainError::Io {
+                path: args.train_url.join(METRICS_FILE),
+                source,
+            }
+        })?;
     let mut history = Vec::new();
     for epoch in 1..=args.epochs {
         let lr = scheduler.step();
         let started = Instant::now();
-        let (trained, train_loss, images) = train_epoch(args, epoch, lr, model, &mut optim, &*train_loader, train_len);
+        let (trained, train_loss, images) = train_epoch(
+            args,
+            epoch,
+            lr,
+            model,
+            &mut optim,
+            &*train_loader,
+            train_len,
+        );
         model = trained;
         let train_seconds = started.elapsed().as_secs_f64();
         let (test_loss, correct) = test(&model.valid(), &*test_loader, test_len);
@@ -88,7 +102,12 @@ pub fn run<B: AutodiffBackend>(args: &MnistArgs, device: B::Device) -> Result<Mn
             path: metrics.path().to_path_buf(),
             source,
         })?;
-        tracing::info!(epoch, seconds = format!("{:.1}", m.seconds), images_per_s = format!("{:.0}", m.images_per_second), "epoch done");
+        tracing::info!(
+            epoch,
+            seconds = format!("{:.1}", m.seconds),
+            images_per_s = format!("{:.0}", m.images_per_second),
+            "epoch done"
+        );
         history.push(m);
     }
 
@@ -137,7 +156,14 @@ fn train_epoch<B: AutodiffBackend, O: Optimizer<Net<B>, B>>(
         progress.inc();
         if batch_idx % args.log_interval == 0 {
             let value: f64 = loss_value.into_scalar().elem();
-            progress.println(&train_line(epoch, batch_idx, args.batch_size, dataset_len, num_batches, value));
+            progress.println(&train_line(
+                epoch,
+                batch_idx,
+                args.batch_size,
+                dataset_len,
+                num_batches,
+                value,
+            ));
             if args.dry_run {
                 break;
             }
@@ -149,13 +175,21 @@ fn train_epoch<B: AutodiffBackend, O: Optimizer<Net<B>, B>>(
 }
 
 /// Mean test loss per sample and the number of correct predictions.
-fn test<B: Backend>(model: &Net<B>, loader: &dyn DataLoader<B, MnistBatch<B>>, dataset_len: usize) -> (f64, usize) {
+fn test<B: Backend>(
+    model: &Net<B>,
+    loader: &dyn DataLoader<B, MnistBatch<B>>,
+    dataset_len: usize,
+) -> (f64, usize) {
     let mut loss_sum = 0.0f64;
     let mut correct = 0usize;
     for batch in loader.iter() {
         let output = model.forward(batch.images);
-        loss_sum += nll_loss_sum(output.clone(), batch.targets.clone()).into_scalar().elem::<f64>();
-        correct += correct_count(output, batch.targets).into_scalar().elem::<i64>() as usize;
+        loss_sum += nll_loss_sum(output.clone(), batch.targets.clone())
+            .into_scalar()
+            .elem::<f64>();
+        correct += correct_count(output, batch.targets)
+            .into_scalar()
+            .elem::<i64>() as usize;
     }
     (loss_sum / dataset_len as f64, correct)
 }

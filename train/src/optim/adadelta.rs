@@ -58,7 +58,9 @@ impl AdadeltaConfig {
     }
 
     /// An optimizer for module `M` on autodiff backend `B`.
-    pub fn init<B: AutodiffBackend, M: AutodiffModule<B>>(&self) -> OptimizerAdaptor<Adadelta, M, B> {
+    pub fn init<B: AutodiffBackend, M: AutodiffModule<B>>(
+        &self,
+    ) -> OptimizerAdaptor<Adadelta, M, B> {
         OptimizerAdaptor::from(self.build())
     }
 }
@@ -81,12 +83,25 @@ impl<B: Backend> SimpleOptimizer<B> for Adadelta {
             None => (grad.zeros_like(), grad.zeros_like()),
         };
         let one_minus_rho = 1.0 - self.rho;
-        let square_avg = square_avg.mul_scalar(self.rho) + grad.clone().square().mul_scalar(one_minus_rho);
+        let square_avg =
+            square_avg.mul_scalar(self.rho) + grad.clone().square().mul_scalar(one_minus_rho);
         let std = square_avg.clone().add_scalar(self.epsilon).sqrt();
-        let delta = acc_delta.clone().add_scalar(self.epsilon).sqrt().div(std).mul(grad);
-        let acc_delta = acc_delta.mul_scalar(self.rho) + delta.clone().square().mul_scalar(one_minus_rho);
+        let delta = acc_delta
+            .clone()
+            .add_scalar(self.epsilon)
+            .sqrt()
+            .div(std)
+            .mul(grad);
+        let acc_delta =
+            acc_delta.mul_scalar(self.rho) + delta.clone().square().mul_scalar(one_minus_rho);
         let tensor = tensor - delta.mul_scalar(lr);
-        (tensor, Some(AdadeltaState { square_avg, acc_delta }))
+        (
+            tensor,
+            Some(AdadeltaState {
+                square_avg,
+                acc_delta,
+            }),
+        )
     }
 
     fn to_device<const D: usize>(state: Self::State<D>, device: &B::Device) -> Self::State<D> {
@@ -110,7 +125,10 @@ mod tests {
     fn close(a: Tensor<Flex, 1>, want: &[f64]) {
         let got = a.into_data().to_vec::<f32>().unwrap();
         for (g, w) in got.iter().zip(want) {
-            assert!(((*g as f64) - w).abs() < 1e-6 * w.abs().max(1.0), "got {got:?}, want {want:?}");
+            assert!(
+                ((*g as f64) - w).abs() < 1e-6 * w.abs().max(1.0),
+                "got {got:?}, want {want:?}"
+            );
         }
     }
 
@@ -119,16 +137,26 @@ mod tests {
     #[test]
     fn matches_torch_formula_over_two_steps() {
         let opt = AdadeltaConfig::new().build();
-        let (p, s) = SimpleOptimizer::<Flex>::step(&opt, 1.0, t(&[1.0, -2.0]), t(&[0.5, -1.0]), None);
-        close(p.clone(), &[0.996_837_785_583_487_6, -1.996_837_738_151_101_3]);
+        let (p, s) =
+            SimpleOptimizer::<Flex>::step(&opt, 1.0, t(&[1.0, -2.0]), t(&[0.5, -1.0]), None);
+        close(
+            p.clone(),
+            &[0.996_837_785_583_487_6, -1.996_837_738_151_101_3],
+        );
         let s = s.unwrap();
         close(s.square_avg.clone(), &[0.025, 0.1]);
-        close(s.acc_delta.clone(), &[9.999_600_015_999_36e-7, 9.999_900_000_999_991e-7]);
+        close(
+            s.acc_delta.clone(),
+            &[9.999_600_015_999_36e-7, 9.999_900_000_999_991e-7],
+        );
         let (p, s) = SimpleOptimizer::<Flex>::step(&opt, 0.7, p, t(&[0.25, 3.0]), Some(s));
         close(p, &[0.995_378_224_664_033_6, -1.999_822_539_210_645_2]);
         let s = s.unwrap();
         close(s.square_avg, &[0.02875, 0.99]);
-        close(s.acc_delta, &[1.334_722_792_786_316_6e-6, 2.718_161_890_917_381_3e-6]);
+        close(
+            s.acc_delta,
+            &[1.334_722_792_786_316_6e-6, 2.718_161_890_917_381_3e-6],
+        );
     }
 
     /// Weight decay adds wd·p to the gradient before the update: with wd 0.5, p 2 and g 0

@@ -46,15 +46,16 @@ impl fmt::Display for DeviceChoice {
 }
 
 impl DeviceChoice {
-    /// The concrete device: `--no-cuda` forces the CPU; `auto` picks CUDA only when this build
-    /// has it and an NVIDIA device node exists.
-    pub fn resolve(self, no_cuda: bool) -> Result<Self, String> {
+    /// The concrete device: `no_cuda` forces the CPU; `auto` picks CUDA only when the binary
+    /// was built with it (`cuda_built`, the caller's `cfg!(feature = "cuda")`) and an NVIDIA
+    /// device node exists.
+    pub fn resolve(self, no_cuda: bool, cuda_built: bool) -> Result<Self, String> {
         match self {
             _ if no_cuda => Ok(Self::Cpu),
-            Self::Auto if cfg!(feature = "cuda") && gpu_present() => Ok(Self::Cuda(0)),
+            Self::Auto if cuda_built && gpu_present() => Ok(Self::Cuda(0)),
             Self::Auto => Ok(Self::Cpu),
-            Self::Cuda(_) if !cfg!(feature = "cuda") => Err(format!(
-                "--device {self}: this kiln-train was built without CUDA (rebuild with --features cuda)"
+            Self::Cuda(_) if !cuda_built => Err(format!(
+                "--device {self}: this binary was built without CUDA (rebuild with --features cuda)"
             )),
             other => Ok(other),
         }
@@ -82,16 +83,31 @@ mod tests {
 
     #[test]
     fn no_cuda_forces_the_cpu() {
-        assert_eq!(DeviceChoice::Cuda(1).resolve(true), Ok(DeviceChoice::Cpu));
-        assert_eq!(DeviceChoice::Auto.resolve(true), Ok(DeviceChoice::Cpu));
-        assert_eq!(DeviceChoice::Cpu.resolve(false), Ok(DeviceChoice::Cpu));
+        assert_eq!(
+            DeviceChoice::Cuda(1).resolve(true, true),
+            Ok(DeviceChoice::Cpu)
+        );
+        assert_eq!(
+            DeviceChoice::Auto.resolve(true, true),
+            Ok(DeviceChoice::Cpu)
+        );
+        assert_eq!(
+            DeviceChoice::Cpu.resolve(false, true),
+            Ok(DeviceChoice::Cpu)
+        );
+        assert_eq!(
+            DeviceChoice::Cuda(2).resolve(false, true),
+            Ok(DeviceChoice::Cuda(2))
+        );
     }
 
-    #[cfg(not(feature = "cuda"))]
     #[test]
     fn cuda_without_the_feature_is_a_clear_error() {
-        let e = DeviceChoice::Cuda(0).resolve(false).unwrap_err();
+        let e = DeviceChoice::Cuda(0).resolve(false, false).unwrap_err();
         assert!(e.contains("--features cuda"), "{e}");
-        assert_eq!(DeviceChoice::Auto.resolve(false), Ok(DeviceChoice::Cpu));
+        assert_eq!(
+            DeviceChoice::Auto.resolve(false, false),
+            Ok(DeviceChoice::Cpu)
+        );
     }
 }

@@ -1,0 +1,56 @@
+//! `kiln-serve` flags.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+use kiln_models::DeviceChoice;
+
+/// `kiln-serve`: serves a kiln model package with the platform's customize_service contract.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "kiln-serve", version, about, long_about = None)]
+pub struct ServeArgs {
+    /// The model package folder (config.json + weights).
+    #[arg(
+        long = "model-dir",
+        visible_alias = "model_dir",
+        env = "KILN_MODEL_DIR",
+        default_value = "/home/mind/model"
+    )]
+    pub model_dir: PathBuf,
+    /// Address to listen on.
+    #[arg(long, default_value = "0.0.0.0")]
+    pub host: String,
+    /// Port to listen on (0 picks a free one).
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
+    /// Device: auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    pub device: DeviceChoice,
+    /// PEM certificate chain: serve HTTPS (with --tls-key).
+    #[arg(long = "tls-cert", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long = "tls-key", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Serve HTTPS with a self-signed certificate generated at start.
+    #[arg(long = "tls-self-signed", conflicts_with = "tls_cert")]
+    pub tls_self_signed: bool,
+    /// Most images in one forward pass.
+    #[arg(long = "max-batch", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_batch: u32,
+    /// Longest a forming batch waits for images still being decoded, in milliseconds.
+    #[arg(long = "max-delay-ms", default_value_t = 2)]
+    pub max_delay_ms: u64,
+    /// Most images queued for the model; more answers 429.
+    #[arg(long = "queue", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    pub queue: u32,
+    /// Largest request body in MB (the gateway's 12 MB).
+    #[arg(long = "max-body-mb", default_value_t = 12.0)]
+    pub max_body_mb: f64,
+    /// Largest image in pixels (width × height) before decoding.
+    #[arg(long = "max-pixels", default_value_t = 40_000_000)]
+    pub max_pixels: u64,
+    /// Longest a predict request may take, in seconds (the gateway's 40 s); then 504.
+    #[arg(long = "timeout-s", default_value_t = 40.0)]
+    pub timeout_s: f64,
+}

@@ -1,0 +1,16 @@
+//! kiln-infer: `kiln-serve`, the platform's `customize_service` contract for kiln model
+//! packages: multipart predict routes, health, metrics, WebSocket, TLS, dynamic batching.
+#![warn(missing_docs)]
+
+pub mod batcher;
+pub mod cli;
+pub mod errors;
+pub mod metrics;
+pub mod preprocess;
+pub mod registry;
+pub mod routes;
+pub mod server;
+pub mod tls;
+
+pub use cli::ServeArgs;
+pub use server::{package_loader, serve, termination_signal, ServeConfig, ServeError};

@@ -1,0 +1,112 @@
+//! `kiln-serve`: parses flags, picks the backend and device, serves.
+
+use std::io::IsTerminal;
+use std::net::{IpAddr, SocketAddr};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use burn::backend::Flex;
+use clap::Parser;
+use kiln_infer::batcher::BatchPolicy;
+use kiln_infer::registry::ImageModel;
+use kiln_infer::tls::TlsMode;
+use kiln_infer::{package_loader, serve, termination_signal, ServeArgs, ServeConfig};
+use kiln_models::PackageConfig;
+
+/// The model loader for the backend chosen from `--device`.
+type Loader = Box<dyn FnOnce() -> Result<Box<dyn ImageModel>, String> + Send>;
+#[cfg(feature = "cuda")]
+use kiln_models::DeviceChoice;
+
+fn main() -> ExitCode {
+    let args = ServeArgs::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("KILN_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kiln-serve: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn config(args: &ServeArgs) -> Result<ServeConfig, String> {
+    let host: IpAddr = args
+        .host
+        .parse()
+        .map_err(|_| format!("--host {:?} is not an IP address", args.host))?;
+    let positive = |name: &str, v: f64| {
+        if v.is_finite() && v > 0.0 {
+            Ok(v)
+        } else {
+            Err(format!("{name} must be a positive number, got {v}"))
+        }
+    };
+    let tls = match (&args.tls_cert, &args.tls_key, args.tls_self_signed) {
+        (Some(cert), Some(key), _) => TlsMode::Files {
+            cert: cert.clone(),
+            key: key.clone(),
+        },
+        (_, _, true) => TlsMode::SelfSigned,
+        _ => TlsMode::Off,
+    };
+    Ok(ServeConfig {
+        model_dir: args.model_dir.clone(),
+        addr: SocketAddr::new(host, args.port),
+        tls,
+        policy: BatchPolicy {
+            max_batch: args.max_batch as usize,
+            max_delay: Duration::from_millis(args.max_delay_ms),
+            queue_capacity: args.queue as usize,
+        },
+        max_body: (positive("--max-body-mb", args.max_body_mb)? * 1_000_000.0) as usize,
+        max_pixels: args.max_pixels.max(1),
+        timeout: Duration::from_secs_f64(positive("--timeout-s", args.timeout_s)?),
+        drain: Duration::from_secs(45),
+    })
+}
+
+fn run(args: ServeArgs) -> Result<(), String> {
+    let config = config(&args)?;
+    let device = args.device.resolve(false, cfg!(feature = "cuda"))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("tokio runtime: {e}"))?;
+    tracing::info!(%device, model_dir = %config.model_dir.display(), "kiln-serve starting");
+    let package = PackageConfig::read(&config.model_dir).map_err(|e| e.to_string())?;
+    let dir = config.model_dir.clone();
+    let loader: Loader = match device {
+        #[cfg(feature = "cuda")]
+        DeviceChoice::Cuda(i) => {
+            use burn::backend::{cuda::CudaDevice, Cuda};
+            Box::new(package_loader::<Cuda>(
+                dir,
+                package.clone(),
+                CudaDevice::new(i),
+            ))
+        }
+        _ => Box::new(package_loader::<Flex>(
+            dir,
+            package.clone(),
+            Default::default(),
+        )),
+    };
+    let listening = |addr, scheme| println!("kiln-serve listening on {scheme}://{addr}");
+    runtime
+        .block_on(serve(
+            config,
+            package,
+            loader,
+            listening,
+            termination_signal(),
+        ))
+        .map_err(|e| e.to_string())
+}

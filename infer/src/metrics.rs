@@ -1,0 +1,111 @@
+//! Prometheus metrics, served at `GET /metrics` in the text exposition format.
+
+use prometheus::{
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
+};
+
+/// Every metric the server keeps.
+pub struct Metrics {
+    registry: Registry,
+    /// Requests by route, method and status.
+    pub requests: IntCounterVec,
+    /// Request latency by route.
+    pub latency: HistogramVec,
+    /// Requests being handled now.
+    pub in_flight: IntGauge,
+    /// Images waiting for the model.
+    pub queue_depth: IntGauge,
+    /// Images per forward pass.
+    pub batch_size: Histogram,
+    /// Seconds per forward pass.
+    pub inference_seconds: Histogram,
+    /// Seconds it took to load the package and run the warm-up forward pass.
+    pub model_load_seconds: Gauge,
+}
+
+impl Metrics {
+    /// Registers all metrics in a fresh registry.
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "kiln_http_requests_total",
+                "HTTP requests by route, method and status",
+            ),
+            &["path", "method", "status"],
+        )
+        .expect("valid metric");
+        let latency = HistogramVec::new(
+            HistogramOpts::new(
+                "kiln_http_request_duration_seconds",
+                "HTTP request latency by route",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0,
+                40.0,
+            ]),
+            &["path"],
+        )
+        .expect("valid metric");
+        let in_flight = IntGauge::new(
+            "kiln_http_in_flight_requests",
+            "HTTP requests being handled",
+        )
+        .expect("valid metric");
+        let queue_depth = IntGauge::new("kiln_queue_depth", "Images waiting for the model")
+            .expect("valid metric");
+        let batch_size = Histogram::with_opts(
+            HistogramOpts::new("kiln_batch_size", "Images per forward pass")
+                .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0]),
+        )
+        .expect("valid metric");
+        let inference_seconds = Histogram::with_opts(
+            HistogramOpts::new("kiln_inference_seconds", "Seconds per forward pass").buckets(vec![
+                0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0,
+            ]),
+        )
+        .expect("valid metric");
+        let model_load_seconds = Gauge::new(
+            "kiln_model_load_seconds",
+            "Seconds to load the model and run its warm-up pass",
+        )
+        .expect("valid metric");
+        for m in [
+            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(latency.clone()),
+            Box::new(in_flight.clone()),
+            Box::new(queue_depth.clone()),
+            Box::new(batch_size.clone()),
+            Box::new(inference_seconds.clone()),
+            Box::new(model_load_seconds.clone()),
+        ] {
+            registry.register(m).expect("unique metric names");
+        }
+        Self {
+            registry,
+            requests,
+            latency,
+            in_flight,
+            queue_depth,
+            batch_size,
+            inference_seconds,
+            model_load_seconds,
+        }
+    }
+
+    /// The text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buf)
+            .expect("text encoding cannot fail");
+        String::from_utf8(buf).expect("prometheus text is UTF-8")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,288 @@
+//! Upload → model input, with torchvision's semantics: decode, convert (PIL "L" or RGB),
+//! resize the shorter side (bilinear, antialiased), centre-crop, /255, normalise; CHW f32.
+
+use std::io::Cursor;
+
+use image::imageops::{self, FilterType};
+use image::{DynamicImage, GrayImage, ImageBuffer, ImageReader, Limits, Pixel, RgbImage};
+use kiln_models::package::InputSpec;
+
+/// Why an upload cannot be turned into a model input.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PreprocessError {
+    /// The file has no bytes.
+    #[error("the file is empty")]
+    Empty,
+    /// The bytes are not an image in a supported format, or are corrupt.
+    #[error("not a decodable image: {0}")]
+    Undecodable(String),
+    /// The image declares more pixels than the server accepts (decompression-bomb guard).
+    #[error("image is {width}x{height} = {pixels} pixels, over the limit of {limit}")]
+    TooManyPixels {
+        /// Declared width.
+        width: u32,
+        /// Declared height.
+        height: u32,
+        /// width × height.
+        pixels: u64,
+        /// The configured limit.
+        limit: u64,
+    },
+}
+
+/// Turns uploaded image bytes into normalised `[C, H, W]` tensors for one model.
+#[derive(Debug, Clone)]
+pub struct Preprocessor {
+    spec: InputSpec,
+    max_pixels: u64,
+}
+
+impl Preprocessor {
+    /// A preprocessor for a package's input spec, refusing images over `max_pixels`.
+    pub fn new(spec: InputSpec, max_pixels: u64) -> Self {
+        Self { spec, max_pixels }
+    }
+
+    /// Values per prepared image (C × H × W).
+    pub fn input_len(&self) -> usize {
+        self.spec.channels * self.spec.height * self.spec.width
+    }
+
+    /// Decodes and transforms one upload.
+    pub fn prepare(&self, bytes: &[u8]) -> Result<Vec<f32>, PreprocessError> {
+        let image = self.decode(bytes)?;
+        Ok(match self.spec.channels {
+            1 => self.transform(to_pil_luma(image)),
+            _ => self.transform(image.into_rgb8()),
+        })
+    }
+
+    fn decode(&self, bytes: &[u8]) -> Result<DynamicImage, PreprocessError> {
+        if bytes.is_empty() {
+            return Err(PreprocessError::Empty);
+        }
+        let undecodable = |e: &dyn std::fmt::Display| PreprocessError::Undecodable(e.to_string());
+        let reader = || {
+            ImageReader::new(Cursor::new(bytes))
+                .with_guessed_format()
+                .map_err(|e| undecodable(&e))
+        };
+        // Check the declared size from the header before allocating anything for pixels.
+        let (width, height) = reader()?.into_dimensions().map_err(|e| undecodable(&e))?;
+        let pixels = width as u64 * height as u64;
+        if pixels > self.max_pixels {
+            return Err(PreprocessError::TooManyPixels {
+                width,
+                height,
+                pixels,
+                limit: self.max_pixels,
+            });
+        }
+        let mut limits = Limits::default();
+        limits.max_alloc = Some(self.max_pixels.saturating_mul(16).max(1 << 20));
+        let mut r = reader()?;
+        r.limits(limits);
+        r.decode().map_err(|e| undecodable(&e))
+    }
+
+    fn transform<P>(&self, img: ImageBuffer<P, Vec<u8>>) -> Vec<f32>
+    where
+        P: Pixel<Subpixel = u8> + 'static,
+    {
+        let (w, h) = img.dimensions();
+        let (rw, rh) = resized_size(w, h, self.spec.resize_shorter as u32);
+        let resized = if (rw, rh) == (w, h) {
+            img
+        } else {
+            imageops::resize(&img, rw, rh, FilterType::Triangle)
+        };
+        let (ch, cw) = (self.spec.height as u32, self.spec.width as u32);
+        let (top, left) = (crop_offset(rh, ch), crop_offset(rw, cw));
+        let c = self.spec.channels;
+        let mut out = vec![0f32; c * (ch * cw) as usize];
+        for y in 0..ch {
+            for x in 0..cw {
+                // Outside the resized image (only when it is smaller than the crop): zero padding.
+                let (sy, sx) = (y as i64 + top, x as i64 + left);
+                if sy < 0 || sx < 0 || sy >= rh as i64 || sx >= rw as i64 {
+                    continue;
+                }
+                let px = resized.get_pixel(sx as u32, sy as u32).channels();
+                for k in 0..c {
+                    let v = px[k] as f32 / 255.0;
+                    out[k * (ch * cw) as usize + (y * cw + x) as usize] =
+                        (v - self.spec.mean[k]) / self.spec.std[k];
+                }
+            }
+        }
+        out
+    }
+}
+
+/// torchvision `Resize(size)` with an int: the shorter side becomes `size`, the longer side
+/// `int(size * long / short)` (truncated).
+pub fn resized_size(w: u32, h: u32, size: u32) -> (u32, u32) {
+    if w <= h {
+        (size, ((size as u64 * h as u64) / w as u64) as u32)
+    } else {
+        (((size as u64 * w as u64) / h as u64) as u32, size)
+    }
+}
+
+/// torchvision `CenterCrop`: offset `int(round((len - crop) / 2))`, Python rounding
+/// (half to even); negative when the image is smaller than the crop.
+pub fn crop_offset(len: u32, crop: u32) -> i64 {
+    let twice = len as i64 - crop as i64; // offset × 2
+    let floor = twice.div_euclid(2);
+    if twice.rem_euclid(2) == 1 && floor % 2 != 0 {
+        floor + 1
+    } else {
+        floor
+    }
+}
+
+/// PIL's `convert("L")`: ITU-R 601-2 luma, `L = R·299/1000 + G·587/1000 + B·114/1000`, in PIL's
+/// fixed-point form; 8-bit grayscale passes through unchanged, alpha is dropped.
+pub fn to_pil_luma(img: DynamicImage) -> GrayImage {
+    if let DynamicImage::ImageLuma8(g) = img {
+        return g;
+    }
+    let rgb: RgbImage = img.into_rgb8();
+    let (w, h) = rgb.dimensions();
+    let data = rgb
+        .pixels()
+        .map(|p| {
+            let [r, g, b] = p.0;
+            ((r as u32 * 19595 + g as u32 * 38470 + b as u32 * 7471 + 0x8000) >> 16) as u8
+        })
+        .collect();
+    GrayImage::from_raw(w, h, data).expect("one byte per pixel")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use image::{ImageFormat, Luma, Rgb};
+
+    fn mnist_spec() -> InputSpec {
+        InputSpec {
+            channels: 1,
+            height: 28,
+            width: 28,
+            resize_shorter: 28,
+            mean: vec![0.1307],
+            std: vec![0.3081],
+        }
+    }
+
+    fn encode(img: &DynamicImage, fmt: ImageFormat) -> Vec<u8> {
+        let mut buf = Cursor::new(Vec::new());
+        img.write_to(&mut buf, fmt).unwrap();
+        buf.into_inner()
+    }
+
+    #[test]
+    fn torchvision_sizes_and_offsets() {
+        assert_eq!(resized_size(56, 84, 28), (28, 42));
+        assert_eq!(resized_size(100, 30, 28), (93, 28)); // int(28 * 100 / 30) = 93
+        assert_eq!(resized_size(500, 375, 256), (341, 256));
+        // round((42 - 28) / 2) = 7; round(65 / 2 = 32.5) = 32; round(0.5) = 0; round(1.5) = 2
+        assert_eq!(crop_offset(42, 28), 7);
+        assert_eq!(crop_offset(93, 28), 32);
+        assert_eq!(crop_offset(29, 28), 0);
+        assert_eq!(crop_offset(31, 28), 2);
+        assert_eq!(crop_offset(256, 224), 16);
+        assert_eq!(crop_offset(26, 28), -1);
+    }
+
+    #[test]
+    fn pil_luma_formula() {
+        let img = DynamicImage::ImageRgb8(RgbImage::from_pixel(1, 1, Rgb([200, 100, 50])));
+        // 200·0.299 + 100·0.587 + 50·0.114 = 124.2 → 124
+        assert_eq!(to_pil_luma(img).get_pixel(0, 0).0, [124]);
+        let img = DynamicImage::ImageRgb8(RgbImage::from_pixel(1, 1, Rgb([255, 255, 255])));
+        assert_eq!(to_pil_luma(img).get_pixel(0, 0).0, [255]);
+    }
+
+    #[test]
+    fn png_28_is_exactly_the_normalised_pixels() {
+        let mut g = GrayImage::new(28, 28);
+        g.put_pixel(3, 5, Luma([255]));
+        g.put_pixel(27, 27, Luma([51]));
+        let bytes = encode(&DynamicImage::ImageLuma8(g), ImageFormat::Png);
+        let v = Preprocessor::new(mnist_spec(), 1 << 20)
+            .prepare(&bytes)
+            .unwrap();
+        assert_eq!(v.len(), 784);
+        let norm = |p: f32| (p / 255.0 - 0.1307) / 0.3081;
+        assert_eq!(v[5 * 28 + 3], norm(255.0));
+        assert_eq!(v[27 * 28 + 27], norm(51.0));
+        assert_eq!(v[0], norm(0.0));
+    }
+
+    #[test]
+    fn larger_rgb_image_is_resized_and_centre_cropped() {
+        // 56×84 RGB: left half white, right half black; after resize → 28×42 and crop rows 7..35.
+        let img = RgbImage::from_fn(56, 84, |x, _| {
+            if x < 28 {
+                Rgb([255, 255, 255])
+            } else {
+                Rgb([0, 0, 0])
+            }
+        });
+        let bytes = encode(&DynamicImage::ImageRgb8(img), ImageFormat::Png);
+        let v = Preprocessor::new(mnist_spec(), 1 << 20)
+            .prepare(&bytes)
+            .unwrap();
+        let norm = |p: f32| (p / 255.0 - 0.1307) / 0.3081;
+        assert_eq!(v[10 * 28 + 2], norm(255.0));
+        assert_eq!(v[10 * 28 + 25], norm(0.0));
+    }
+
+    #[test]
+    fn bad_uploads_are_typed_errors() {
+        let p = Preprocessor::new(mnist_spec(), 100 * 100);
+        assert_eq!(p.prepare(&[]), Err(PreprocessError::Empty));
+        assert!(matches!(
+            p.prepare(b"hello, not an image"),
+            Err(PreprocessError::Undecodable(_))
+        ));
+        let big = encode(
+            &DynamicImage::ImageLuma8(GrayImage::new(101, 100)),
+            ImageFormat::Png,
+        );
+        assert!(matches!(
+            p.prepare(&big),
+            Err(PreprocessError::TooManyPixels { pixels: 10100, .. })
+        ));
+        let png = encode(
+            &DynamicImage::ImageLuma8(GrayImage::new(28, 28)),
+            ImageFormat::Png,
+        );
+        assert!(matches!(
+            p.prepare(&png[..png.len() / 2]),
+            Err(PreprocessError::Undecodable(_))
+        ));
+    }
+
+    /// A PNG whose header claims 60000×60000 pixels is refused before any pixel is decoded.
+    #[test]
+    fn decompression_bomb_header_is_refused() {
+        let mut png = encode(
+            &DynamicImage::ImageLuma8(GrayImage::new(1, 1)),
+            ImageFormat::Png,
+        );
+        // IHDR width/height live at bytes 16..24; the CRC is not checked before the limit.
+        png[16..20].copy_from_slice(&60000u32.to_be_bytes());
+        png[20..24].copy_from_slice(&60000u32.to_be_bytes());
+        let p = Preprocessor::new(mnist_spec(), 40_000_000);
+        let e = p.prepare(&png).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                PreprocessError::TooManyPixels { .. } | PreprocessError::Undecodable(_)
+            ),
+            "{e:?}"
+        );
+    }
+}

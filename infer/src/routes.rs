@@ -1,0 +1,519 @@
+//! HTTP and WebSocket routes: predict (`POST /` and every `apis` path), `GET /health`,
+//! `GET /metrics`, `GET /ws`; JSON errors for everything else.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::multipart::MultipartError;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{DefaultBodyLimit, FromRequest, MatchedPath, Multipart, Request, State};
+use axum::http::{header, HeaderName, HeaderValue, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use tower_http::set_header::SetResponseHeaderLayer;
+
+use crate::batcher::Batcher;
+use crate::errors::ApiError;
+use crate::metrics::Metrics;
+use crate::preprocess::{PreprocessError, Preprocessor};
+
+/// Everything a handler needs.
+pub struct AppState {
+    /// Set once the model is loaded and has run its warm-up pass.
+    pub ready: AtomicBool,
+    /// Upload → model input.
+    pub preprocessor: Preprocessor,
+    /// Output labels in class order.
+    pub labels: Vec<Value>,
+    /// The queue to the inference thread.
+    pub batcher: Batcher,
+    /// Prometheus metrics.
+    pub metrics: Arc<Metrics>,
+    /// Largest accepted request body in bytes.
+    pub max_body: usize,
+    /// Longest a predict request may take before it answers 504.
+    pub timeout: Duration,
+}
+
+/// Paths the server owns; an `apis` entry may not take them.
+const RESERVED: [&str; 3] = ["/health", "/metrics", "/ws"];
+
+/// The nginx front's security headers (guide section 5.5), on every response.
+const SECURITY_HEADERS: [(&str, &str); 5] = [
+    ("x-content-type-options", "nosniff"),
+    ("x-frame-options", "SAMEORIGIN"),
+    (
+        "strict-transport-security",
+        "max-age=31536000; includeSubDomains",
+    ),
+    ("content-security-policy", "default-src 'self'"),
+    ("cache-control", "no-store"),
+];
+
+/// Predict paths: `/` plus every `post` entry of the package's `apis` that is a plain path
+/// not already taken. Returns the paths and a warning for each entry left out.
+pub fn predict_paths(apis: &[kiln_models::package::ApiSpec]) -> (Vec<String>, Vec<String>) {
+    let mut paths = vec!["/".to_string()];
+    let mut skipped = Vec::new();
+    for api in apis {
+        let url = api.url.trim();
+        let plain = url.starts_with('/')
+            && !url.contains(['{', '}', '*', ':', '?', '#'])
+            && !url.contains("//");
+        if !api.method.eq_ignore_ascii_case("post") {
+            skipped.push(format!("{} {url}: only post endpoints predict", api.method));
+        } else if !plain || RESERVED.contains(&url) {
+            skipped.push(format!("post {url}: not a plain path the server can own"));
+        } else if !paths.iter().any(|p| p == url) {
+            paths.push(url.to_string());
+        }
+    }
+    (paths, skipped)
+}
+
+/// The whole application.
+pub fn router(state: Arc<AppState>, paths: &[String]) -> Router {
+    let mut router = Router::new()
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .route("/ws", get(websocket));
+    for path in paths {
+        router = router.route(path, post(predict));
+    }
+    let mut router = router
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(state.max_body))
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .with_state(state);
+    for (name, value) in SECURITY_HEADERS {
+        router = router.layer(SetResponseHeaderLayer::overriding(
+            HeaderName::from_static(name),
+            HeaderValue::from_static(value),
+        ));
+    }
+    router
+}
+
+/// Counts, times and logs every request.
+async fn observe(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let path = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |p| p.as_str())
+        .to_string();
+    let method = req.method().clone();
+    state.metrics.in_flight.inc();
+    let response = next.run(req).await;
+    state.metrics.in_flight.dec();
+    let status = response.status();
+    let seconds = started.elapsed().as_secs_f64();
+    state
+        .metrics
+        .requests
+        .with_label_values(&[path.as_str(), method.as_str(), status.as_str()])
+        .inc();
+    state
+        .metrics
+        .latency
+        .with_label_values(&[path.as_str()])
+        .observe(seconds);
+    tracing::info!(%method, path, status = status.as_u16(), ms = format!("{:.2}", seconds * 1e3), "request");
+    response
+}
+
+async fn health(State(state): State<Arc<AppState>>) -> Response {
+    if state.ready.load(Ordering::Acquire) {
+        (StatusCode::OK, Json(json!({ "status": "OK" }))).into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "LOADING" })),
+        )
+            .into_response()
+    }
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn not_found(method: Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        format!("no route for {method} {}", uri.path()),
+    )
+}
+
+async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("{method} is not allowed on {}", uri.path()),
+    )
+}
+
+/// Whether the query string asks for detail (`?detail=true` or `?detail=1`).
+fn wants_detail(query: Option<&str>) -> bool {
+    query.is_some_and(|q| {
+        q.split('&').any(|kv| {
+            matches!(kv.split_once('='), Some(("detail", "true" | "1"))) || kv == "detail"
+        })
+    })
+}
+
+/// One multipart field and its files, in upload order.
+struct FieldFiles {
+    name: String,
+    files: Vec<(String, Vec<u8>)>,
+}
+
+async fn predict(State(state): State<Arc<AppState>>, req: Request) -> Response {
+    let detail = wants_detail(req.uri().query());
+    let timeout = state.timeout;
+    match tokio::time::timeout(timeout, predict_inner(state, detail, req)).await {
+        Ok(Ok(body)) => Json(body).into_response(),
+        Ok(Err(e)) => e.into_response(),
+        Err(_) => ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            format!("the request took longer than {} s", timeout.as_secs_f64()),
+        )
+        .into_response(),
+    }
+}
+
+async fn predict_inner(
+    state: Arc<AppState>,
+    detail: bool,
+    req: Request,
+) -> Result<Value, ApiError> {
+    ensure_ready(&state)?;
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    if !content_type
+        .to_ascii_lowercase()
+        .starts_with("multipart/form-data")
+    {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("expected multipart/form-data, got {:?}", content_type),
+        ));
+    }
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > state.max_body) {
+        return Err(too_large(state.max_body));
+    }
+    let guard = state.batcher.preparing();
+    let fields = read_fields(&state, req).await?;
+    let preprocessor = state.preprocessor.clone();
+    let prepared = tokio::task::spawn_blocking(move || prepare_all(&preprocessor, fields))
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("preprocessing failed: {e}"),
+            )
+        })??;
+    drop(guard);
+
+    let mut pending = Vec::new();
+    for (name, files) in &prepared {
+        for (file_name, input) in files {
+            let rx = state.batcher.submit(input.clone()).map_err(|_| {
+                ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "the inference queue is full; retry later",
+                )
+            })?;
+            pending.push((name.clone(), file_name.clone(), rx));
+        }
+    }
+    let mut results: Vec<(String, Vec<(String, Vec<f32>)>)> = Vec::new();
+    for (name, file_name, rx) in pending {
+        let probs = rx
+            .await
+            .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the model stopped"))?;
+        match results.last_mut() {
+            Some((n, files)) if *n == name => files.push((file_name, probs)),
+            _ => results.push((name, vec![(file_name, probs)])),
+        }
+    }
+    Ok(render(&state.labels, &results, detail))
+}
+
+fn ensure_ready(state: &AppState) -> Result<(), ApiError> {
+    if state.ready.load(Ordering::Acquire) {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the model is still loading",
+        ))
+    }
+}
+
+fn too_large(limit: usize) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("request body is over the limit of {limit} bytes"),
+    )
+}
+
+fn multipart_error(state: &AppState, e: MultipartError) -> ApiError {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        too_large(state.max_body)
+    } else {
+        ApiError::bad_request(format!("malformed multipart body: {}", e.body_text()))
+    }
+}
+
+/// Reads every file field; plain text fields (no file name, text content type) are ignored.
+async fn read_fields(state: &AppState, req: Request<Body>) -> Result<Vec<FieldFiles>, ApiError> {
+    let mut multipart = Multipart::from_request(req, &()).await.map_err(|e| {
+        ApiError::bad_request(format!("malformed multipart request: {}", e.body_text()))
+    })?;
+    let mut fields: Vec<FieldFiles> = Vec::new();
+    while let Some(field) = multipart
+        .next_field()
+        .await
+        .map_err(|e| multipart_error(state, e))?
+    {
+        let name = field.name().unwrap_or("").to_string();
+        let file_name = field.file_name().map(str::to_string);
+        let is_text = field
+            .content_type()
+            .is_some_and(|ct| ct.starts_with("text/"));
+        if file_name.is_none() && (is_text || field.content_type().is_none()) {
+            continue;
+        }
+        if name.is_empty() {
+            return Err(ApiError::bad_request("a file part has no field name"));
+        }
+        let bytes = field.bytes().await.map_err(|e| multipart_error(state, e))?;
+        let file = (file_name.unwrap_or_default(), bytes.to_vec());
+        match fields.iter_mut().find(|f| f.name == name) {
+            Some(f) => f.files.push(file),
+            None => fields.push(FieldFiles {
+                name,
+                files: vec![file],
+            }),
+        }
+    }
+    if fields.is_empty() {
+        return Err(ApiError::bad_request(
+            "no file in the request: send each image as a file part, e.g. -F image=@digit.png",
+        ));
+    }
+    Ok(fields)
+}
+
+type Prepared = Vec<(String, Vec<(String, Vec<f32>)>)>;
+
+fn prepare_all(p: &Preprocessor, fields: Vec<FieldFiles>) -> Result<Prepared, ApiError> {
+    fields
+        .into_iter()
+        .map(|f| {
+            let files = f
+                .files
+                .into_iter()
+                .map(|(file_name, bytes)| {
+                    p.prepare(&bytes)
+                        .map(|input| (file_name.clone(), input))
+                        .map_err(|e| upload_error(&f.name, &file_name, e))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok((f.name, files))
+        })
+        .collect()
+}
+
+fn upload_error(field: &str, file_name: &str, e: PreprocessError) -> ApiError {
+    let file = if file_name.is_empty() {
+        String::new()
+    } else {
+        format!(" ({file_name})")
+    };
+    ApiError::bad_request(format!("field {field:?}{file}: {e}"))
+}
+
+fn argmax(v: &[f32]) -> usize {
+    v.iter()
+        .enumerate()
+        .fold((0, f32::NEG_INFINITY), |best, (i, &x)| {
+            if x > best.1 {
+                (i, x)
+            } else {
+                best
+            }
+        })
+        .0
+}
+
+/// The contract's body: `[{field: label of the field's first file}, ...]`; with detail,
+/// `[{"field": ..., "label": ..., "files": [{"filename", "label", "probabilities"}]}]`.
+fn render(labels: &[Value], results: &[(String, Vec<(String, Vec<f32>)>)], detail: bool) -> Value {
+    let label = |probs: &[f32]| labels.get(argmax(probs)).cloned().unwrap_or(Value::Null);
+    Value::Array(
+        results
+            .iter()
+            .map(|(name, files)| {
+                let first = label(&files[0].1);
+                if detail {
+                    let files: Vec<Value> = files
+                        .iter()
+                        .map(|(f, p)| json!({ "filename": f, "label": label(p), "probabilities": p }))
+                        .collect();
+                    json!({ "field": name, "label": first, "files": files })
+                } else {
+                    json!({ name.as_str(): first })
+                }
+            })
+            .collect(),
+    )
+}
+
+async fn websocket(State(state): State<Arc<AppState>>, ws: WebSocketUpgrade) -> Response {
+    let max = state.max_body;
+    ws.max_message_size(max)
+        .on_upgrade(move |socket| ws_session(state, socket))
+}
+
+/// Each binary message is one image; each reply is the HTTP route's JSON for field `image`.
+async fn ws_session(state: Arc<AppState>, mut socket: WebSocket) {
+    while let Some(Ok(msg)) = socket.recv().await {
+        let reply = match msg {
+            Message::Binary(bytes) => match ws_predict(&state, bytes.to_vec()).await {
+                Ok(v) => v,
+                Err(e) => json!({ "error_code": e.code, "error_msg": e.msg }),
+            },
+            Message::Text(_) => {
+                let e = ApiError::bad_request("send each image as one binary message");
+                json!({ "error_code": e.code, "error_msg": e.msg })
+            }
+            Message::Close(_) => break,
+            Message::Ping(_) | Message::Pong(_) => continue,
+        };
+        if socket
+            .send(Message::Text(reply.to_string().into()))
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+}
+
+async fn ws_predict(state: &Arc<AppState>, bytes: Vec<u8>) -> Result<Value, ApiError> {
+    ensure_ready(state)?;
+    let fields = vec![FieldFiles {
+        name: "image".into(),
+        files: vec![(String::new(), bytes)],
+    }];
+    let preprocessor = state.preprocessor.clone();
+    let prepared = tokio::task::spawn_blocking(move || prepare_all(&preprocessor, fields))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
+    let input = prepared[0].1[0].1.clone();
+    let rx = state.batcher.submit(input).map_err(|_| {
+        ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "the inference queue is full; retry later",
+        )
+    })?;
+    let probs = rx
+        .await
+        .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the model stopped"))?;
+    Ok(render(
+        &state.labels,
+        &[("image".into(), vec![(String::new(), probs)])],
+        false,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kiln_models::package::{ApiSpec, BodySpec};
+
+    fn api(url: &str, method: &str) -> ApiSpec {
+        let body = BodySpec {
+            content_type: "application/json".into(),
+            data: None,
+        };
+        ApiSpec {
+            url: url.into(),
+            method: method.into(),
+            request: body.clone(),
+            response: body,
+        }
+    }
+
+    #[test]
+    fn predict_paths_take_plain_post_urls_only() {
+        let (paths, skipped) = predict_paths(&[
+            api("/", "post"),
+            api("/greet", "POST"),
+            api("/goodbye", "get"),
+            api("/health", "post"),
+            api("/{id}", "post"),
+        ]);
+        assert_eq!(paths, vec!["/", "/greet"]);
+        assert_eq!(skipped.len(), 3, "{skipped:?}");
+    }
+
+    #[test]
+    fn detail_flag_parsing() {
+        assert!(wants_detail(Some("detail=true")));
+        assert!(wants_detail(Some("a=b&detail=1")));
+        assert!(wants_detail(Some("detail")));
+        assert!(!wants_detail(Some("detail=false")));
+        assert!(!wants_detail(Some("details=true")));
+        assert!(!wants_detail(None));
+    }
+
+    #[test]
+    fn render_uses_the_first_file_of_each_field() {
+        let labels: Vec<Value> = (0..3).map(Value::from).collect();
+        let results = vec![
+            (
+                "image".to_string(),
+                vec![
+                    ("a.png".to_string(), vec![0.1, 0.7, 0.2]),
+                    ("b.png".to_string(), vec![0.9, 0.05, 0.05]),
+                ],
+            ),
+            (
+                "other".to_string(),
+                vec![("c.png".to_string(), vec![0.1, 0.2, 0.7])],
+            ),
+        ];
+        assert_eq!(
+            render(&labels, &results, false),
+            json!([{ "image": 1 }, { "other": 2 }])
+        );
+        let d = render(&labels, &results, true);
+        assert_eq!(d[0]["field"], "image");
+        assert_eq!(d[0]["label"], 1);
+        assert_eq!(d[0]["files"][1]["label"], 0);
+        assert_eq!(d[0]["files"][1]["filename"], "b.png");
+    }
+}

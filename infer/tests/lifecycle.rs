@@ -1,0 +1,265 @@
+//! The server in-process with stand-in models: readiness, batching, overload, deadlines and
+//! graceful shutdown.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{encode_digit, test_digits};
+use image::ImageFormat;
+use kiln_infer::batcher::BatchPolicy;
+use kiln_infer::registry::ImageModel;
+use kiln_infer::tls::TlsMode;
+use kiln_infer::{serve, ServeConfig, ServeError};
+use reqwest::multipart::{Form, Part};
+use tokio::sync::oneshot;
+
+/// Answers class 3 for everything, after `delay`, recording each batch size.
+struct SlowModel {
+    delay: Duration,
+    batches: Arc<Mutex<Vec<usize>>>,
+}
+
+impl ImageModel for SlowModel {
+    fn probabilities(&self, inputs: Vec<f32>, n: usize) -> Vec<f32> {
+        assert_eq!(inputs.len(), n * 784);
+        std::thread::sleep(self.delay);
+        self.batches.lock().unwrap().push(n);
+        (0..n)
+            .flat_map(|_| (0..10).map(|k| if k == 3 { 1.0 } else { 0.0 }))
+            .collect()
+    }
+
+    fn num_classes(&self) -> usize {
+        10
+    }
+}
+
+struct Running {
+    base: String,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<Result<(), ServeError>>,
+    batches: Arc<Mutex<Vec<usize>>>,
+}
+
+async fn start(
+    delay: Duration,
+    policy: BatchPolicy,
+    timeout: Duration,
+    gate: Option<std::sync::mpsc::Receiver<()>>,
+) -> Running {
+    let batches = Arc::new(Mutex::new(Vec::new()));
+    let model = SlowModel {
+        delay,
+        batches: batches.clone(),
+    };
+    let loader = move || {
+        if let Some(g) = gate {
+            g.recv().unwrap();
+        }
+        Ok(Box::new(model) as Box<dyn ImageModel>)
+    };
+    let config = ServeConfig {
+        model_dir: "unused".into(),
+        addr: "127.0.0.1:0".parse().unwrap(),
+        tls: TlsMode::Off,
+        policy,
+        max_body: 1_000_000,
+        max_pixels: 1_000_000,
+        timeout,
+        drain: Duration::from_secs(10),
+    };
+    let package = kiln_models::net_package_config(&kiln_models::NetConfig::new());
+    let (addr_tx, addr_rx) = oneshot::channel::<SocketAddr>();
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(serve(
+        config,
+        package,
+        loader,
+        move |addr, _| {
+            let _ = addr_tx.send(addr);
+        },
+        async move {
+            let _ = stop_rx.await;
+        },
+    ));
+    let addr = addr_rx.await.unwrap();
+    Running {
+        base: format!("http://{addr}"),
+        stop: Some(stop_tx),
+        task,
+        batches,
+    }
+}
+
+fn policy(max_batch: usize, queue_capacity: usize) -> BatchPolicy {
+    BatchPolicy {
+        max_batch,
+        max_delay: Duration::from_millis(5),
+        queue_capacity,
+    }
+}
+
+fn digit_form() -> Form {
+    let png = encode_digit(&test_digits(1)[0], 1, ImageFormat::Png);
+    Form::new().part("image", Part::bytes(png).file_name("d.png"))
+}
+
+async fn predict(base: &str) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(format!("{base}/"))
+        .multipart(digit_form())
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn wait_ready(base: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while reqwest::get(format!("{base}/health"))
+        .await
+        .unwrap()
+        .status()
+        != 200
+    {
+        assert!(Instant::now() < deadline, "never became ready");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// `/health` is 503 while the model loads, 200 once loaded and warmed up; predict waits too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_flips_once_the_model_is_loaded() {
+    let (gate_tx, gate_rx) = std::sync::mpsc::channel();
+    let s = start(
+        Duration::ZERO,
+        policy(8, 64),
+        Duration::from_secs(5),
+        Some(gate_rx),
+    )
+    .await;
+    let r = reqwest::get(format!("{}/health", s.base)).await.unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(
+        r.json::<serde_json::Value>().await.unwrap()["status"],
+        "LOADING"
+    );
+    let r = predict(&s.base).await;
+    assert_eq!(r.status(), 503);
+    assert_eq!(
+        r.json::<serde_json::Value>().await.unwrap()["error_code"],
+        "KILN.503"
+    );
+    gate_tx.send(()).unwrap();
+    wait_ready(&s.base).await;
+    let r = predict(&s.base).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.json::<serde_json::Value>().await.unwrap(),
+        serde_json::json!([{ "image": 3 }])
+    );
+    // The warm-up pass ran before readiness: one batch of 1, then the request.
+    assert_eq!(*s.batches.lock().unwrap(), vec![1, 1]);
+}
+
+/// Concurrent requests are grouped into shared forward passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_share_forward_passes() {
+    let s = start(
+        Duration::from_millis(30),
+        policy(16, 256),
+        Duration::from_secs(10),
+        None,
+    )
+    .await;
+    wait_ready(&s.base).await;
+    let requests: Vec<_> = (0..24)
+        .map(|_| tokio::spawn(predict_owned(s.base.clone())))
+        .collect();
+    for r in requests {
+        assert_eq!(r.await.unwrap(), 200);
+    }
+    let batches = s.batches.lock().unwrap().clone();
+    assert_eq!(batches.iter().sum::<usize>(), 25, "{batches:?}"); // 24 + warm-up
+    assert!(
+        batches.iter().any(|&n| n > 1),
+        "no batching happened: {batches:?}"
+    );
+    assert!(batches.iter().all(|&n| n <= 16), "{batches:?}");
+}
+
+async fn predict_owned(base: String) -> u16 {
+    predict(&base).await.status().as_u16()
+}
+
+/// A full queue answers 429 instead of growing without bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overload_answers_429() {
+    let s = start(
+        Duration::from_millis(200),
+        policy(1, 2),
+        Duration::from_secs(20),
+        None,
+    )
+    .await;
+    wait_ready(&s.base).await;
+    let requests: Vec<_> = (0..12)
+        .map(|_| tokio::spawn(predict_owned(s.base.clone())))
+        .collect();
+    let mut statuses = Vec::new();
+    for r in requests {
+        statuses.push(r.await.unwrap());
+    }
+    assert!(
+        statuses.contains(&429) && statuses.contains(&200),
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.iter().all(|s| *s == 200 || *s == 429),
+        "{statuses:?}"
+    );
+}
+
+/// A request past the deadline answers 504 with the JSON error body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_requests_answer_504() {
+    let s = start(
+        Duration::from_millis(800),
+        policy(4, 16),
+        Duration::from_millis(300),
+        None,
+    )
+    .await;
+    // Readiness waits for the warm-up pass (800 ms).
+    wait_ready(&s.base).await;
+    let started = Instant::now();
+    let r = predict(&s.base).await;
+    assert_eq!(r.status(), 504);
+    assert!(started.elapsed() < Duration::from_millis(700));
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error_code"], "KILN.504");
+}
+
+/// Shutdown stops accepting but lets in-flight requests finish.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_drains_in_flight_requests() {
+    let mut s = start(
+        Duration::from_millis(400),
+        policy(4, 16),
+        Duration::from_secs(10),
+        None,
+    )
+    .await;
+    wait_ready(&s.base).await;
+    let in_flight = tokio::spawn(predict_owned(s.base.clone()));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    s.stop.take().unwrap().send(()).unwrap();
+    assert_eq!(in_flight.await.unwrap(), 200);
+    s.task.await.unwrap().unwrap();
+    assert!(
+        reqwest::get(format!("{}/health", s.base)).await.is_err(),
+        "still accepting after shutdown"
+    );
+}
