@@ -189,9 +189,7 @@ pub enum IdxError {
         magic: u32,
     },
     /// The element type code is not one of the six the format defines.
-    #[error(
-        "{path}: unknown element type 0x{code:02x} (expected 0x08, 0x09, 0x0b, 0x0c, 0x0d or 0x0e)"
-    )]
+    #[error("{path}: unknown element type 0x{code:02x} (expected 0x08, 0x09, 0x0b, 0x0c, 0x0d or 0x0e)")]
     UnknownType {
         /// The file.
         path: PathBuf,
@@ -242,9 +240,7 @@ pub fn read_maybe_gzip(path: &Path) -> Result<Vec<u8>, IdxError> {
         source,
     };
     let mut raw = Vec::new();
-    File::open(path)
-        .and_then(|mut f| f.read_to_end(&mut raw))
-        .map_err(io)?;
+    File::open(path).and_then(|mut f| f.read_to_end(&mut raw)).map_err(io)?;
     if !raw.starts_with(&GZIP_MAGIC) {
         return Ok(raw);
     }
@@ -366,14 +362,8 @@ mod tests {
     fn reads_every_element_type_big_endian() {
         let dir = tempfile::tempdir().unwrap();
         let cases: Vec<(Vec<u8>, IdxData)> = vec![
-            (
-                vec![0, 0, 0x08, 1, 0, 0, 0, 2, 7, 255],
-                IdxData::U8(vec![7, 255]),
-            ),
-            (
-                vec![0, 0, 0x09, 1, 0, 0, 0, 2, 0xff, 0x80],
-                IdxData::I8(vec![-1, -128]),
-            ),
+            (vec![0, 0, 0x08, 1, 0, 0, 0, 2, 7, 255], IdxData::U8(vec![7, 255])),
+            (vec![0, 0, 0x09, 1, 0, 0, 0, 2, 0xff, 0x80], IdxData::I8(vec![-1, -128])),
             (
                 vec![0, 0, 0x0B, 1, 0, 0, 0, 2, 0x01, 0x02, 0xff, 0xfe],
                 IdxData::I16(vec![0x0102, -2]),
@@ -384,9 +374,7 @@ mod tests {
             ),
             // 0x3fc00000 = 1.5f32, 0xc0200000 = -2.5f32
             (
-                vec![
-                    0, 0, 0x0D, 1, 0, 0, 0, 2, 0x3f, 0xc0, 0, 0, 0xc0, 0x20, 0, 0,
-                ],
+                vec![0, 0, 0x0D, 1, 0, 0, 0, 2, 0x3f, 0xc0, 0, 0, 0xc0, 0x20, 0, 0],
                 IdxData::F32(vec![1.5, -2.5]),
             ),
             // 0x3fd0000000000000 = 0.25f64
@@ -432,36 +420,21 @@ mod tests {
         let p = write(dir.path(), "bad-file", bytes);
         let e = read_idx(&p).unwrap_err();
         let msg = e.to_string();
-        assert!(
-            msg.contains("bad-file"),
-            "message must name the file: {msg}"
-        );
+        assert!(msg.contains("bad-file"), "message must name the file: {msg}");
         (e, msg)
     }
 
     #[test]
     fn wrong_magic_is_reported() {
         let (e, msg) = err_of(&[0x12, 0x34, 0x08, 1, 0, 0, 0, 0]);
-        assert!(
-            matches!(
-                e,
-                IdxError::BadMagic {
-                    magic: 0x1234_0801,
-                    ..
-                }
-            ),
-            "{e:?}"
-        );
+        assert!(matches!(e, IdxError::BadMagic { magic: 0x1234_0801, .. }), "{e:?}");
         assert!(msg.contains("0x12340801"), "{msg}");
     }
 
     #[test]
     fn unknown_type_is_reported() {
         let (e, msg) = err_of(&[0, 0, 0x0A, 1, 0, 0, 0, 0]);
-        assert!(
-            matches!(e, IdxError::UnknownType { code: 0x0A, .. }),
-            "{e:?}"
-        );
+        assert!(matches!(e, IdxError::UnknownType { code: 0x0A, .. }), "{e:?}");
         assert!(msg.contains("0x0a"), "{msg}");
     }
 
@@ -475,27 +448,13 @@ mod tests {
     fn truncated_header_is_reported() {
         let (e, _) = err_of(&[0, 0]);
         assert!(
-            matches!(
-                e,
-                IdxError::TruncatedHeader {
-                    len: 2,
-                    needed: 4,
-                    ..
-                }
-            ),
+            matches!(e, IdxError::TruncatedHeader { len: 2, needed: 4, .. }),
             "{e:?}"
         );
         // Three dimensions declared, only one size present.
         let (e, _) = err_of(&[0, 0, 0x08, 3, 0, 0, 0, 1]);
         assert!(
-            matches!(
-                e,
-                IdxError::TruncatedHeader {
-                    len: 8,
-                    needed: 16,
-                    ..
-                }
-            ),
+            matches!(e, IdxError::TruncatedHeader { len: 8, needed: 16, .. }),
             "{e:?}"
         );
     }

@@ -128,11 +128,7 @@ impl MnistDataset {
             });
         }
         let labels = into_u8(labels);
-        if let Some((index, &label)) = labels
-            .iter()
-            .enumerate()
-            .find(|(_, &l)| l as usize >= MNIST_CLASSES)
-        {
+        if let Some((index, &label)) = labels.iter().enumerate().find(|(_, &l)| l as usize >= MNIST_CLASSES) {
             return Err(MnistError::BadLabel {
                 path: labels_path.to_path_buf(),
                 index,
@@ -192,10 +188,7 @@ fn find_file(dir: &Path, prefix: &str, kind: &str, ndim: u8) -> Result<PathBuf, 
         .find(|p| p.is_file())
         .ok_or_else(|| MnistError::MissingFile {
             dir: dir.to_path_buf(),
-            what: format!(
-                "{} {kind}",
-                if prefix == "train" { "train" } else { "test" }
-            ),
+            what: format!("{} {kind}", if prefix == "train" { "train" } else { "test" }),
             tried: names.join(", "),
         })
 }
@@ -204,10 +197,7 @@ fn find_file(dir: &Path, prefix: &str, kind: &str, ndim: u8) -> Result<PathBuf, 
 fn expect_u8_shape(path: &Path, arr: &IdxArray, inner: &[usize]) -> Result<usize, MnistError> {
     let ok_dims = arr.dims.len() == inner.len() + 1 && arr.dims[1..] == *inner;
     if arr.as_u8().is_none() || !ok_dims {
-        let expected = inner
-            .iter()
-            .fold("u8 [N".to_string(), |s, d| format!("{s}, {d}"))
-            + "]";
+        let expected = inner.iter().fold("u8 [N".to_string(), |s, d| format!("{s}, {d}")) + "]";
         return Err(MnistError::Shape {
             path: path.to_path_buf(),
             expected,
@@ -252,10 +242,7 @@ impl<B: Backend> Batcher<B, MnistItem, MnistBatch<B>> for MnistBatcher {
             .collect();
         let labels: Vec<i64> = items.iter().map(|it| it.label as i64).collect();
         MnistBatch {
-            images: Tensor::from_data(
-                TensorData::new(pixels, [n, 1, MNIST_SIDE, MNIST_SIDE]),
-                device,
-            ),
+            images: Tensor::from_data(TensorData::new(pixels, [n, 1, MNIST_SIDE, MNIST_SIDE]), device),
             targets: Tensor::from_data(TensorData::new(labels, [n]), device),
         }
     }
@@ -378,12 +365,7 @@ mod tests {
         let v = batch.images.into_data().to_vec::<f32>().unwrap();
         assert!((v[0] - (1.0 - 0.1307) / 0.3081).abs() < 1e-6);
         assert!((v[1] - (-0.1307 / 0.3081)).abs() < 1e-6);
-        let t = batch
-            .targets
-            .into_data()
-            .convert::<i64>()
-            .to_vec::<i64>()
-            .unwrap();
+        let t = batch.targets.into_data().convert::<i64>().to_vec::<i64>().unwrap();
         assert_eq!(t, vec![7]);
     }
 

@@ -71,11 +71,7 @@ impl Batcher {
                 Err(e) => on_loaded(Err(e)),
             })
             .expect("spawn inference thread");
-        Self {
-            tx,
-            preparing,
-            metrics,
-        }
+        Self { tx, preparing, metrics }
     }
 
     /// Call when a request starts decoding images; keep the guard until they are submitted.
@@ -113,8 +109,7 @@ fn serve_batches(
             match rx.try_recv() {
                 Ok(job) => jobs.push(job),
                 Err(_) if preparing.load(Ordering::SeqCst) == 0 => break,
-                Err(_) => match rx.recv_timeout(deadline.saturating_duration_since(Instant::now()))
-                {
+                Err(_) => match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
                     Ok(job) => jobs.push(job),
                     Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
                 },
@@ -131,9 +126,7 @@ fn serve_batches(
         let started = Instant::now();
         let probs = model.probabilities(inputs, n);
         metrics.batch_size.observe(n as f64);
-        metrics
-            .inference_seconds
-            .observe(started.elapsed().as_secs_f64());
+        metrics.inference_seconds.observe(started.elapsed().as_secs_f64());
         for (reply, row) in replies.into_iter().zip(probs.chunks(classes)) {
             // A client that went away no longer needs its answer.
             let _ = reply.send(row.to_vec());

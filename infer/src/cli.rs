@@ -50,6 +50,10 @@ pub struct ServeArgs {
     /// Largest image in pixels (width × height) before decoding.
     #[arg(long = "max-pixels", default_value_t = 40_000_000)]
     pub max_pixels: u64,
+    /// Threads handling HTTP (default: a quarter of the cores, at least 1; the rest are left
+    /// to the model's own thread pool).
+    #[arg(long = "http-threads", value_parser = clap::value_parser!(u32).range(1..))]
+    pub http_threads: Option<u32>,
     /// Longest a predict request may take, in seconds (the gateway's 40 s); then 504.
     #[arg(long = "timeout-s", default_value_t = 40.0)]
     pub timeout_s: f64,

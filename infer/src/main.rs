@@ -23,10 +23,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("KILN_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("KILN_LOG").unwrap_or_else(|_| "info".into()))
         .init();
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
@@ -76,7 +73,10 @@ fn config(args: &ServeArgs) -> Result<ServeConfig, String> {
 fn run(args: ServeArgs) -> Result<(), String> {
     let config = config(&args)?;
     let device = args.device.resolve(false, cfg!(feature = "cuda"))?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let http_threads = args.http_threads.map_or((cores / 4).max(1), |n| n as usize);
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(http_threads)
         .enable_all()
         .build()
         .map_err(|e| format!("tokio runtime: {e}"))?;
@@ -87,26 +87,12 @@ fn run(args: ServeArgs) -> Result<(), String> {
         #[cfg(feature = "cuda")]
         DeviceChoice::Cuda(i) => {
             use burn::backend::{cuda::CudaDevice, Cuda};
-            Box::new(package_loader::<Cuda>(
-                dir,
-                package.clone(),
-                CudaDevice::new(i),
-            ))
+            Box::new(package_loader::<Cuda>(dir, package.clone(), CudaDevice::new(i)))
         }
-        _ => Box::new(package_loader::<Flex>(
-            dir,
-            package.clone(),
-            Default::default(),
-        )),
+        _ => Box::new(package_loader::<Flex>(dir, package.clone(), Default::default())),
     };
     let listening = |addr, scheme| println!("kiln-serve listening on {scheme}://{addr}");
     runtime
-        .block_on(serve(
-            config,
-            package,
-            loader,
-            listening,
-            termination_signal(),
-        ))
+        .block_on(serve(config, package, loader, listening, termination_signal()))
         .map_err(|e| e.to_string())
 }

@@ -1,8 +1,7 @@
 //! Prometheus metrics, served at `GET /metrics` in the text exposition format.
 
 use prometheus::{
-    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts,
-    Registry, TextEncoder,
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
 };
 
 /// Every metric the server keeps.
@@ -29,41 +28,28 @@ impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
         let requests = IntCounterVec::new(
-            Opts::new(
-                "kiln_http_requests_total",
-                "HTTP requests by route, method and status",
-            ),
+            Opts::new("kiln_http_requests_total", "HTTP requests by route, method and status"),
             &["path", "method", "status"],
         )
         .expect("valid metric");
         let latency = HistogramVec::new(
-            HistogramOpts::new(
-                "kiln_http_request_duration_seconds",
-                "HTTP request latency by route",
-            )
-            .buckets(vec![
-                0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0,
-                40.0,
+            HistogramOpts::new("kiln_http_request_duration_seconds", "HTTP request latency by route").buckets(vec![
+                0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 40.0,
             ]),
             &["path"],
         )
         .expect("valid metric");
-        let in_flight = IntGauge::new(
-            "kiln_http_in_flight_requests",
-            "HTTP requests being handled",
-        )
-        .expect("valid metric");
-        let queue_depth = IntGauge::new("kiln_queue_depth", "Images waiting for the model")
-            .expect("valid metric");
+        let in_flight =
+            IntGauge::new("kiln_http_in_flight_requests", "HTTP requests being handled").expect("valid metric");
+        let queue_depth = IntGauge::new("kiln_queue_depth", "Images waiting for the model").expect("valid metric");
         let batch_size = Histogram::with_opts(
             HistogramOpts::new("kiln_batch_size", "Images per forward pass")
                 .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0]),
         )
         .expect("valid metric");
         let inference_seconds = Histogram::with_opts(
-            HistogramOpts::new("kiln_inference_seconds", "Seconds per forward pass").buckets(vec![
-                0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0,
-            ]),
+            HistogramOpts::new("kiln_inference_seconds", "Seconds per forward pass")
+                .buckets(vec![0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0]),
         )
         .expect("valid metric");
         let model_load_seconds = Gauge::new(

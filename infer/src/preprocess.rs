@@ -110,8 +110,7 @@ impl Preprocessor {
                 let px = resized.get_pixel(sx as u32, sy as u32).channels();
                 for k in 0..c {
                     let v = px[k] as f32 / 255.0;
-                    out[k * (ch * cw) as usize + (y * cw + x) as usize] =
-                        (v - self.spec.mean[k]) / self.spec.std[k];
+                    out[k * (ch * cw) as usize + (y * cw + x) as usize] = (v - self.spec.mean[k]) / self.spec.std[k];
                 }
             }
         }
@@ -210,9 +209,7 @@ mod tests {
         g.put_pixel(3, 5, Luma([255]));
         g.put_pixel(27, 27, Luma([51]));
         let bytes = encode(&DynamicImage::ImageLuma8(g), ImageFormat::Png);
-        let v = Preprocessor::new(mnist_spec(), 1 << 20)
-            .prepare(&bytes)
-            .unwrap();
+        let v = Preprocessor::new(mnist_spec(), 1 << 20).prepare(&bytes).unwrap();
         assert_eq!(v.len(), 784);
         let norm = |p: f32| (p / 255.0 - 0.1307) / 0.3081;
         assert_eq!(v[5 * 28 + 3], norm(255.0));
@@ -223,17 +220,19 @@ mod tests {
     #[test]
     fn larger_rgb_image_is_resized_and_centre_cropped() {
         // 56×84 RGB: left half white, right half black; after resize → 28×42 and crop rows 7..35.
-        let img = RgbImage::from_fn(56, 84, |x, _| {
-            if x < 28 {
-                Rgb([255, 255, 255])
-            } else {
-                Rgb([0, 0, 0])
-            }
-        });
+        let img = RgbImage::from_fn(
+            56,
+            84,
+            |x, _| {
+                if x < 28 {
+                    Rgb([255, 255, 255])
+                } else {
+                    Rgb([0, 0, 0])
+                }
+            },
+        );
         let bytes = encode(&DynamicImage::ImageRgb8(img), ImageFormat::Png);
-        let v = Preprocessor::new(mnist_spec(), 1 << 20)
-            .prepare(&bytes)
-            .unwrap();
+        let v = Preprocessor::new(mnist_spec(), 1 << 20).prepare(&bytes).unwrap();
         let norm = |p: f32| (p / 255.0 - 0.1307) / 0.3081;
         assert_eq!(v[10 * 28 + 2], norm(255.0));
         assert_eq!(v[10 * 28 + 25], norm(0.0));
@@ -247,18 +246,12 @@ mod tests {
             p.prepare(b"hello, not an image"),
             Err(PreprocessError::Undecodable(_))
         ));
-        let big = encode(
-            &DynamicImage::ImageLuma8(GrayImage::new(101, 100)),
-            ImageFormat::Png,
-        );
+        let big = encode(&DynamicImage::ImageLuma8(GrayImage::new(101, 100)), ImageFormat::Png);
         assert!(matches!(
             p.prepare(&big),
             Err(PreprocessError::TooManyPixels { pixels: 10100, .. })
         ));
-        let png = encode(
-            &DynamicImage::ImageLuma8(GrayImage::new(28, 28)),
-            ImageFormat::Png,
-        );
+        let png = encode(&DynamicImage::ImageLuma8(GrayImage::new(28, 28)), ImageFormat::Png);
         assert!(matches!(
             p.prepare(&png[..png.len() / 2]),
             Err(PreprocessError::Undecodable(_))
@@ -268,10 +261,7 @@ mod tests {
     /// A PNG whose header claims 60000×60000 pixels is refused before any pixel is decoded.
     #[test]
     fn decompression_bomb_header_is_refused() {
-        let mut png = encode(
-            &DynamicImage::ImageLuma8(GrayImage::new(1, 1)),
-            ImageFormat::Png,
-        );
+        let mut png = encode(&DynamicImage::ImageLuma8(GrayImage::new(1, 1)), ImageFormat::Png);
         // IHDR width/height live at bytes 16..24; the CRC is not checked before the limit.
         png[16..20].copy_from_slice(&60000u32.to_be_bytes());
         png[20..24].copy_from_slice(&60000u32.to_be_bytes());

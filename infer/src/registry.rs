@@ -29,7 +29,11 @@ pub fn load_model<B: Backend>(
             let net = load_weights(dir, config, net_config.init::<B>(device))?;
             Ok(Box::new(Classifier {
                 forward: Box::new(move |x| net.forward(x)),
-                input: [config.kiln.input.channels, config.kiln.input.height, config.kiln.input.width],
+                input: [
+                    config.kiln.input.channels,
+                    config.kiln.input.height,
+                    config.kiln.input.width,
+                ],
                 classes: config.kiln.labels.len(),
                 device: device.clone(),
                 log_probs: true,
@@ -62,11 +66,7 @@ impl<B: Backend> ImageModel for Classifier<B> {
         } else {
             softmax(scores, 1)
         };
-        probs
-            .into_data()
-            .convert::<f32>()
-            .to_vec()
-            .expect("f32 probabilities")
+        probs.into_data().convert::<f32>().to_vec().expect("f32 probabilities")
     }
 
     fn num_classes(&self) -> usize {

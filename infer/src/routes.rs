@@ -47,10 +47,7 @@ const RESERVED: [&str; 3] = ["/health", "/metrics", "/ws"];
 const SECURITY_HEADERS: [(&str, &str); 5] = [
     ("x-content-type-options", "nosniff"),
     ("x-frame-options", "SAMEORIGIN"),
-    (
-        "strict-transport-security",
-        "max-age=31536000; includeSubDomains",
-    ),
+    ("strict-transport-security", "max-age=31536000; includeSubDomains"),
     ("content-security-policy", "default-src 'self'"),
     ("cache-control", "no-store"),
 ];
@@ -62,9 +59,7 @@ pub fn predict_paths(apis: &[kiln_models::package::ApiSpec]) -> (Vec<String>, Ve
     let mut skipped = Vec::new();
     for api in apis {
         let url = api.url.trim();
-        let plain = url.starts_with('/')
-            && !url.contains(['{', '}', '*', ':', '?', '#'])
-            && !url.contains("//");
+        let plain = url.starts_with('/') && !url.contains(['{', '}', '*', ':', '?', '#']) && !url.contains("//");
         if !api.method.eq_ignore_ascii_case("post") {
             skipped.push(format!("{} {url}: only post endpoints predict", api.method));
         } else if !plain || RESERVED.contains(&url) {
@@ -132,30 +127,20 @@ async fn health(State(state): State<Arc<AppState>>) -> Response {
     if state.ready.load(Ordering::Acquire) {
         (StatusCode::OK, Json(json!({ "status": "OK" }))).into_response()
     } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "status": "LOADING" })),
-        )
-            .into_response()
+        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "LOADING" }))).into_response()
     }
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
         state.metrics.render(),
     )
         .into_response()
 }
 
 async fn not_found(method: Method, uri: axum::http::Uri) -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        format!("no route for {method} {}", uri.path()),
-    )
+    ApiError::new(StatusCode::NOT_FOUND, format!("no route for {method} {}", uri.path()))
 }
 
 async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> ApiError {
@@ -168,9 +153,8 @@ async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> ApiError {
 /// Whether the query string asks for detail (`?detail=true` or `?detail=1`).
 fn wants_detail(query: Option<&str>) -> bool {
     query.is_some_and(|q| {
-        q.split('&').any(|kv| {
-            matches!(kv.split_once('='), Some(("detail", "true" | "1"))) || kv == "detail"
-        })
+        q.split('&')
+            .any(|kv| matches!(kv.split_once('='), Some(("detail", "true" | "1"))) || kv == "detail")
     })
 }
 
@@ -194,11 +178,7 @@ async fn predict(State(state): State<Arc<AppState>>, req: Request) -> Response {
     }
 }
 
-async fn predict_inner(
-    state: Arc<AppState>,
-    detail: bool,
-    req: Request,
-) -> Result<Value, ApiError> {
+async fn predict_inner(state: Arc<AppState>, detail: bool, req: Request) -> Result<Value, ApiError> {
     ensure_ready(&state)?;
     let content_type = req
         .headers()
@@ -206,10 +186,7 @@ async fn predict_inner(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_string();
-    if !content_type
-        .to_ascii_lowercase()
-        .starts_with("multipart/form-data")
-    {
+    if !content_type.to_ascii_lowercase().starts_with("multipart/form-data") {
         return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             format!("expected multipart/form-data, got {:?}", content_type),
@@ -224,15 +201,7 @@ async fn predict_inner(
     }
     let guard = state.batcher.preparing();
     let fields = read_fields(&state, req).await?;
-    let preprocessor = state.preprocessor.clone();
-    let prepared = tokio::task::spawn_blocking(move || prepare_all(&preprocessor, fields))
-        .await
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("preprocessing failed: {e}"),
-            )
-        })??;
+    let prepared = prepare_off_executor(&state, fields).await?;
     drop(guard);
 
     let mut pending = Vec::new();
@@ -288,20 +257,14 @@ fn multipart_error(state: &AppState, e: MultipartError) -> ApiError {
 
 /// Reads every file field; plain text fields (no file name, text content type) are ignored.
 async fn read_fields(state: &AppState, req: Request<Body>) -> Result<Vec<FieldFiles>, ApiError> {
-    let mut multipart = Multipart::from_request(req, &()).await.map_err(|e| {
-        ApiError::bad_request(format!("malformed multipart request: {}", e.body_text()))
-    })?;
-    let mut fields: Vec<FieldFiles> = Vec::new();
-    while let Some(field) = multipart
-        .next_field()
+    let mut multipart = Multipart::from_request(req, &())
         .await
-        .map_err(|e| multipart_error(state, e))?
-    {
+        .map_err(|e| ApiError::bad_request(format!("malformed multipart request: {}", e.body_text())))?;
+    let mut fields: Vec<FieldFiles> = Vec::new();
+    while let Some(field) = multipart.next_field().await.map_err(|e| multipart_error(state, e))? {
         let name = field.name().unwrap_or("").to_string();
         let file_name = field.file_name().map(str::to_string);
-        let is_text = field
-            .content_type()
-            .is_some_and(|ct| ct.starts_with("text/"));
+        let is_text = field.content_type().is_some_and(|ct| ct.starts_with("text/"));
         if file_name.is_none() && (is_text || field.content_type().is_none()) {
             continue;
         }
@@ -327,6 +290,22 @@ async fn read_fields(state: &AppState, req: Request<Body>) -> Result<Vec<FieldFi
 }
 
 type Prepared = Vec<(String, Vec<(String, Vec<f32>)>)>;
+
+/// Uploads up to this many bytes in total are decoded on the executor thread: a small image
+/// decodes faster than a hop to the blocking pool.
+const INLINE_DECODE_BYTES: usize = 64 * 1024;
+
+/// Decodes and transforms every file, on the blocking pool unless the upload is small.
+async fn prepare_off_executor(state: &AppState, fields: Vec<FieldFiles>) -> Result<Prepared, ApiError> {
+    let total: usize = fields.iter().flat_map(|f| f.files.iter().map(|(_, b)| b.len())).sum();
+    let preprocessor = state.preprocessor.clone();
+    if total <= INLINE_DECODE_BYTES {
+        return prepare_all(&preprocessor, fields);
+    }
+    tokio::task::spawn_blocking(move || prepare_all(&preprocessor, fields))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("preprocessing failed: {e}")))?
+}
 
 fn prepare_all(p: &Preprocessor, fields: Vec<FieldFiles>) -> Result<Prepared, ApiError> {
     fields
@@ -358,13 +337,16 @@ fn upload_error(field: &str, file_name: &str, e: PreprocessError) -> ApiError {
 fn argmax(v: &[f32]) -> usize {
     v.iter()
         .enumerate()
-        .fold((0, f32::NEG_INFINITY), |best, (i, &x)| {
-            if x > best.1 {
-                (i, x)
-            } else {
-                best
-            }
-        })
+        .fold(
+            (0, f32::NEG_INFINITY),
+            |best, (i, &x)| {
+                if x > best.1 {
+                    (i, x)
+                } else {
+                    best
+                }
+            },
+        )
         .0
 }
 
@@ -412,11 +394,7 @@ async fn ws_session(state: Arc<AppState>, mut socket: WebSocket) {
             Message::Close(_) => break,
             Message::Ping(_) | Message::Pong(_) => continue,
         };
-        if socket
-            .send(Message::Text(reply.to_string().into()))
-            .await
-            .is_err()
-        {
+        if socket.send(Message::Text(reply.to_string().into())).await.is_err() {
             break;
         }
     }
@@ -428,10 +406,7 @@ async fn ws_predict(state: &Arc<AppState>, bytes: Vec<u8>) -> Result<Value, ApiE
         name: "image".into(),
         files: vec![(String::new(), bytes)],
     }];
-    let preprocessor = state.preprocessor.clone();
-    let prepared = tokio::task::spawn_blocking(move || prepare_all(&preprocessor, fields))
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
+    let prepared = prepare_off_executor(state, fields).await?;
     let input = prepared[0].1[0].1.clone();
     let rx = state.batcher.submit(input).map_err(|_| {
         ApiError::new(
@@ -501,10 +476,7 @@ mod tests {
                     ("b.png".to_string(), vec![0.9, 0.05, 0.05]),
                 ],
             ),
-            (
-                "other".to_string(),
-                vec![("c.png".to_string(), vec![0.1, 0.2, 0.7])],
-            ),
+            ("other".to_string(), vec![("c.png".to_string(), vec![0.1, 0.2, 0.7])]),
         ];
         assert_eq!(
             render(&labels, &results, false),

@@ -95,9 +95,7 @@ where
             move || {
                 let model = loader()?;
                 model.probabilities(vec![0.0; input_len], 1); // warm-up pass
-                metrics
-                    .model_load_seconds
-                    .set(started.elapsed().as_secs_f64());
+                metrics.model_load_seconds.set(started.elapsed().as_secs_f64());
                 Ok(model)
             },
             move |r| {
@@ -170,12 +168,7 @@ where
                 .serve(service)
                 .await
         }
-        None => {
-            axum_server::bind(config.addr)
-                .handle(handle)
-                .serve(service)
-                .await
-        }
+        None => axum_server::bind(config.addr).handle(handle).serve(service).await,
     };
     served.map_err(|source| ServeError::Io {
         addr: config.addr,

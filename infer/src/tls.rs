@@ -29,17 +29,11 @@ pub async fn rustls_config(mode: &TlsMode) -> Result<Option<RustlsConfig>, Strin
         TlsMode::Files { cert, key } => RustlsConfig::from_pem_file(cert, key)
             .await
             .map(Some)
-            .map_err(|e| {
-                format!(
-                    "TLS certificate {} / key {}: {e}",
-                    cert.display(),
-                    key.display()
-                )
-            }),
+            .map_err(|e| format!("TLS certificate {} / key {}: {e}", cert.display(), key.display())),
         TlsMode::SelfSigned => {
             let names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
-            let cert = rcgen::generate_simple_self_signed(names)
-                .map_err(|e| format!("self-signed certificate: {e}"))?;
+            let cert =
+                rcgen::generate_simple_self_signed(names).map_err(|e| format!("self-signed certificate: {e}"))?;
             RustlsConfig::from_pem(
                 cert.cert.pem().into_bytes(),
                 cert.signing_key.serialize_pem().into_bytes(),

@@ -8,10 +8,7 @@ use reqwest::multipart::{Form, Part};
 use serde_json::Value;
 
 fn form(field: &str, name: &str, bytes: Vec<u8>) -> Form {
-    Form::new().part(
-        field.to_string(),
-        Part::bytes(bytes).file_name(name.to_string()),
-    )
+    Form::new().part(field.to_string(), Part::bytes(bytes).file_name(name.to_string()))
 }
 
 async fn post(base: &str, form: Form) -> (u16, Value) {
@@ -55,8 +52,7 @@ async fn labels_match_the_model_on_raw_digits() {
             .await
             .unwrap();
         let detail: Value = r.json().await.unwrap();
-        let probs: Vec<f64> =
-            serde_json::from_value(detail[0]["files"][0]["probabilities"].clone()).unwrap();
+        let probs: Vec<f64> = serde_json::from_value(detail[0]["files"][0]["probabilities"].clone()).unwrap();
         for (p, q) in probs.iter().zip(&want_probs[i]) {
             assert!(
                 (p - *q as f64).abs() < 1e-5,
@@ -65,15 +61,8 @@ async fn labels_match_the_model_on_raw_digits() {
             );
         }
 
-        for (k, (scale, fmt)) in [(1, ImageFormat::Jpeg), (3, ImageFormat::Png)]
-            .into_iter()
-            .enumerate()
-        {
-            let (status, body) = post(
-                &server.base,
-                form("image", "d", encode_digit(d, scale, fmt)),
-            )
-            .await;
+        for (k, (scale, fmt)) in [(1, ImageFormat::Jpeg), (3, ImageFormat::Png)].into_iter().enumerate() {
+            let (status, body) = post(&server.base, form("image", "d", encode_digit(d, scale, fmt))).await;
             assert_eq!(status, 200, "{body}");
             agree[k + 1] += (body[0]["image"] == want[i]) as usize;
         }
@@ -92,9 +81,7 @@ async fn one_object_per_field_from_its_first_file() {
     let digits = test_digits(3);
     let (want, _) = model_labels(&pkg, &digits);
     let server = ServeProcess::start(&pkg, &[]).await;
-    let png = |i: usize| {
-        Part::bytes(encode_digit(&digits[i], 1, ImageFormat::Png)).file_name(format!("{i}.png"))
-    };
+    let png = |i: usize| Part::bytes(encode_digit(&digits[i], 1, ImageFormat::Png)).file_name(format!("{i}.png"));
     let f = Form::new()
         .part("a", png(0))
         .part("a", png(1))
@@ -102,18 +89,14 @@ async fn one_object_per_field_from_its_first_file() {
         .part("b", png(2));
     let (status, body) = post(&server.base, f).await;
     assert_eq!(status, 200);
-    assert_eq!(
-        body,
-        serde_json::json!([{ "a": want[0] }, { "b": want[2] }])
-    );
+    assert_eq!(body, serde_json::json!([{ "a": want[0] }, { "b": want[2] }]));
 }
 
 /// Every bad input gets its status and a JSON error naming the problem.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_get_json_errors() {
     let pkg = trained_package();
-    let server =
-        ServeProcess::start(&pkg, &["--max-body-mb", "0.2", "--max-pixels", "10000"]).await;
+    let server = ServeProcess::start(&pkg, &["--max-body-mb", "0.2", "--max-pixels", "10000"]).await;
     let base = &server.base;
     let client = reqwest::Client::new();
     let check = |status: u16, body: &Value, want: u16, needle: &str| {
@@ -141,21 +124,13 @@ async fn bad_requests_get_json_errors() {
     check(s, &b, 400, "no file");
     let (s, b) = post(base, form("image", "empty.png", vec![])).await;
     check(s, &b, 400, "\"image\" (empty.png): the file is empty");
-    let (s, b) = post(
-        base,
-        form("photo", "notes.txt", b"plain text, not pixels".to_vec()),
-    )
-    .await;
+    let (s, b) = post(base, form("photo", "notes.txt", b"plain text, not pixels".to_vec())).await;
     check(s, &b, 400, "\"photo\" (notes.txt): not a decodable image");
     let big = encode_digit(&test_digits(1)[0], 4, ImageFormat::Png); // 112×112 = 12544 px
     let (s, b) = post(base, form("image", "big.png", big)).await;
     check(s, &b, 400, "over the limit of 10000");
     let png = encode_digit(&test_digits(1)[0], 1, ImageFormat::Png);
-    let (s, b) = post(
-        base,
-        form("image", "cut.png", png[..png.len() / 2].to_vec()),
-    )
-    .await;
+    let (s, b) = post(base, form("image", "cut.png", png[..png.len() / 2].to_vec())).await;
     check(s, &b, 400, "cut.png");
     let r = client
         .post(format!("{base}/"))
@@ -164,20 +139,10 @@ async fn bad_requests_get_json_errors() {
         .send()
         .await
         .unwrap();
-    check(
-        r.status().as_u16(),
-        &r.json().await.unwrap(),
-        400,
-        "multipart",
-    );
+    check(r.status().as_u16(), &r.json().await.unwrap(), 400, "multipart");
 
     let r = client.get(format!("{base}/nowhere")).send().await.unwrap();
-    check(
-        r.status().as_u16(),
-        &r.json().await.unwrap(),
-        404,
-        "/nowhere",
-    );
+    check(r.status().as_u16(), &r.json().await.unwrap(), 404, "/nowhere");
     let r = client.get(format!("{base}/")).send().await.unwrap();
     check(r.status().as_u16(), &r.json().await.unwrap(), 405, "GET");
 
@@ -224,11 +189,7 @@ async fn self_signed_tls_serves_https() {
         .danger_accept_invalid_certs(true)
         .build()
         .unwrap();
-    let r = client
-        .get(format!("{}/health", server.base))
-        .send()
-        .await
-        .unwrap();
+    let r = client.get(format!("{}/health", server.base)).send().await.unwrap();
     assert_eq!(r.status(), 200);
     let digit = &test_digits(1)[0];
     let f = form("image", "d.png", encode_digit(digit, 1, ImageFormat::Png));
@@ -267,11 +228,8 @@ async fn websocket_answers_each_image() {
         let v: Value = serde_json::from_str(reply.to_text().unwrap()).unwrap();
         assert_eq!(v, serde_json::json!([{ "image": want[i] }]));
     }
-    ws.send(Message::Binary(b"garbage".to_vec().into()))
-        .await
-        .unwrap();
-    let v: Value =
-        serde_json::from_str(ws.next().await.unwrap().unwrap().to_text().unwrap()).unwrap();
+    ws.send(Message::Binary(b"garbage".to_vec().into())).await.unwrap();
+    let v: Value = serde_json::from_str(ws.next().await.unwrap().unwrap().to_text().unwrap()).unwrap();
     assert_eq!(v["error_code"], "KILN.400");
 }
 
@@ -281,10 +239,7 @@ async fn sigterm_exits_cleanly() {
     let pkg = trained_package();
     let mut server = ServeProcess::start(&pkg, &[]).await;
     assert_eq!(
-        reqwest::get(format!("{}/health", server.base))
-            .await
-            .unwrap()
-            .status(),
+        reqwest::get(format!("{}/health", server.base)).await.unwrap().status(),
         200
     );
     server.terminate();
@@ -300,11 +255,7 @@ async fn unknown_architecture_is_refused() {
     std::fs::create_dir(&pkg).unwrap();
     let mut config = kiln_models::net_package_config(&kiln_models::NetConfig::new());
     config.kiln.architecture = "vgg_9000".into();
-    std::fs::write(
-        pkg.join("config.json"),
-        serde_json::to_string(&config).unwrap(),
-    )
-    .unwrap();
+    std::fs::write(pkg.join("config.json"), serde_json::to_string(&config).unwrap()).unwrap();
     std::fs::write(pkg.join("model.safetensors"), b"").unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_kiln-serve"))
         .args([
@@ -319,8 +270,5 @@ async fn unknown_architecture_is_refused() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("vgg_9000") && err.contains("config.json"),
-        "{err}"
-    );
+    assert!(err.contains("vgg_9000") && err.contains("config.json"), "{err}");
 }

@@ -118,12 +118,7 @@ async fn predict(base: &str) -> reqwest::Response {
 
 async fn wait_ready(base: &str) {
     let deadline = Instant::now() + Duration::from_secs(5);
-    while reqwest::get(format!("{base}/health"))
-        .await
-        .unwrap()
-        .status()
-        != 200
-    {
+    while reqwest::get(format!("{base}/health")).await.unwrap().status() != 200 {
         assert!(Instant::now() < deadline, "never became ready");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -133,25 +128,13 @@ async fn wait_ready(base: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_flips_once_the_model_is_loaded() {
     let (gate_tx, gate_rx) = std::sync::mpsc::channel();
-    let s = start(
-        Duration::ZERO,
-        policy(8, 64),
-        Duration::from_secs(5),
-        Some(gate_rx),
-    )
-    .await;
+    let s = start(Duration::ZERO, policy(8, 64), Duration::from_secs(5), Some(gate_rx)).await;
     let r = reqwest::get(format!("{}/health", s.base)).await.unwrap();
     assert_eq!(r.status(), 503);
-    assert_eq!(
-        r.json::<serde_json::Value>().await.unwrap()["status"],
-        "LOADING"
-    );
+    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["status"], "LOADING");
     let r = predict(&s.base).await;
     assert_eq!(r.status(), 503);
-    assert_eq!(
-        r.json::<serde_json::Value>().await.unwrap()["error_code"],
-        "KILN.503"
-    );
+    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["error_code"], "KILN.503");
     gate_tx.send(()).unwrap();
     wait_ready(&s.base).await;
     let r = predict(&s.base).await;
@@ -175,18 +158,13 @@ async fn concurrent_requests_share_forward_passes() {
     )
     .await;
     wait_ready(&s.base).await;
-    let requests: Vec<_> = (0..24)
-        .map(|_| tokio::spawn(predict_owned(s.base.clone())))
-        .collect();
+    let requests: Vec<_> = (0..24).map(|_| tokio::spawn(predict_owned(s.base.clone()))).collect();
     for r in requests {
         assert_eq!(r.await.unwrap(), 200);
     }
     let batches = s.batches.lock().unwrap().clone();
     assert_eq!(batches.iter().sum::<usize>(), 25, "{batches:?}"); // 24 + warm-up
-    assert!(
-        batches.iter().any(|&n| n > 1),
-        "no batching happened: {batches:?}"
-    );
+    assert!(batches.iter().any(|&n| n > 1), "no batching happened: {batches:?}");
     assert!(batches.iter().all(|&n| n <= 16), "{batches:?}");
 }
 
@@ -197,29 +175,15 @@ async fn predict_owned(base: String) -> u16 {
 /// A full queue answers 429 instead of growing without bound.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn overload_answers_429() {
-    let s = start(
-        Duration::from_millis(200),
-        policy(1, 2),
-        Duration::from_secs(20),
-        None,
-    )
-    .await;
+    let s = start(Duration::from_millis(200), policy(1, 2), Duration::from_secs(20), None).await;
     wait_ready(&s.base).await;
-    let requests: Vec<_> = (0..12)
-        .map(|_| tokio::spawn(predict_owned(s.base.clone())))
-        .collect();
+    let requests: Vec<_> = (0..12).map(|_| tokio::spawn(predict_owned(s.base.clone()))).collect();
     let mut statuses = Vec::new();
     for r in requests {
         statuses.push(r.await.unwrap());
     }
-    assert!(
-        statuses.contains(&429) && statuses.contains(&200),
-        "{statuses:?}"
-    );
-    assert!(
-        statuses.iter().all(|s| *s == 200 || *s == 429),
-        "{statuses:?}"
-    );
+    assert!(statuses.contains(&429) && statuses.contains(&200), "{statuses:?}");
+    assert!(statuses.iter().all(|s| *s == 200 || *s == 429), "{statuses:?}");
 }
 
 /// A request past the deadline answers 504 with the JSON error body.
@@ -245,13 +209,7 @@ async fn slow_requests_answer_504() {
 /// Shutdown stops accepting but lets in-flight requests finish.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_drains_in_flight_requests() {
-    let mut s = start(
-        Duration::from_millis(400),
-        policy(4, 16),
-        Duration::from_secs(10),
-        None,
-    )
-    .await;
+    let mut s = start(Duration::from_millis(400), policy(4, 16), Duration::from_secs(10), None).await;
     wait_ready(&s.base).await;
     let in_flight = tokio::spawn(predict_owned(s.base.clone()));
     tokio::time::sleep(Duration::from_millis(100)).await;

@@ -83,31 +83,16 @@ mod tests {
 
     #[test]
     fn no_cuda_forces_the_cpu() {
-        assert_eq!(
-            DeviceChoice::Cuda(1).resolve(true, true),
-            Ok(DeviceChoice::Cpu)
-        );
-        assert_eq!(
-            DeviceChoice::Auto.resolve(true, true),
-            Ok(DeviceChoice::Cpu)
-        );
-        assert_eq!(
-            DeviceChoice::Cpu.resolve(false, true),
-            Ok(DeviceChoice::Cpu)
-        );
-        assert_eq!(
-            DeviceChoice::Cuda(2).resolve(false, true),
-            Ok(DeviceChoice::Cuda(2))
-        );
+        assert_eq!(DeviceChoice::Cuda(1).resolve(true, true), Ok(DeviceChoice::Cpu));
+        assert_eq!(DeviceChoice::Auto.resolve(true, true), Ok(DeviceChoice::Cpu));
+        assert_eq!(DeviceChoice::Cpu.resolve(false, true), Ok(DeviceChoice::Cpu));
+        assert_eq!(DeviceChoice::Cuda(2).resolve(false, true), Ok(DeviceChoice::Cuda(2)));
     }
 
     #[test]
     fn cuda_without_the_feature_is_a_clear_error() {
         let e = DeviceChoice::Cuda(0).resolve(false, false).unwrap_err();
         assert!(e.contains("--features cuda"), "{e}");
-        assert_eq!(
-            DeviceChoice::Auto.resolve(false, false),
-            Ok(DeviceChoice::Cpu)
-        );
+        assert_eq!(DeviceChoice::Auto.resolve(false, false), Ok(DeviceChoice::Cpu));
     }
 }

@@ -86,9 +86,7 @@ pub fn net_package_config(config: &NetConfig) -> PackageConfig {
         mean: vec![MNIST_MEAN],
         std: vec![MNIST_STD],
     };
-    let labels = (0..config.num_classes)
-        .map(serde_json::Value::from)
-        .collect();
+    let labels = (0..config.num_classes).map(serde_json::Value::from).collect();
     PackageConfig::image_classification(NET_ARCHITECTURE, input, labels)
 }
 
@@ -109,8 +107,7 @@ mod tests {
     fn outputs_log_probabilities() {
         let device = Default::default();
         let net = NetConfig::new().init::<Flex>(&device);
-        let x =
-            Tensor::<Flex, 4>::random([3, 1, 28, 28], burn::tensor::Distribution::Default, &device);
+        let x = Tensor::<Flex, 4>::random([3, 1, 28, 28], burn::tensor::Distribution::Default, &device);
         let out = net.forward(x);
         assert_eq!(out.dims(), [3, 10]);
         let sums = out.exp().sum_dim(1).into_data().to_vec::<f32>().unwrap();

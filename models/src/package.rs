@@ -142,11 +142,7 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> PackageError + '_ {
 
 impl PackageConfig {
     /// An image-classification package answering `POST /` with multipart/form-data → JSON.
-    pub fn image_classification(
-        architecture: &str,
-        input: InputSpec,
-        labels: Vec<serde_json::Value>,
-    ) -> Self {
+    pub fn image_classification(architecture: &str, input: InputSpec, labels: Vec<serde_json::Value>) -> Self {
         Self {
             model_algorithm: "image_classification".into(),
             model_type: "Custom".into(),
@@ -203,15 +199,13 @@ impl PackageConfig {
             ));
         }
         let i = &k.input;
-        if ![1, 3].contains(&i.channels) || i.mean.len() != i.channels || i.std.len() != i.channels
-        {
+        if ![1, 3].contains(&i.channels) || i.mean.len() != i.channels || i.std.len() != i.channels {
             return unsupported(format!(
                 "kiln.input: channels must be 1 or 3 with one mean and std each (channels {}, mean {:?}, std {:?})",
                 i.channels, i.mean, i.std
             ));
         }
-        if i.std.iter().any(|s| *s <= 0.0) || i.height == 0 || i.width == 0 || i.resize_shorter == 0
-        {
+        if i.std.iter().any(|s| *s <= 0.0) || i.height == 0 || i.width == 0 || i.resize_shorter == 0 {
             return unsupported("kiln.input: sizes and std must be positive".into());
         }
         if k.labels.is_empty() {
@@ -263,28 +257,20 @@ pub fn write_package<B: Backend, M: Module<B>>(
     Ok(())
 }
 
-fn fill_package<B: Backend, M: Module<B>>(
-    dir: &Path,
-    config: &PackageConfig,
-    model: &M,
-) -> Result<(), PackageError> {
+fn fill_package<B: Backend, M: Module<B>>(dir: &Path, config: &PackageConfig, model: &M) -> Result<(), PackageError> {
     let weights = dir.join(&config.kiln.weights);
     let mut store = SafetensorsStore::from_file(&weights)
         .with_to_adapter(BurnToPyTorchAdapter)
         .metadata("architecture", config.kiln.architecture.clone());
-    model
-        .save_into(&mut store)
-        .map_err(|e| PackageError::Weights {
-            path: weights.clone(),
-            msg: e.to_string(),
-        })?;
+    model.save_into(&mut store).map_err(|e| PackageError::Weights {
+        path: weights.clone(),
+        msg: e.to_string(),
+    })?;
     let cfg_path = dir.join(CONFIG_FILE);
     let json = serde_json::to_string_pretty(config).expect("config serialises");
     fs::write(&cfg_path, json + "\n").map_err(io_err(&cfg_path))?;
     for f in [&weights, &cfg_path] {
-        fs::File::open(f)
-            .and_then(|f| f.sync_all())
-            .map_err(io_err(f))?;
+        fs::File::open(f).and_then(|f| f.sync_all()).map_err(io_err(f))?;
     }
     Ok(())
 }
@@ -304,12 +290,10 @@ pub fn load_weights<B: Backend, M: Module<B>>(
         });
     }
     let mut store = SafetensorsStore::from_file(&path).with_from_adapter(PyTorchToBurnAdapter);
-    let result = model
-        .load_from(&mut store)
-        .map_err(|e| PackageError::Weights {
-            path: path.clone(),
-            msg: e.to_string(),
-        })?;
+    let result = model.load_from(&mut store).map_err(|e| PackageError::Weights {
+        path: path.clone(),
+        msg: e.to_string(),
+    })?;
     if !result.errors.is_empty() || !result.missing.is_empty() || !result.unused.is_empty() {
         return Err(PackageError::Weights {
             path,
@@ -343,12 +327,8 @@ mod tests {
         assert_eq!(read, config);
         let fresh = cfg.init::<Flex>(&device);
         let loaded = load_weights(&pkg, &read, fresh).unwrap();
-        let x =
-            Tensor::<Flex, 4>::random([2, 1, 28, 28], burn::tensor::Distribution::Default, &device);
-        assert_eq!(
-            net.forward(x.clone()).into_data(),
-            loaded.forward(x).into_data()
-        );
+        let x = Tensor::<Flex, 4>::random([2, 1, 28, 28], burn::tensor::Distribution::Default, &device);
+        assert_eq!(net.forward(x.clone()).into_data(), loaded.forward(x).into_data());
         // Only the package is left: no temporary folders beside it.
         let names: Vec<_> = fs::read_dir(dir.path())
             .unwrap()
@@ -378,10 +358,7 @@ mod tests {
         assert_eq!(v["model_algorithm"], "image_classification");
         assert_eq!(v["apis"][0]["url"], "/");
         assert_eq!(v["apis"][0]["method"], "post");
-        assert_eq!(
-            v["apis"][0]["request"]["Content-type"],
-            "multipart/form-data"
-        );
+        assert_eq!(v["apis"][0]["request"]["Content-type"], "multipart/form-data");
         assert_eq!(v["apis"][0]["response"]["Content-type"], "application/json");
         assert_eq!(v["kiln"]["labels"][2], 2);
         assert!(v["runtime"].as_str().unwrap().starts_with("kiln_"));
@@ -399,12 +376,7 @@ mod tests {
         // Weights for a 3-class head do not fit a 10-class model.
         let small = NetConfig::new().with_num_classes(3);
         let other = dir.path().join("other");
-        write_package(
-            &other,
-            &net_package_config(&small),
-            &small.init::<Flex>(&device),
-        )
-        .unwrap();
+        write_package(&other, &net_package_config(&small), &small.init::<Flex>(&device)).unwrap();
         let e = load_weights(&other, &config, cfg.init::<Flex>(&device)).unwrap_err();
         assert!(matches!(e, PackageError::Weights { .. }), "{e}");
         assert!(e.to_string().contains("model.safetensors"), "{e}");

@@ -27,18 +27,10 @@ pub enum Job {
 #[derive(Debug, Clone, Args)]
 pub struct MnistArgs {
     /// Folder holding the four MNIST idx files (gzip or raw).
-    #[arg(
-        long = "data_url",
-        visible_alias = "data-url",
-        default_value = "data/mnist"
-    )]
+    #[arg(long = "data_url", visible_alias = "data-url", default_value = "data/mnist")]
     pub data_url: PathBuf,
     /// Output folder: the model package goes to <train_url>/model/, metrics to metrics.jsonl.
-    #[arg(
-        long = "train_url",
-        visible_alias = "train-url",
-        default_value = "output"
-    )]
+    #[arg(long = "train_url", visible_alias = "train-url", default_value = "output")]
     pub train_url: PathBuf,
     /// Training batch size (shuffled every epoch).
     #[arg(long = "batch-size", visible_alias = "batch_size", default_value_t = 64, value_parser = positive)]
@@ -113,13 +105,7 @@ mod tests {
     fn defaults_are_the_guides() {
         let a = mnist(&[]).unwrap();
         assert_eq!(
-            (
-                a.batch_size,
-                a.test_batch_size,
-                a.epochs,
-                a.log_interval,
-                a.seed
-            ),
+            (a.batch_size, a.test_batch_size, a.epochs, a.log_interval, a.seed),
             (64, 1000, 14, 10, 1)
         );
         assert_eq!((a.lr, a.gamma), (1.0, 0.7));

@@ -4,24 +4,13 @@ use burn::prelude::*;
 
 /// Negative log-likelihood of `targets` under `log_probs` (`[N, C]`), summed over the batch:
 /// `−Σ log_probs[i, targets[i]]` (torch's `nll_loss(reduction='sum')`). Divide by N for the mean.
-pub fn nll_loss_sum<B: Backend>(
-    log_probs: Tensor<B, 2>,
-    targets: Tensor<B, 1, Int>,
-) -> Tensor<B, 1> {
+pub fn nll_loss_sum<B: Backend>(log_probs: Tensor<B, 2>, targets: Tensor<B, 1, Int>) -> Tensor<B, 1> {
     log_probs.gather(1, targets.unsqueeze_dim(1)).sum().neg()
 }
 
 /// Number of rows whose largest score is at the target index.
-pub fn correct_count<B: Backend>(
-    scores: Tensor<B, 2>,
-    targets: Tensor<B, 1, Int>,
-) -> Tensor<B, 1, Int> {
-    scores
-        .argmax(1)
-        .squeeze_dim::<1>(1)
-        .equal(targets)
-        .int()
-        .sum()
+pub fn correct_count<B: Backend>(scores: Tensor<B, 2>, targets: Tensor<B, 1, Int>) -> Tensor<B, 1, Int> {
+    scores.argmax(1).squeeze_dim::<1>(1).equal(targets).int().sum()
 }
 
 #[cfg(test)]

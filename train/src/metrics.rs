@@ -39,11 +39,7 @@ impl MetricsWriter {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent)?;
         }
-        let file = OpenOptions::new()
-            .create(true)
-            .write(true)
-            .truncate(true)
-            .open(path)?;
+        let file = OpenOptions::new().create(true).write(true).truncate(true).open(path)?;
         Ok(Self {
             path: path.to_path_buf(),
             file,

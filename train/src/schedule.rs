@@ -5,9 +5,7 @@ use burn::lr_scheduler::step::{StepLrScheduler, StepLrSchedulerConfig};
 /// torch's `StepLR(step_size, gamma)` stepped once per epoch: epoch `e` (from 1) trains at
 /// `lr · gamma^((e − 1) / step_size)`. Call `step()` at the start of each epoch.
 pub fn epoch_step_lr(lr: f64, step_size: usize, gamma: f64) -> Result<StepLrScheduler, String> {
-    StepLrSchedulerConfig::new(lr, step_size)
-        .with_gamma(gamma)
-        .init()
+    StepLrSchedulerConfig::new(lr, step_size).with_gamma(gamma).init()
 }
 
 #[cfg(test)]

@@ -21,9 +21,7 @@ fn mnist_slice(dir: &Path, n_train: usize, n_test: usize) {
         (MnistSplit::Train, n_train, "train"),
         (MnistSplit::Test, n_test, "t10k"),
     ] {
-        let ds = MnistDataset::from_dir(bundled(), split)
-            .unwrap()
-            .truncated(n);
+        let ds = MnistDataset::from_dir(bundled(), split).unwrap().truncated(n);
         let items: Vec<_> = (0..ds.len()).map(|i| ds.get(i).unwrap()).collect();
         let images = IdxArray {
             dims: vec![n, 28, 28],
@@ -33,16 +31,8 @@ fn mnist_slice(dir: &Path, n_train: usize, n_test: usize) {
             dims: vec![n],
             data: IdxData::U8(items.iter().map(|it| it.label).collect()),
         };
-        std::fs::write(
-            dir.join(format!("{prefix}-images.idx3-ubyte")),
-            images.to_bytes(),
-        )
-        .unwrap();
-        std::fs::write(
-            dir.join(format!("{prefix}-labels.idx1-ubyte")),
-            labels.to_bytes(),
-        )
-        .unwrap();
+        std::fs::write(dir.join(format!("{prefix}-images.idx3-ubyte")), images.to_bytes()).unwrap();
+        std::fs::write(dir.join(format!("{prefix}-labels.idx1-ubyte")), labels.to_bytes()).unwrap();
     }
 }
 
@@ -82,22 +72,13 @@ fn dry_run_on_real_data_writes_a_loadable_package() {
     let text = stdout(&o);
     let lines: Vec<&str> = text.lines().filter(|l| !l.is_empty()).collect();
     assert_eq!(lines.len(), 4, "{text}");
-    assert!(
-        lines[0].starts_with("Train Epoch: 1 [0/60000 (0%)]\tLoss: "),
-        "{text}"
-    );
+    assert!(lines[0].starts_with("Train Epoch: 1 [0/60000 (0%)]\tLoss: "), "{text}");
     assert!(lines[1].starts_with("Test set: Average loss: "), "{text}");
     assert!(lines[1].contains("/10000 ("), "{text}");
-    assert!(
-        lines[2].starts_with("Train Epoch: 2 [0/60000 (0%)]"),
-        "{text}"
-    );
+    assert!(lines[2].starts_with("Train Epoch: 2 [0/60000 (0%)]"), "{text}");
 
     let metrics = std::fs::read_to_string(out.path().join("metrics.jsonl")).unwrap();
-    let rows: Vec<serde_json::Value> = metrics
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let rows: Vec<serde_json::Value> = metrics.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(rows.len(), 2);
     assert_eq!(rows[1]["epoch"], 2);
     assert!((rows[1]["lr"].as_f64().unwrap() - 0.7).abs() < 1e-12);
@@ -127,14 +108,7 @@ fn dry_run_on_real_data_writes_a_loadable_package() {
     // better than chance but far from trained.
     let correct = pred
         .iter()
-        .zip(
-            &batch
-                .targets
-                .into_data()
-                .convert::<i64>()
-                .to_vec::<i64>()
-                .unwrap(),
-        )
+        .zip(&batch.targets.into_data().convert::<i64>().to_vec::<i64>().unwrap())
         .filter(|(a, b)| a == b)
         .count();
     assert!(correct > 100, "{correct}/1000");
@@ -163,11 +137,7 @@ fn same_seed_gives_identical_losses() {
         stdout(&o)
     };
     let a = run("3");
-    assert_eq!(
-        a.lines().filter(|l| l.starts_with("Train Epoch")).count(),
-        20,
-        "{a}"
-    );
+    assert_eq!(a.lines().filter(|l| l.starts_with("Train Epoch")).count(), 20, "{a}");
     assert!(a.contains("Train Epoch: 1 [320/640 (50%)]"), "{a}");
     assert_eq!(a, run("3"));
     assert_ne!(a, run("4"), "a different seed must change the run");

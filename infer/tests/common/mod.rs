@@ -37,20 +37,14 @@ pub fn trained_package() -> PathBuf {
         let loss = CrossEntropyLossConfig::new().init(&device);
         let train = MnistDataset::from_dir(bundled(), MnistSplit::Train).unwrap();
         for step in 0..120 {
-            let items: Vec<MnistItem> =
-                (0..64).map(|i| train.get(step * 64 + i).unwrap()).collect();
+            let items: Vec<MnistItem> = (0..64).map(|i| train.get(step * 64 + i).unwrap()).collect();
             let batch = Batcher::<B, _, _>::batch(&MnistBatcher, items, &device);
             let l = loss.forward(net.forward(batch.images), batch.targets);
             let grads = GradientsParams::from_grads(l.backward(), &net);
             net = optim.step(1e-3, net, grads);
         }
         let dir = tempfile::tempdir().unwrap();
-        write_package(
-            &dir.path().join("model"),
-            &net_package_config(&cfg),
-            &net.valid(),
-        )
-        .unwrap();
+        write_package(&dir.path().join("model"), &net_package_config(&cfg), &net.valid()).unwrap();
         dir
     })
     .path()
@@ -69,17 +63,10 @@ pub fn encode_digit(item: &MnistItem, scale: u32, format: ImageFormat) -> Vec<u8
     let img = if scale == 1 {
         img
     } else {
-        image::imageops::resize(
-            &img,
-            28 * scale,
-            28 * scale,
-            image::imageops::FilterType::Triangle,
-        )
+        image::imageops::resize(&img, 28 * scale, 28 * scale, image::imageops::FilterType::Triangle)
     };
     let mut buf = Cursor::new(Vec::new());
-    DynamicImage::ImageLuma8(img)
-        .write_to(&mut buf, format)
-        .unwrap();
+    DynamicImage::ImageLuma8(img).write_to(&mut buf, format).unwrap();
     buf.into_inner()
 }
 
@@ -133,10 +120,7 @@ impl ServeProcess {
             if ok {
                 break;
             }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "kiln-serve never became ready"
-            );
+            assert!(std::time::Instant::now() < deadline, "kiln-serve never became ready");
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
         Self { child, base }
@@ -162,8 +146,7 @@ impl Drop for ServeProcess {
 pub fn model_labels(model_dir: &Path, items: &[MnistItem]) -> (Vec<i64>, Vec<Vec<f32>>) {
     let device = Default::default();
     let config = kiln_models::PackageConfig::read(model_dir).unwrap();
-    let net = kiln_models::load_weights(model_dir, &config, NetConfig::new().init::<Flex>(&device))
-        .unwrap();
+    let net = kiln_models::load_weights(model_dir, &config, NetConfig::new().init::<Flex>(&device)).unwrap();
     let batch = Batcher::<Flex, _, _>::batch(&MnistBatcher, items.to_vec(), &device);
     let out = net.forward(batch.images);
     let probs: Vec<f32> = out.clone().exp().into_data().to_vec().unwrap();

@@ -37,10 +37,7 @@ pub struct MnistSummary {
 }
 
 /// Runs the whole job on `device` of autodiff backend `B`.
-pub fn run<B: AutodiffBackend>(
-    args: &MnistArgs,
-    device: B::Device,
-) -> Result<MnistSummary, TrainError> {
+pub fn run<B: AutodiffBackend>(args: &MnistArgs, device: B::Device) -> Result<MnistSummary, TrainError> {
     let train_set = MnistDataset::from_dir(&args.data_url, MnistSplit::Train)?;
     let test_set = MnistDataset::from_dir(&args.data_url, MnistSplit::Test)?;
     let (train_len, test_len) = (train_set.len(), test_set.len());
@@ -64,26 +61,15 @@ pub fn run<B: AutodiffBackend>(
         .set_device(device.clone())
         .build(test_set);
 
-    let mut metrics =
-        MetricsWriter::create(&args.train_url.join(METRICS_FILE)).map_err(|source| {
-            TrainError::Io {
-                path: args.train_url.join(METRICS_FILE),
-                source,
-            }
-        })?;
+    let mut metrics = MetricsWriter::create(&args.train_url.join(METRICS_FILE)).map_err(|source| TrainError::Io {
+        path: args.train_url.join(METRICS_FILE),
+        source,
+    })?;
     let mut history = Vec::new();
     for epoch in 1..=args.epochs {
         let lr = scheduler.step();
         let started = Instant::now();
-        let (trained, train_loss, images) = train_epoch(
-            args,
-            epoch,
-            lr,
-            model,
-            &mut optim,
-            &*train_loader,
-            train_len,
-        );
+        let (trained, train_loss, images) = train_epoch(args, epoch, lr, model, &mut optim, &*train_loader, train_len);
         model = trained;
         let train_seconds = started.elapsed().as_secs_f64();
         let (test_loss, correct) = test(&model.valid(), &*test_loader, test_len);
@@ -175,11 +161,7 @@ fn train_epoch<B: AutodiffBackend, O: Optimizer<Net<B>, B>>(
 }
 
 /// Mean test loss per sample and the number of correct predictions.
-fn test<B: Backend>(
-    model: &Net<B>,
-    loader: &dyn DataLoader<B, MnistBatch<B>>,
-    dataset_len: usize,
-) -> (f64, usize) {
+fn test<B: Backend>(model: &Net<B>, loader: &dyn DataLoader<B, MnistBatch<B>>, dataset_len: usize) -> (f64, usize) {
     let mut loss_sum = 0.0f64;
     let mut correct = 0usize;
     for batch in loader.iter() {
@@ -187,9 +169,7 @@ fn test<B: Backend>(
         loss_sum += nll_loss_sum(output.clone(), batch.targets.clone())
             .into_scalar()
             .elem::<f64>();
-        correct += correct_count(output, batch.targets)
-            .into_scalar()
-            .elem::<i64>() as usize;
+        correct += correct_count(output, batch.targets).into_scalar().elem::<i64>() as usize;
     }
     (loss_sum / dataset_len as f64, correct)
 }

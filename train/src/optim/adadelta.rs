@@ -58,9 +58,7 @@ impl AdadeltaConfig {
     }
 
     /// An optimizer for module `M` on autodiff backend `B`.
-    pub fn init<B: AutodiffBackend, M: AutodiffModule<B>>(
-        &self,
-    ) -> OptimizerAdaptor<Adadelta, M, B> {
+    pub fn init<B: AutodiffBackend, M: AutodiffModule<B>>(&self) -> OptimizerAdaptor<Adadelta, M, B> {
         OptimizerAdaptor::from(self.build())
     }
 }
@@ -83,25 +81,12 @@ impl<B: Backend> SimpleOptimizer<B> for Adadelta {
             None => (grad.zeros_like(), grad.zeros_like()),
         };
         let one_minus_rho = 1.0 - self.rho;
-        let square_avg =
-            square_avg.mul_scalar(self.rho) + grad.clone().square().mul_scalar(one_minus_rho);
+        let square_avg = square_avg.mul_scalar(self.rho) + grad.clone().square().mul_scalar(one_minus_rho);
         let std = square_avg.clone().add_scalar(self.epsilon).sqrt();
-        let delta = acc_delta
-            .clone()
-            .add_scalar(self.epsilon)
-            .sqrt()
-            .div(std)
-            .mul(grad);
-        let acc_delta =
-            acc_delta.mul_scalar(self.rho) + delta.clone().square().mul_scalar(one_minus_rho);
+        let delta = acc_delta.clone().add_scalar(self.epsilon).sqrt().div(std).mul(grad);
+        let acc_delta = acc_delta.mul_scalar(self.rho) + delta.clone().square().mul_scalar(one_minus_rho);
         let tensor = tensor - delta.mul_scalar(lr);
-        (
-            tensor,
-            Some(AdadeltaState {
-                square_avg,
-                acc_delta,
-            }),
-        )
+        (tensor, Some(AdadeltaState { square_avg, acc_delta }))
     }
 
     fn to_device<const D: usize>(state: Self::State<D>, device: &B::Device) -> Self::State<D> {
@@ -137,12 +122,8 @@ mod tests {
     #[test]
     fn matches_torch_formula_over_two_steps() {
         let opt = AdadeltaConfig::new().build();
-        let (p, s) =
-            SimpleOptimizer::<Flex>::step(&opt, 1.0, t(&[1.0, -2.0]), t(&[0.5, -1.0]), None);
-        close(
-            p.clone(),
-            &[0.996_837_785_583_487_6, -1.996_837_738_151_101_3],
-        );
+        let (p, s) = SimpleOptimizer::<Flex>::step(&opt, 1.0, t(&[1.0, -2.0]), t(&[0.5, -1.0]), None);
+        close(p.clone(), &[0.996_837_785_583_487_6, -1.996_837_738_151_101_3]);
         let s = s.unwrap();
         close(s.square_avg.clone(), &[0.025, 0.1]);
         close(
@@ -153,10 +134,7 @@ mod tests {
         close(p, &[0.995_378_224_664_033_6, -1.999_822_539_210_645_2]);
         let s = s.unwrap();
         close(s.square_avg, &[0.02875, 0.99]);
-        close(
-            s.acc_delta,
-            &[1.334_722_792_786_316_6e-6, 2.718_161_890_917_381_3e-6],
-        );
+        close(s.acc_delta, &[1.334_722_792_786_316_6e-6, 2.718_161_890_917_381_3e-6]);
     }
 
     /// Weight decay adds wd·p to the gradient before the update: with wd 0.5, p 2 and g 0

@@ -1,0 +1,241 @@
+//! `kiln-bench serve`: kiln-serve on loopback under 1/16/64 concurrent clients, against the
+//! raw forward throughput of the same model on the same CPU, measured in the same run.
+
+use std::io::{BufRead, BufReader, Cursor};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use burn::backend::Flex;
+use burn::data::dataset::Dataset;
+use burn::prelude::Backend;
+use clap::Args;
+use image::{DynamicImage, GrayImage, ImageFormat};
+use kiln_data::{MnistDataset, MnistItem, MnistSplit};
+use kiln_models::{net_package_config, write_package, NetConfig};
+use serde_json::json;
+
+use crate::load::{drive, LoadResult};
+use crate::raw::forward_images_per_second;
+
+/// Flags of `kiln-bench serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeBench {
+    /// Model package to serve; default: a fresh MNIST Net (weights do not change the speed).
+    #[arg(long = "model-dir")]
+    model_dir: Option<PathBuf>,
+    /// MNIST folder the request digits come from.
+    #[arg(long, default_value = "data/mnist")]
+    data: PathBuf,
+    /// Concurrency levels.
+    #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
+    concurrency: Vec<usize>,
+    /// Seconds per level.
+    #[arg(long, default_value_t = 10.0)]
+    seconds: f64,
+    /// The server's --max-batch.
+    #[arg(long = "max-batch", default_value_t = 32)]
+    max_batch: usize,
+    /// Also drive this predict URL the same way (e.g. the guide's Flask app).
+    #[arg(long)]
+    compare: Option<String>,
+    /// Where to write the JSON results.
+    #[arg(long, default_value = "bench-serve.json")]
+    json: PathBuf,
+}
+
+struct Server {
+    child: Child,
+    url: String,
+    ready_ms: f64,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn kiln_serve_path() -> Result<PathBuf, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let p = exe.with_file_name("kiln-serve");
+    if p.is_file() {
+        Ok(p)
+    } else {
+        Err(format!(
+            "{} not found: build it with `cargo build --release -p kiln-infer`",
+            p.display()
+        ))
+    }
+}
+
+async fn start_server(package: &Path, max_batch: usize) -> Result<Server, String> {
+    let started = Instant::now();
+    let mut child = Command::new(kiln_serve_path()?)
+        .args([
+            "--model-dir",
+            &package.to_string_lossy(),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--device",
+            "cpu",
+        ])
+        .args(["--max-batch", &max_batch.to_string(), "--queue", "4096"])
+        .env("KILN_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("kiln-serve: {e}"))?;
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("piped"))
+        .read_line(&mut line)
+        .map_err(|e| e.to_string())?;
+    let base = line
+        .trim()
+        .strip_prefix("kiln-serve listening on ")
+        .ok_or_else(|| format!("kiln-serve said {line:?}"))?
+        .to_string();
+    loop {
+        if reqwest::get(format!("{base}/health"))
+            .await
+            .is_ok_and(|r| r.status() == 200)
+        {
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            return Err("kiln-serve not ready after 30 s".into());
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let ready_ms = started.elapsed().as_secs_f64() * 1e3;
+    Ok(Server {
+        child,
+        url: format!("{base}/"),
+        ready_ms,
+    })
+}
+
+/// Resident and peak resident memory of a process, in MB (Linux /proc).
+fn rss_mb(pid: u32) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+            .map_or(f64::NAN, |kb| kb / 1024.0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+fn digit_pngs(data: &Path, n: usize) -> Result<(Vec<MnistItem>, Vec<Vec<u8>>), String> {
+    let test = MnistDataset::from_dir(data, MnistSplit::Test).map_err(|e| e.to_string())?;
+    let items: Vec<MnistItem> = (0..n.min(test.len())).filter_map(|i| test.get(i)).collect();
+    let pngs = items
+        .iter()
+        .map(|d| {
+            let img = GrayImage::from_raw(28, 28, d.image.to_vec()).expect("784 bytes");
+            let mut buf = Cursor::new(Vec::new());
+            DynamicImage::ImageLuma8(img)
+                .write_to(&mut buf, ImageFormat::Png)
+                .expect("png");
+            buf.into_inner()
+        })
+        .collect();
+    Ok((items, pngs))
+}
+
+/// Runs the benchmark and prints a Markdown table.
+pub fn run(args: ServeBench) -> Result<(), String> {
+    // One client thread: a closed loop of async clients needs no more, and every core it
+    // leaves idle goes to the server being measured.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let scratch = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let package = match &args.model_dir {
+        Some(p) => p.clone(),
+        None => {
+            let dir = scratch.path().join("model");
+            let device = Default::default();
+            Flex::seed(&device, 1);
+            let cfg = NetConfig::new();
+            write_package(&dir, &net_package_config(&cfg), &cfg.init::<Flex>(&device)).map_err(|e| e.to_string())?;
+            dir
+        }
+    };
+    let (items, pngs) = digit_pngs(&args.data, 256)?;
+    let window = Duration::from_secs_f64(args.seconds);
+
+    let raw = forward_images_per_second(&package, &items, args.max_batch, window)?;
+    let raw16 = forward_images_per_second(&package, &items, 16, window)?;
+    let (results, ready_ms, rss, compare) = runtime.block_on(async {
+        let server = start_server(&package, args.max_batch).await?;
+        let mut results = Vec::new();
+        for &c in &args.concurrency {
+            results.push(drive(&server.url, "image", &pngs, c, window).await);
+        }
+        let rss = rss_mb(server.child.id());
+        let mut compare = Vec::new();
+        if let Some(url) = &args.compare {
+            for &c in &args.concurrency {
+                compare.push(drive(url, "image", &pngs, c, window).await);
+            }
+        }
+        Ok::<_, String>((results, server.ready_ms, rss, compare))
+    })?;
+
+    println!(
+        "## kiln-bench serve ({} s per level, max batch {})\n",
+        args.seconds, args.max_batch
+    );
+    println!(
+        "raw forward: {raw:.0} images/s at batch {}, {raw16:.0} images/s at batch 16",
+        args.max_batch
+    );
+    println!(
+        "kiln-serve ready (/health 200) {ready_ms:.0} ms after spawn; RSS {:.1} MB, peak {:.1} MB\n",
+        rss.0, rss.1
+    );
+    println!("| server | concurrency | req/s | vs raw forward | p50 ms | p90 ms | p99 ms | errors |");
+    println!("|---|---|---|---|---|---|---|---|");
+    let row = |name: &str, r: &LoadResult| {
+        println!(
+            "| {name} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {} |",
+            r.concurrency,
+            r.requests_per_second,
+            r.requests_per_second / raw,
+            r.p50_ms,
+            r.p90_ms,
+            r.p99_ms,
+            r.errors
+        )
+    };
+    results.iter().for_each(|r| row("kiln-serve", r));
+    compare.iter().for_each(|r| row("compared", r));
+    for (k, o) in results.iter().zip(&compare) {
+        println!(
+            "kiln/compared req/s at concurrency {}: {:.2}",
+            k.concurrency,
+            k.requests_per_second / o.requests_per_second
+        );
+    }
+    let report = json!({
+        "raw_forward_images_per_second": raw,
+        "raw_forward_images_per_second_batch16": raw16,
+        "max_batch": args.max_batch,
+        "ready_ms": ready_ms,
+        "rss_mb": rss.0,
+        "peak_rss_mb": rss.1,
+        "kiln": results,
+        "compared": compare,
+        "threads": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+    });
+    std::fs::write(&args.json, serde_json::to_string_pretty(&report).expect("json") + "\n")
+        .map_err(|e| format!("{}: {e}", args.json.display()))?;
+    println!("\nresults: {}", args.json.display());
+    Ok(())
+}
