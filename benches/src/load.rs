@@ -27,6 +27,8 @@ pub struct LoadResult {
     pub errors: usize,
     /// Requests sent.
     pub requests: usize,
+    /// Share of requests the server itself handled within 20 ms (kiln-serve's histogram).
+    pub server_share_under_20ms: Option<f64>,
 }
 
 /// The multipart boundary of the pre-built request bodies.
@@ -105,5 +107,6 @@ pub async fn drive(url: &str, field: &str, files: &[Vec<u8>], concurrency: usize
         p99_ms: pct(0.99),
         errors,
         requests: latencies.len() + errors,
+        server_share_under_20ms: None,
     }
 }
