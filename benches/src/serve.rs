@@ -1,9 +1,9 @@
 //! `kiln-bench serve`: kiln-serve on loopback under 1/16/64 concurrent clients, against the
 //! raw forward throughput of the same model on the same CPU, measured in the same run.
 
-use std::io::{BufRead, BufReader, Cursor};
+use std::io::Cursor;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use burn::backend::Flex;
@@ -12,6 +12,7 @@ use burn::prelude::Backend;
 use clap::Args;
 use image::{DynamicImage, GrayImage, ImageFormat};
 use kiln_data::{MnistDataset, MnistItem, MnistSplit};
+use kiln_infer::process::spawn_loopback;
 use kiln_models::{net_package_config, write_package, NetConfig};
 use serde_json::json;
 
@@ -72,31 +73,9 @@ fn kiln_serve_path() -> Result<PathBuf, String> {
 
 async fn start_server(package: &Path, max_batch: usize) -> Result<Server, String> {
     let started = Instant::now();
-    let mut child = Command::new(kiln_serve_path()?)
-        .args([
-            "--model-dir",
-            &package.to_string_lossy(),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--device",
-            "cpu",
-        ])
-        .args(["--max-batch", &max_batch.to_string(), "--queue", "4096"])
-        .env("KILN_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("kiln-serve: {e}"))?;
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("piped"))
-        .read_line(&mut line)
-        .map_err(|e| e.to_string())?;
-    let base = line
-        .trim()
-        .strip_prefix("kiln-serve listening on ")
-        .ok_or_else(|| format!("kiln-serve said {line:?}"))?
-        .to_string();
+    let extra = ["--max-batch", &max_batch.to_string(), "--queue", "4096"].map(String::from);
+    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+    let (child, base) = spawn_loopback(&kiln_serve_path()?, package, &extra)?;
     loop {
         if reqwest::get(format!("{base}/health"))
             .await

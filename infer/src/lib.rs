@@ -7,6 +7,7 @@ pub mod cli;
 pub mod errors;
 pub mod metrics;
 pub mod preprocess;
+pub mod process;
 pub mod registry;
 pub mod routes;
 pub mod server;

@@ -8,6 +8,7 @@ use std::time::Duration;
 use burn::backend::Flex;
 use clap::Parser;
 use kiln_infer::batcher::BatchPolicy;
+use kiln_infer::process::LISTENING_PREFIX;
 use kiln_infer::registry::ImageModel;
 use kiln_infer::tls::TlsMode;
 use kiln_infer::{package_loader, serve, termination_signal, ServeArgs, ServeConfig};
@@ -91,7 +92,7 @@ fn run(args: ServeArgs) -> Result<(), String> {
         }
         _ => Box::new(package_loader::<Flex>(dir, package.clone(), Default::default())),
     };
-    let listening = |addr, scheme| println!("kiln-serve listening on {scheme}://{addr}");
+    let listening = |addr, scheme| println!("{LISTENING_PREFIX}{scheme}://{addr}");
     runtime
         .block_on(serve(config, package, loader, listening, termination_signal()))
         .map_err(|e| e.to_string())

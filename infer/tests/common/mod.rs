@@ -2,9 +2,9 @@
 //! the `kiln-serve` binary on an ephemeral port.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Cursor};
+use std::io::Cursor;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::OnceLock;
 
 use burn::backend::{Autodiff, Flex};
@@ -81,31 +81,8 @@ pub struct ServeProcess {
 impl ServeProcess {
     /// Starts `kiln-serve` on an ephemeral loopback port and waits until `/health` is 200.
     pub async fn start(model_dir: &Path, extra: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_kiln-serve"))
-            .args([
-                "--model-dir",
-                model_dir.to_str().unwrap(),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                "0",
-                "--device",
-                "cpu",
-            ])
-            .args(extra)
-            .env("KILN_LOG", "warn")
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let base = line
-            .trim()
-            .strip_prefix("kiln-serve listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_string();
+        let bin = Path::new(env!("CARGO_BIN_EXE_kiln-serve"));
+        let (child, base) = kiln_infer::process::spawn_loopback(bin, model_dir, extra).unwrap();
         let client = reqwest::Client::builder()
             .danger_accept_invalid_certs(true)
             .build()
