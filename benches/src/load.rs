@@ -52,6 +52,7 @@ pub async fn drive(url: &str, field: &str, files: &[Vec<u8>], concurrency: usize
     let prepared: Arc<Vec<Shared>> = Arc::new(files.iter().map(|f| Shared(multipart_body(field, f).into())).collect());
     let client = reqwest::Client::builder()
         .danger_accept_invalid_certs(true)
+        .tcp_nodelay(true)
         .pool_max_idle_per_host(concurrency)
         .build()
         .expect("client");

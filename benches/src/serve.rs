@@ -40,6 +40,9 @@ pub struct ServeBench {
     /// Also drive this predict URL the same way (e.g. the guide's Flask app).
     #[arg(long)]
     compare: Option<String>,
+    /// Extra flags for kiln-serve, e.g. `--serve-arg=--http-threads=2` (repeatable).
+    #[arg(long = "serve-arg", allow_hyphen_values = true)]
+    serve_args: Vec<String>,
     /// Where to write the JSON results.
     #[arg(long, default_value = "bench-serve.json")]
     json: PathBuf,
@@ -71,9 +74,12 @@ fn kiln_serve_path() -> Result<PathBuf, String> {
     }
 }
 
-async fn start_server(package: &Path, max_batch: usize) -> Result<Server, String> {
+async fn start_server(package: &Path, max_batch: usize, serve_args: &[String]) -> Result<Server, String> {
     let started = Instant::now();
-    let extra = ["--max-batch", &max_batch.to_string(), "--queue", "4096"].map(String::from);
+    let mut extra = ["--max-batch", &max_batch.to_string(), "--queue", "4096"]
+        .map(String::from)
+        .to_vec();
+    extra.extend_from_slice(serve_args);
     let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
     let (child, base) = spawn_loopback(&kiln_serve_path()?, package, &extra)?;
     loop {
@@ -171,7 +177,7 @@ pub fn run(args: ServeBench) -> Result<(), String> {
     // shared machine a single measurement can land in a slow moment, which would flatter the server.
     let raw_before = forward_images_per_second(&package, &items, args.max_batch, window)?;
     let (results, ready_ms, rss, compare) = runtime.block_on(async {
-        let server = start_server(&package, args.max_batch).await?;
+        let server = start_server(&package, args.max_batch, &args.serve_args).await?;
         let mut results = Vec::new();
         for &c in &args.concurrency {
             let before = server_latency_counts(&server.url).await;

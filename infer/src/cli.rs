@@ -50,7 +50,7 @@ pub struct ServeArgs {
     /// Largest image in pixels (width × height) before decoding.
     #[arg(long = "max-pixels", default_value_t = 40_000_000)]
     pub max_pixels: u64,
-    /// Threads handling HTTP (default: a quarter of the cores, at least 1; the rest are left
+    /// Threads handling HTTP (default: a quarter of the cores, at least 2; the rest are left
     /// to the model's own thread pool).
     #[arg(long = "http-threads", value_parser = clap::value_parser!(u32).range(1..))]
     pub http_threads: Option<u32>,

@@ -75,7 +75,7 @@ fn run(args: ServeArgs) -> Result<(), String> {
     let config = config(&args)?;
     let device = args.device.resolve(false, cfg!(feature = "cuda"))?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let http_threads = args.http_threads.map_or((cores / 4).max(1), |n| n as usize);
+    let http_threads = args.http_threads.map_or((cores / 4).max(2), |n| n as usize);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(http_threads)
         .enable_all()

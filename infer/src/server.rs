@@ -7,6 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use axum_server::accept::NoDelayAcceptor;
+use axum_server::tls_rustls::RustlsAcceptor;
 use axum_server::Handle;
 use burn::tensor::backend::Backend;
 use kiln_models::PackageConfig;
@@ -161,14 +163,14 @@ where
     });
 
     let service = app.into_make_service();
+    // TCP_NODELAY: small JSON answers go out at once instead of waiting on delayed ACKs.
+    let server = axum_server::bind(config.addr).handle(handle);
     let served = match tls {
         Some(tls) => {
-            axum_server::bind_rustls(config.addr, tls)
-                .handle(handle)
-                .serve(service)
-                .await
+            let acceptor = RustlsAcceptor::new(tls).acceptor(NoDelayAcceptor::new());
+            server.acceptor(acceptor).serve(service).await
         }
-        None => axum_server::bind(config.addr).handle(handle).serve(service).await,
+        None => server.acceptor(NoDelayAcceptor::new()).serve(service).await,
     };
     served.map_err(|source| ServeError::Io {
         addr: config.addr,
