@@ -45,6 +45,14 @@ fn kiln_train(args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// `--data_url=DATA` and `--train_url=OUT`, in the guide's `--key=value` form.
+fn io_args(data: &Path, out: &Path) -> (String, String) {
+    (
+        format!("--data_url={}", data.display()),
+        format!("--train_url={}", out.display()),
+    )
+}
+
 fn stdout(o: &Output) -> String {
     assert!(
         o.status.success(),
@@ -121,11 +129,10 @@ fn same_seed_gives_identical_losses() {
     mnist_slice(data.path(), 640, 200);
     let run = |seed: &str| {
         let out = tempfile::tempdir().unwrap();
+        let (data_arg, out_arg) = io_args(data.path(), out.path());
         let o = kiln_train(&[
-            "--data_url",
-            data.path().to_str().unwrap(),
-            "--train_url",
-            out.path().to_str().unwrap(),
+            &data_arg,
+            &out_arg,
             "--epochs=2",
             "--log-interval=1",
             "--workers=1",
@@ -152,13 +159,8 @@ fn malformed_data_is_a_clear_error() {
     let bytes = std::fs::read(&labels).unwrap();
     std::fs::write(&labels, &bytes[..bytes.len() - 3]).unwrap();
     let out = tempfile::tempdir().unwrap();
-    let o = kiln_train(&[
-        "--data_url",
-        data.path().to_str().unwrap(),
-        "--train_url",
-        out.path().to_str().unwrap(),
-        "--dry-run",
-    ]);
+    let (data_arg, out_arg) = io_args(data.path(), out.path());
+    let o = kiln_train(&[&data_arg, &out_arg, "--dry-run"]);
     assert_eq!(o.status.code(), Some(1));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
