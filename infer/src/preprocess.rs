@@ -258,21 +258,41 @@ mod tests {
         ));
     }
 
-    /// A PNG whose header claims 60000×60000 pixels is refused before any pixel is decoded.
+    /// CRC-32 (IEEE), as PNG chunks use it.
+    fn crc32(bytes: &[u8]) -> u32 {
+        let mut crc = !0u32;
+        for &b in bytes {
+            crc ^= b as u32;
+            for _ in 0..8 {
+                crc = if crc & 1 == 1 {
+                    (crc >> 1) ^ 0xEDB8_8320
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        !crc
+    }
+
+    /// A valid PNG header claiming 60000×60000 pixels is refused from the header alone, before
+    /// any pixel buffer is allocated.
     #[test]
     fn decompression_bomb_header_is_refused() {
         let mut png = encode(&DynamicImage::ImageLuma8(GrayImage::new(1, 1)), ImageFormat::Png);
-        // IHDR width/height live at bytes 16..24; the CRC is not checked before the limit.
+        // IHDR: length at 8..12, type + data at 12..29 (width 16..20, height 20..24), CRC 29..33.
         png[16..20].copy_from_slice(&60000u32.to_be_bytes());
         png[20..24].copy_from_slice(&60000u32.to_be_bytes());
+        let crc = crc32(&png[12..29]);
+        png[29..33].copy_from_slice(&crc.to_be_bytes());
         let p = Preprocessor::new(mnist_spec(), 40_000_000);
-        let e = p.prepare(&png).unwrap_err();
-        assert!(
-            matches!(
-                e,
-                PreprocessError::TooManyPixels { .. } | PreprocessError::Undecodable(_)
-            ),
-            "{e:?}"
+        assert_eq!(
+            p.prepare(&png),
+            Err(PreprocessError::TooManyPixels {
+                width: 60000,
+                height: 60000,
+                pixels: 3_600_000_000,
+                limit: 40_000_000
+            })
         );
     }
 }

@@ -130,8 +130,10 @@ where
             handle.graceful_shutdown(Some(drain));
         }
     });
+    // A load failure is recorded here before it stops the server, so the caller sees it.
+    let load_failure: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
     let loading = tokio::spawn({
-        let (handle, state) = (handle.clone(), state.clone());
+        let (handle, state, failure) = (handle.clone(), state.clone(), load_failure.clone());
         async move {
             let result = loaded_rx
                 .await
@@ -146,10 +148,10 @@ where
                 }
                 Err(e) => {
                     tracing::error!("model load failed: {e}");
+                    *failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.clone());
                     handle.shutdown();
                 }
             }
-            result
         }
     });
     let scheme = if tls.is_some() { "https" } else { "http" };
@@ -176,14 +178,12 @@ where
         addr: config.addr,
         source,
     })?;
-    if loading.is_finished() {
-        if let Ok(Err(e)) = loading.await {
-            return Err(ServeError::ModelLoad(e));
-        }
-    } else {
-        loading.abort();
+    loading.abort();
+    let failure = load_failure.lock().unwrap_or_else(|p| p.into_inner()).take();
+    match failure {
+        Some(e) => Err(ServeError::ModelLoad(e)),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// Completes on SIGTERM or SIGINT (Ctrl-C).
