@@ -2,10 +2,22 @@
 //!
 //! - [`idx`]: the idx (SN3) array format, raw or gzip-compressed.
 //! - [`mnist`]: MNIST as a burn dataset and batcher.
+//! - [`image_folder`]: torchvision's `ImageFolder` (`root/<class>/<image>`) and train/val splits.
+//! - [`transforms`]: torchvision's classification transforms and the ImageNet presets.
+//! - [`sampler`]: torch's `DistributedSampler` order, epoch by epoch.
+//! - [`loader`]: parallel, prefetching, worker-count-independent classification batches.
 #![warn(missing_docs)]
 
 pub mod idx;
+pub mod image_folder;
+pub mod loader;
 pub mod mnist;
+pub mod sampler;
+pub mod transforms;
 
 pub use idx::{read_idx, IdxArray, IdxData, IdxError, IdxType};
+pub use image_folder::{open_splits, ImageFolder, ImageFolderError, IMG_EXTENSIONS};
+pub use loader::{ClassifyBatch, ClassifyLoader, EpochBatches, LoaderConfig, LoaderError};
 pub use mnist::{MnistBatch, MnistBatcher, MnistDataset, MnistError, MnistItem, MnistSplit};
+pub use sampler::{EpochSampler, SamplerError};
+pub use transforms::ClassifyTransform;

@@ -4,7 +4,8 @@
 use std::io::Cursor;
 
 use image::imageops::{self, FilterType};
-use image::{DynamicImage, GrayImage, ImageBuffer, ImageReader, Limits, Pixel, RgbImage};
+use image::{DynamicImage, ImageBuffer, ImageReader, Limits, Pixel};
+use kiln_data::transforms::{crop_offset, resized_size, to_pil_luma};
 use kiln_models::package::InputSpec;
 
 /// Why an upload cannot be turned into a model input.
@@ -118,50 +119,10 @@ impl Preprocessor {
     }
 }
 
-/// torchvision `Resize(size)` with an int: the shorter side becomes `size`, the longer side
-/// `int(size * long / short)` (truncated).
-pub fn resized_size(w: u32, h: u32, size: u32) -> (u32, u32) {
-    if w <= h {
-        (size, ((size as u64 * h as u64) / w as u64) as u32)
-    } else {
-        (((size as u64 * w as u64) / h as u64) as u32, size)
-    }
-}
-
-/// torchvision `CenterCrop`: offset `int(round((len - crop) / 2))`, Python rounding
-/// (half to even); negative when the image is smaller than the crop.
-pub fn crop_offset(len: u32, crop: u32) -> i64 {
-    let twice = len as i64 - crop as i64; // offset × 2
-    let floor = twice.div_euclid(2);
-    if twice.rem_euclid(2) == 1 && floor % 2 != 0 {
-        floor + 1
-    } else {
-        floor
-    }
-}
-
-/// PIL's `convert("L")`: ITU-R 601-2 luma, `L = R·299/1000 + G·587/1000 + B·114/1000`, in PIL's
-/// fixed-point form; 8-bit grayscale passes through unchanged, alpha is dropped.
-pub fn to_pil_luma(img: DynamicImage) -> GrayImage {
-    if let DynamicImage::ImageLuma8(g) = img {
-        return g;
-    }
-    let rgb: RgbImage = img.into_rgb8();
-    let (w, h) = rgb.dimensions();
-    let data = rgb
-        .pixels()
-        .map(|p| {
-            let [r, g, b] = p.0;
-            ((r as u32 * 19595 + g as u32 * 38470 + b as u32 * 7471 + 0x8000) >> 16) as u8
-        })
-        .collect();
-    GrayImage::from_raw(w, h, data).expect("one byte per pixel")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use image::{ImageFormat, Luma, Rgb};
+    use image::{GrayImage, ImageFormat, Luma, Rgb, RgbImage};
 
     fn mnist_spec() -> InputSpec {
         InputSpec {
@@ -178,29 +139,6 @@ mod tests {
         let mut buf = Cursor::new(Vec::new());
         img.write_to(&mut buf, fmt).unwrap();
         buf.into_inner()
-    }
-
-    #[test]
-    fn torchvision_sizes_and_offsets() {
-        assert_eq!(resized_size(56, 84, 28), (28, 42));
-        assert_eq!(resized_size(100, 30, 28), (93, 28)); // int(28 * 100 / 30) = 93
-        assert_eq!(resized_size(500, 375, 256), (341, 256));
-        // round((42 - 28) / 2) = 7; round(65 / 2 = 32.5) = 32; round(0.5) = 0; round(1.5) = 2
-        assert_eq!(crop_offset(42, 28), 7);
-        assert_eq!(crop_offset(93, 28), 32);
-        assert_eq!(crop_offset(29, 28), 0);
-        assert_eq!(crop_offset(31, 28), 2);
-        assert_eq!(crop_offset(256, 224), 16);
-        assert_eq!(crop_offset(26, 28), -1);
-    }
-
-    #[test]
-    fn pil_luma_formula() {
-        let img = DynamicImage::ImageRgb8(RgbImage::from_pixel(1, 1, Rgb([200, 100, 50])));
-        // 200·0.299 + 100·0.587 + 50·0.114 = 124.2 → 124
-        assert_eq!(to_pil_luma(img).get_pixel(0, 0).0, [124]);
-        let img = DynamicImage::ImageRgb8(RgbImage::from_pixel(1, 1, Rgb([255, 255, 255])));
-        assert_eq!(to_pil_luma(img).get_pixel(0, 0).0, [255]);
     }
 
     #[test]

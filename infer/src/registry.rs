@@ -5,7 +5,7 @@ use std::path::Path;
 
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
-use kiln_models::{load_weights, NetConfig, PackageConfig, PackageError, NET_ARCHITECTURE};
+use kiln_models::{load_weights, NetConfig, PackageConfig, PackageError, ResNetArch, ResNetConfig, NET_ARCHITECTURE};
 
 /// A loaded model that maps a batch of prepared images to class probabilities.
 pub trait ImageModel {
@@ -23,27 +23,30 @@ pub fn load_model<B: Backend>(
     config: &PackageConfig,
     device: &B::Device,
 ) -> Result<Box<dyn ImageModel>, PackageError> {
-    match config.kiln.architecture.as_str() {
-        NET_ARCHITECTURE => {
-            let net_config = NetConfig::new().with_num_classes(config.kiln.labels.len());
-            let net = load_weights(dir, config, net_config.init::<B>(device))?;
-            Ok(Box::new(Classifier {
-                forward: Box::new(move |x| net.forward(x)),
-                input: [
-                    config.kiln.input.channels,
-                    config.kiln.input.height,
-                    config.kiln.input.width,
-                ],
-                classes: config.kiln.labels.len(),
-                device: device.clone(),
-                log_probs: true,
-            }))
-        }
-        other => Err(PackageError::Unsupported {
-            path: dir.join(kiln_models::package::CONFIG_FILE),
-            msg: format!("kiln.architecture {other:?} is not one this server can build (known: {NET_ARCHITECTURE})"),
-        }),
+    let classes = config.kiln.labels.len();
+    let architecture = config.kiln.architecture.as_str();
+    if architecture == NET_ARCHITECTURE {
+        let net = load_weights(
+            dir,
+            config,
+            NetConfig::new().with_num_classes(classes).init::<B>(device),
+        )?;
+        return Ok(Classifier::boxed(config, device, true, move |x| net.forward(x)));
     }
+    if let Ok(arch) = architecture.parse::<ResNetArch>() {
+        let resnet = load_weights(dir, config, ResNetConfig::new(arch, classes).init::<B>(device))?;
+        return Ok(Classifier::boxed(config, device, false, move |x| resnet.forward(x)));
+    }
+    let known: Vec<String> = std::iter::once(NET_ARCHITECTURE.to_string())
+        .chain(ResNetArch::ALL.iter().map(|a| a.to_string()))
+        .collect();
+    Err(PackageError::Unsupported {
+        path: dir.join(kiln_models::package::CONFIG_FILE),
+        msg: format!(
+            "kiln.architecture {architecture:?} is not one this server can build (known: {})",
+            known.join(", ")
+        ),
+    })
 }
 
 /// Any classification network: a forward function from `[N, C, H, W]` to scores.
@@ -54,6 +57,25 @@ struct Classifier<B: Backend> {
     device: B::Device,
     /// Whether the network already ends in log-softmax (else it returns logits).
     log_probs: bool,
+}
+
+impl<B: Backend> Classifier<B> {
+    /// A classifier for the package's input shape and labels around `forward`.
+    fn boxed(
+        config: &PackageConfig,
+        device: &B::Device,
+        log_probs: bool,
+        forward: impl Fn(Tensor<B, 4>) -> Tensor<B, 2> + 'static,
+    ) -> Box<dyn ImageModel> {
+        let input = &config.kiln.input;
+        Box::new(Self {
+            forward: Box::new(forward),
+            input: [input.channels, input.height, input.width],
+            classes: config.kiln.labels.len(),
+            device: device.clone(),
+            log_probs,
+        })
+    }
 }
 
 impl<B: Backend> ImageModel for Classifier<B> {

@@ -5,7 +5,10 @@
 pub mod device;
 pub mod net;
 pub mod package;
+pub mod resnet;
+mod torch_keys;
 
 pub use device::DeviceChoice;
 pub use net::{net_package_config, Net, NetConfig, NET_ARCHITECTURE};
 pub use package::{load_weights, write_package, PackageConfig, PackageError};
+pub use resnet::{load_pretrained, resnet_package_config, PretrainedReport, ResNet, ResNetArch, ResNetConfig};

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use kiln_models::DeviceChoice;
+use kiln_models::{DeviceChoice, ResNetArch};
 
 /// `kiln-train`: the guide's training jobs on burn, on CPU or CUDA.
 #[derive(Debug, Parser)]
@@ -16,11 +16,16 @@ pub struct Cli {
     pub job: Job,
 }
 
-/// The training jobs.
+/// The training jobs. Like Python's argparse, a repeated flag takes its last value.
 #[derive(Debug, Subcommand)]
 pub enum Job {
     /// The MNIST CNN (the guide's `train.py`): Adadelta, StepLR, 14 epochs, model package out.
+    #[command(args_override_self = true)]
     Mnist(MnistArgs),
+    /// ResNet on an ImageFolder set (pytorch/examples' ImageNet `main.py`): SGD, StepLR(30),
+    /// checkpoints with exact resume, Acc@1/Acc@5, model package out.
+    #[command(args_override_self = true)]
+    Imagenet(ImagenetArgs),
 }
 
 /// Flags of `kiln-train mnist`; defaults are the guide's `train.py`.
@@ -73,6 +78,100 @@ pub struct MnistArgs {
     pub workers: usize,
 }
 
+/// Flags of `kiln-train imagenet`; defaults are pytorch/examples' `main.py`.
+#[derive(Debug, Clone, Args)]
+pub struct ImagenetArgs {
+    /// Dataset folder holding `train/<class>/*` and `val/<class>/*`.
+    #[arg(value_name = "DIR", default_value = "imagenet")]
+    pub data: PathBuf,
+    /// Model architecture: resnet18, resnet34, resnet50, resnet101 or resnet152.
+    #[arg(short = 'a', long = "arch", default_value = "resnet18")]
+    pub arch: ResNetArch,
+    /// Data-loading threads (decoding and augmentation run on them, ahead of the model).
+    #[arg(short = 'j', long = "workers", default_value_t = 4)]
+    pub workers: usize,
+    /// Total number of epochs to run.
+    #[arg(long, default_value_t = 90)]
+    pub epochs: usize,
+    /// Epoch to start from (useful on restarts; `--resume` sets it from the checkpoint).
+    #[arg(long = "start-epoch", visible_alias = "start_epoch", default_value_t = 0)]
+    pub start_epoch: usize,
+    /// Mini-batch size (the total over the node's devices).
+    #[arg(short = 'b', long = "batch-size", visible_alias = "batch_size", default_value_t = 256, value_parser = positive)]
+    pub batch_size: usize,
+    /// Initial learning rate.
+    #[arg(long = "lr", visible_alias = "learning-rate", default_value_t = 0.1, value_parser = positive_f64)]
+    pub lr: f64,
+    /// SGD momentum.
+    #[arg(long, default_value_t = 0.9, value_parser = non_negative_f64)]
+    pub momentum: f64,
+    /// Weight decay (L2 penalty added to the gradient, as torch's SGD does).
+    #[arg(long = "wd", visible_alias = "weight-decay", default_value_t = 1e-4, value_parser = non_negative_f64)]
+    pub weight_decay: f64,
+    /// Batches between progress lines.
+    #[arg(short = 'p', long = "print-freq", visible_alias = "print_freq", default_value_t = 10, value_parser = positive)]
+    pub print_freq: usize,
+    /// Checkpoint to resume from (a kiln `checkpoint.pth.tar`); with `-e`, a checkpoint or a
+    /// model package folder to evaluate.
+    #[arg(long, value_name = "PATH", value_parser = path_or_empty)]
+    pub resume: Option<PathBuf>,
+    /// Evaluate the model on the validation set and exit.
+    #[arg(short = 'e', long = "evaluate")]
+    pub evaluate: bool,
+    /// Start from torchvision weights in a local `.pth` or `.safetensors` file (no downloads);
+    /// the classifier is replaced when the class count differs.
+    #[arg(long, value_name = "PATH")]
+    pub pretrained: Option<PathBuf>,
+    /// Number of nodes for distributed training (-1: not distributed).
+    #[arg(long = "world-size", visible_alias = "world_size", default_value_t = -1, allow_negative_numbers = true)]
+    pub world_size: i64,
+    /// Node rank for distributed training (-1: not distributed).
+    #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
+    pub rank: i64,
+    /// URL used to set up distributed training.
+    #[arg(
+        long = "dist-url",
+        visible_alias = "dist_url",
+        default_value = "tcp://224.66.41.62:23456"
+    )]
+    pub dist_url: String,
+    /// Distributed backend.
+    #[arg(long = "dist-backend", visible_alias = "dist_backend", default_value = "nccl")]
+    pub dist_backend: String,
+    /// One worker per device on this node (world size = devices × nodes).
+    #[arg(long = "multiprocessing-distributed", visible_alias = "multiprocessing_distributed")]
+    pub multiprocessing_distributed: bool,
+    /// Seed for weights, data order and augmentation (random when not given; a resumed run
+    /// keeps its checkpoint's seed).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// GPU id to use (the same as `--device cuda:N`).
+    #[arg(long)]
+    pub gpu: Option<usize>,
+    /// Device: auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    pub device: DeviceChoice,
+    /// Folder for checkpoints, `metrics.jsonl` and the model package `model/`.
+    #[arg(long, default_value = ".")]
+    pub output: PathBuf,
+    /// Training crop size (kiln extension; validation resizes to size × 256/224 first).
+    #[arg(long = "image-size", default_value_t = 224, value_parser = positive)]
+    pub image_size: usize,
+}
+
+impl ImagenetArgs {
+    /// The checkpoint (or package) to resume from; `--resume ""` (the original's default)
+    /// means none.
+    pub fn resume_path(&self) -> Option<&std::path::Path> {
+        self.resume.as_deref().filter(|p| !p.as_os_str().is_empty())
+    }
+
+    /// Whether the flags ask for distributed training.
+    pub fn distributed(&self) -> bool {
+        self.world_size > 1 || self.multiprocessing_distributed
+    }
+}
+
 fn positive(s: &str) -> Result<usize, String> {
     match s.parse::<usize>() {
         Ok(0) => Err("must be at least 1".into()),
@@ -89,6 +188,18 @@ fn positive_f64(s: &str) -> Result<f64, String> {
     }
 }
 
+fn path_or_empty(s: &str) -> Result<PathBuf, String> {
+    Ok(PathBuf::from(s))
+}
+
+fn non_negative_f64(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(x) if x.is_finite() && x >= 0.0 => Ok(x),
+        Ok(_) => Err(format!("{s} must be a non-negative finite number")),
+        Err(e) => Err(format!("{s:?} is not a number: {e}")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -98,7 +209,88 @@ mod tests {
         argv.extend_from_slice(args);
         Cli::try_parse_from(argv).map(|c| match c.job {
             Job::Mnist(a) => a,
+            other => panic!("parsed as {other:?}"),
         })
+    }
+
+    fn imagenet(args: &[&str]) -> Result<ImagenetArgs, clap::Error> {
+        let mut argv = vec!["kiln-train", "imagenet"];
+        argv.extend_from_slice(args);
+        Cli::try_parse_from(argv).map(|c| match c.job {
+            Job::Imagenet(a) => a,
+            other => panic!("parsed as {other:?}"),
+        })
+    }
+
+    #[test]
+    fn imagenet_defaults_are_main_py_s() {
+        let a = imagenet(&["dog_cat_1w/"]).unwrap();
+        assert_eq!(a.data, PathBuf::from("dog_cat_1w/"));
+        assert_eq!(a.arch, ResNetArch::ResNet18);
+        assert_eq!(
+            (a.workers, a.epochs, a.start_epoch, a.batch_size, a.print_freq),
+            (4, 90, 0, 256, 10)
+        );
+        assert_eq!((a.lr, a.momentum, a.weight_decay), (0.1, 0.9, 1e-4));
+        assert_eq!((a.world_size, a.rank), (-1, -1));
+        assert_eq!(
+            (a.dist_url.as_str(), a.dist_backend.as_str()),
+            ("tcp://224.66.41.62:23456", "nccl")
+        );
+        assert!(!a.evaluate && !a.distributed() && a.seed.is_none() && a.gpu.is_none());
+        assert_eq!(a.resume_path(), None);
+        assert_eq!(imagenet(&["--resume", ""]).unwrap().resume_path(), None);
+        assert_eq!(a.image_size, 224);
+    }
+
+    #[test]
+    fn imagenet_guide_command_parses() {
+        let a = imagenet(&["-a", "resnet50", "-b", "128", "--epochs", "5", "dog_cat_1w/"]).unwrap();
+        assert_eq!((a.arch, a.batch_size, a.epochs), (ResNetArch::ResNet50, 128, 5));
+        let a = imagenet(&[
+            "--arch=resnet34",
+            "-j",
+            "2",
+            "--lr=0.01",
+            "--wd",
+            "5e-4",
+            "--weight-decay=1e-5",
+            "-p",
+            "1",
+            "--resume",
+            "ck.pth.tar",
+            "-e",
+            "--seed=3",
+            "--gpu=1",
+            "--world-size=2",
+            "--rank=0",
+            "--multiprocessing-distributed",
+            "--start-epoch=4",
+            "data",
+        ])
+        .unwrap();
+        assert_eq!(
+            (a.arch, a.workers, a.print_freq, a.start_epoch),
+            (ResNetArch::ResNet34, 2, 1, 4)
+        );
+        assert_eq!((a.lr, a.weight_decay), (0.01, 1e-5));
+        assert_eq!((a.seed, a.gpu, a.world_size, a.rank), (Some(3), Some(1), 2, 0));
+        assert!(a.evaluate && a.distributed());
+        assert_eq!(a.resume_path(), Some(std::path::Path::new("ck.pth.tar")));
+    }
+
+    #[test]
+    fn imagenet_bad_flags_name_the_flag() {
+        for (args, needle) in [
+            (vec!["-a", "vgg16"], "resnet18"),
+            (vec!["-b", "0"], "--batch-size"),
+            (vec!["--momentum=-0.5"], "--momentum"),
+            (vec!["--lr=0"], "--lr"),
+            (vec!["--pretrained"], "--pretrained"),
+        ] {
+            let e = imagenet(&args).unwrap_err().to_string();
+            assert!(e.contains(needle), "{args:?}: {e}");
+        }
     }
 
     #[test]

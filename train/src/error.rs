@@ -8,6 +8,15 @@ pub enum TrainError {
     /// The training data is missing or malformed.
     #[error(transparent)]
     Mnist(#[from] kiln_data::MnistError),
+    /// The ImageFolder data is missing or malformed.
+    #[error(transparent)]
+    ImageFolder(#[from] kiln_data::ImageFolderError),
+    /// The data loader's settings are unusable.
+    #[error("data loader: {0}")]
+    Loader(#[from] kiln_data::LoaderError),
+    /// A checkpoint could not be written or read.
+    #[error(transparent)]
+    Checkpoint(#[from] crate::checkpoint::CheckpointError),
     /// The model package could not be written.
     #[error(transparent)]
     Package(#[from] kiln_models::PackageError),

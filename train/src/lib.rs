@@ -1,17 +1,19 @@
-//! kiln-train: the guide's training jobs (`mnist`; `imagenet` and `yolox` to come) on burn,
+//! kiln-train: the guide's training jobs (`mnist`, `imagenet`; `yolox` to come) on burn,
 //! generic over the backend; `main` picks the backend and device from `--device`.
 #![warn(missing_docs)]
 
+pub mod checkpoint;
 pub mod cli;
 pub mod error;
 pub mod jobs;
 pub mod log;
 pub mod loss;
+pub mod meters;
 pub mod metrics;
 pub mod optim;
 pub mod progress;
 pub mod schedule;
 
-pub use cli::{Cli, Job, MnistArgs};
+pub use cli::{Cli, ImagenetArgs, Job, MnistArgs};
 pub use error::TrainError;
 pub use kiln_models::DeviceChoice;

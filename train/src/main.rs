@@ -5,9 +5,7 @@ use std::process::ExitCode;
 
 use burn::backend::{Autodiff, Flex};
 use clap::Parser;
-#[cfg(feature = "cuda")]
-use kiln_train::DeviceChoice;
-use kiln_train::{jobs, Cli, Job, TrainError};
+use kiln_train::{jobs, Cli, DeviceChoice, Job, TrainError};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -25,25 +23,42 @@ fn main() -> ExitCode {
     }
 }
 
+/// Runs `$job` with `$B` bound to the autodiff backend of `$device` and `$dev` to its device.
+macro_rules! on_backend {
+    ($device:expr, |$B:ident, $dev:ident| $job:expr) => {
+        match $device {
+            #[cfg(feature = "cuda")]
+            DeviceChoice::Cuda(i) => {
+                type $B = Autodiff<burn::backend::Cuda>;
+                let $dev = burn::backend::cuda::CudaDevice::new(i);
+                $job
+            }
+            _ => {
+                type $B = Autodiff<Flex>;
+                let $dev = Default::default();
+                $job
+            }
+        }
+    };
+}
+
 fn run(job: Job) -> Result<(), TrainError> {
+    let cuda_built = cfg!(feature = "cuda");
     match job {
         Job::Mnist(args) => {
             let device = args
                 .device
-                .resolve(args.no_cuda, cfg!(feature = "cuda"))
+                .resolve(args.no_cuda, cuda_built)
                 .map_err(TrainError::Flag)?;
             tracing::info!(%device, "kiln-train mnist");
-            match device {
-                #[cfg(feature = "cuda")]
-                DeviceChoice::Cuda(i) => {
-                    use burn::backend::{cuda::CudaDevice, Cuda};
-                    jobs::mnist::run::<Autodiff<Cuda>>(&args, CudaDevice::new(i))?;
-                }
-                _ => {
-                    jobs::mnist::run::<Autodiff<Flex>>(&args, Default::default())?;
-                }
-            }
-            Ok(())
+            on_backend!(device, |B, dev| jobs::mnist::run::<B>(&args, dev).map(drop))
+        }
+        Job::Imagenet(args) => {
+            // main.py's `--gpu N` picks one GPU, like `--device cuda:N`.
+            let wanted = args.gpu.map_or(args.device, DeviceChoice::Cuda);
+            let device = wanted.resolve(false, cuda_built).map_err(TrainError::Flag)?;
+            tracing::info!(%device, "kiln-train imagenet");
+            on_backend!(device, |B, dev| jobs::imagenet::run::<B>(&args, dev).map(drop))
         }
     }
 }

@@ -36,10 +36,20 @@ pub struct MetricsWriter {
 impl MetricsWriter {
     /// Creates (or truncates) the metrics file.
     pub fn create(path: &Path) -> std::io::Result<Self> {
+        Self::open(path, false)
+    }
+
+    /// Opens the metrics file, appending to it (a resumed run) or truncating it (a new run).
+    pub fn open(path: &Path, append: bool) -> std::io::Result<Self> {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent)?;
         }
-        let file = OpenOptions::new().create(true).write(true).truncate(true).open(path)?;
+        let file = OpenOptions::new()
+            .create(true)
+            .write(true)
+            .append(append)
+            .truncate(!append)
+            .open(path)?;
         Ok(Self {
             path: path.to_path_buf(),
             file,
@@ -52,7 +62,7 @@ impl MetricsWriter {
     }
 
     /// Writes one line.
-    pub fn append(&mut self, m: &EpochMetrics) -> std::io::Result<()> {
+    pub fn append<T: Serialize>(&mut self, m: &T) -> std::io::Result<()> {
         let line = serde_json::to_string(m).expect("metrics serialise");
         writeln!(self.file, "{line}")?;
         self.file.flush()

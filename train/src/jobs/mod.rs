@@ -1,3 +1,4 @@
 //! One module per training job; each is a function from its flags to a model package.
 
+pub mod imagenet;
 pub mod mnist;

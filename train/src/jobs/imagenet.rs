@@ -1,0 +1,491 @@
+//! `kiln-train imagenet`: pytorch/examples' ImageNet `main.py` on an ImageFolder set. ResNet,
+//! SGD with momentum and weight decay, StepLR(30, 0.1), cross-entropy, Acc@1/Acc@5, a
+//! checkpoint every epoch (copied to `model_best.pth.tar` when Acc@1 improves, when the model
+//! package `model/` is rewritten too), exact `--resume`.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use burn::lr_scheduler::step::StepLrScheduler;
+use burn::lr_scheduler::LrScheduler;
+use burn::module::{AutodiffModule, Module};
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::optim::adaptor::OptimizerAdaptor;
+use burn::optim::decay::WeightDecayConfig;
+use burn::optim::momentum::MomentumConfig;
+use burn::optim::{GradientsParams, Optimizer, Sgd, SgdConfig};
+use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
+use serde::Serialize;
+
+use kiln_data::{open_splits, ClassifyBatch, ClassifyLoader, ClassifyTransform, EpochSampler, LoaderConfig};
+use kiln_models::{
+    load_pretrained, load_weights, resnet_package_config, write_package, PackageConfig, ResNet, ResNetConfig,
+};
+
+use crate::checkpoint::{copy_atomic, CheckpointRecord, RunState, BEST_FILE, CHECKPOINT_FILE};
+use crate::cli::ImagenetArgs;
+use crate::error::TrainError;
+use crate::meters::{progress_line, summary_line, topk_accuracy, AverageMeter, MeterFormat};
+use crate::metrics::MetricsWriter;
+use crate::progress::PassProgress;
+use crate::schedule::epoch_step_lr;
+
+/// The metrics file name inside `--output`.
+pub const METRICS_FILE: &str = "metrics.jsonl";
+/// The model package folder name inside `--output`.
+pub const PACKAGE_DIR: &str = "model";
+/// StepLR's period and factor in the recipe.
+const LR_STEP_EPOCHS: usize = 30;
+const LR_GAMMA: f64 = 0.1;
+/// The top-k accuracies the recipe reports.
+const TOPK: [usize; 2] = [1, 5];
+
+type ResNetOptimizer<B> = OptimizerAdaptor<Sgd<<B as AutodiffBackend>::InnerBackend>, ResNet<B>, B>;
+type Checkpoint<B> = CheckpointRecord<
+    <ResNet<B> as Module<B>>::Record,
+    <ResNetOptimizer<B> as Optimizer<ResNet<B>, B>>::Record,
+    <StepLrScheduler as LrScheduler>::Record<B>,
+>;
+
+/// One epoch's figures, as written to `metrics.jsonl`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ImagenetEpoch {
+    /// Epoch number, from 0 like the original's log.
+    pub epoch: usize,
+    /// Learning rate the epoch trained at.
+    pub lr: f64,
+    /// Mean training loss per sample.
+    pub train_loss: f64,
+    /// Training Acc@1 in percent (on augmented crops).
+    pub train_acc1: f64,
+    /// Mean validation loss per sample.
+    pub val_loss: f64,
+    /// Validation Acc@1 in percent.
+    pub acc1: f64,
+    /// Validation Acc@5 (k capped at the class count) in percent.
+    pub acc5: f64,
+    /// Wall time of the training pass in seconds.
+    pub train_seconds: f64,
+    /// Wall time of the whole epoch (train + validate + checkpoint) in seconds.
+    pub seconds: f64,
+    /// Training images per second.
+    pub images_per_second: f64,
+}
+
+/// What a finished run reports.
+#[derive(Debug, Clone)]
+pub struct ImagenetSummary {
+    /// The epochs this invocation ran.
+    pub epochs: Vec<ImagenetEpoch>,
+    /// Validation Acc@1 and Acc@5 of the last evaluation.
+    pub last: Evaluation,
+    /// The best validation Acc@1 of the run, including resumed epochs.
+    pub best_acc1: f64,
+}
+
+/// A validation pass's averages.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Evaluation {
+    /// Mean loss per sample.
+    pub loss: f64,
+    /// Acc@1 in percent.
+    pub acc1: f64,
+    /// Acc@5 in percent (k capped at the class count).
+    pub acc5: f64,
+}
+
+/// Runs the job (training, or `-e` evaluation) on `device` of autodiff backend `B`.
+pub fn run<B: AutodiffBackend>(args: &ImagenetArgs, device: B::Device) -> Result<ImagenetSummary, TrainError> {
+    if args.distributed() {
+        return Err(TrainError::Flag(
+            "distributed training (--world-size > 1, --multiprocessing-distributed) is not supported yet; \
+             run on one device"
+                .into(),
+        ));
+    }
+    let (train_set, val_set) = open_splits(&args.data)?;
+    let classes = train_set.classes().to_vec();
+    tracing::info!(
+        train = train_set.len(),
+        val = val_set.len(),
+        classes = classes.len(),
+        data = %args.data.display(),
+        "ImageFolder opened"
+    );
+    let eval_transform = ClassifyTransform::Eval {
+        resize: eval_resize(args.image_size) as u32,
+        crop: args.image_size as u32,
+    };
+    let val_sampler = EpochSampler::new(val_set.len(), false, 0);
+    let val_loader = ClassifyLoader::new(Arc::new(val_set), eval_transform, val_sampler, loader_config(args))?;
+    if args.evaluate {
+        return evaluate_only::<B>(args, &classes, &val_loader, &device);
+    }
+
+    let mut run = RunSetup::<B>::new(args, &classes, &device)?;
+    let train_transform = ClassifyTransform::Train {
+        size: args.image_size as u32,
+    };
+    let train_sampler = EpochSampler::new(train_set.len(), true, run.state.seed);
+    let train_loader = ClassifyLoader::new(Arc::new(train_set), train_transform, train_sampler, loader_config(args))?;
+    let resumed = args.resume_path().is_some();
+    let mut metrics =
+        MetricsWriter::open(&args.output.join(METRICS_FILE), resumed).map_err(|source| TrainError::Io {
+            path: args.output.join(METRICS_FILE),
+            source,
+        })?;
+    let mut history = Vec::new();
+    let mut last = None;
+    for epoch in run.state.epoch..args.epochs {
+        let lr = run.scheduler.step();
+        let started = Instant::now();
+        let (train_loss, train_acc1, images) = train_epoch(args, epoch, lr, &mut run, &train_loader)?;
+        let train_seconds = started.elapsed().as_secs_f64();
+        let eval = run.validate(&val_loader, args.print_freq)?;
+        let is_best = eval.acc1 > run.state.best_acc1;
+        run.state.best_acc1 = run.state.best_acc1.max(eval.acc1);
+        run.state.epoch = epoch + 1;
+        run.save(&args.output, is_best)?;
+        let m = ImagenetEpoch {
+            epoch,
+            lr,
+            train_loss,
+            train_acc1,
+            val_loss: eval.loss,
+            acc1: eval.acc1,
+            acc5: eval.acc5,
+            train_seconds,
+            seconds: started.elapsed().as_secs_f64(),
+            images_per_second: images as f64 / train_seconds,
+        };
+        metrics.append(&m).map_err(|source| TrainError::Io {
+            path: metrics.path().to_path_buf(),
+            source,
+        })?;
+        tracing::info!(
+            epoch,
+            seconds = format!("{:.1}", m.seconds),
+            images_per_s = format!("{:.1}", m.images_per_second),
+            "epoch done"
+        );
+        history.push(m);
+        last = Some(eval);
+    }
+    let last = match last {
+        Some(eval) => eval,
+        None => run.validate(&val_loader, args.print_freq)?,
+    };
+    Ok(ImagenetSummary {
+        epochs: history,
+        last,
+        best_acc1: run.state.best_acc1,
+    })
+}
+
+fn loader_config(args: &ImagenetArgs) -> LoaderConfig {
+    LoaderConfig {
+        batch_size: args.batch_size,
+        workers: args.workers,
+        prefetch_batches: 2 * args.workers.max(1),
+    }
+}
+
+/// The model, optimizer, scheduler and run state being trained.
+struct RunSetup<B: AutodiffBackend> {
+    model: ResNet<B>,
+    optim: ResNetOptimizer<B>,
+    scheduler: StepLrScheduler,
+    state: RunState,
+    config: PackageConfig,
+    device: B::Device,
+}
+
+impl<B: AutodiffBackend> RunSetup<B> {
+    /// A fresh (or `--pretrained`) model, or everything restored from `--resume`.
+    fn new(args: &ImagenetArgs, classes: &[String], device: &B::Device) -> Result<Self, TrainError> {
+        let resume = args.resume_path();
+        let checkpoint = resume.map(|p| Checkpoint::<B>::load::<B>(p, device)).transpose()?;
+        let seed = args
+            .seed
+            .or(checkpoint.as_ref().map(|c| c.state.seed))
+            .unwrap_or_else(random_seed);
+        B::seed(device, seed);
+        let mut model = ResNetConfig::new(args.arch, classes.len()).init::<B>(device);
+        println!("=> creating model '{}'", args.arch);
+        if let Some(path) = &args.pretrained {
+            let (loaded, report) = load_pretrained(model, path)?;
+            println!("=> using pre-trained weights '{}' ({report})", path.display());
+            model = loaded;
+        }
+        let mut optim = sgd(args).init::<B, ResNet<B>>();
+        let mut scheduler = epoch_step_lr(args.lr, LR_STEP_EPOCHS, LR_GAMMA).map_err(TrainError::Flag)?;
+        let mut state = RunState {
+            epoch: args.start_epoch,
+            arch: args.arch.to_string(),
+            best_acc1: 0.0,
+            seed,
+            classes: classes.to_vec(),
+        };
+        if let (Some(path), Some(checkpoint)) = (resume, checkpoint) {
+            check_compatible(path, &checkpoint.state, &state)?;
+            println!("=> loading checkpoint '{}'", path.display());
+            model = model.load_record(checkpoint.model);
+            optim = optim.load_record(checkpoint.optimizer);
+            scheduler = scheduler.load_record::<B>(checkpoint.scheduler);
+            state = checkpoint.state;
+            println!("=> loaded checkpoint '{}' (epoch {})", path.display(), state.epoch);
+        }
+        let mut config = resnet_package_config(args.arch, classes);
+        set_input_size(&mut config, args.image_size);
+        Ok(Self {
+            model,
+            optim,
+            scheduler,
+            state,
+            config,
+            device: device.clone(),
+        })
+    }
+
+    /// Validates the current weights in evaluation mode.
+    fn validate(&self, loader: &ClassifyLoader, print_freq: usize) -> Result<Evaluation, TrainError> {
+        let classes = self.state.classes.len();
+        validate(&self.model.valid(), loader, classes, print_freq, &self.device)
+    }
+
+    /// Writes `checkpoint.pth.tar`; when `is_best`, copies it to `model_best.pth.tar` and
+    /// rewrites the model package.
+    fn save(&self, output: &Path, is_best: bool) -> Result<(), TrainError> {
+        let checkpoint = output.join(CHECKPOINT_FILE);
+        Checkpoint::<B> {
+            state: self.state.clone(),
+            model: self.model.clone().into_record(),
+            optimizer: self.optim.to_record(),
+            scheduler: self.scheduler.to_record::<B>(),
+        }
+        .save::<B>(&checkpoint)?;
+        if is_best {
+            copy_atomic(&checkpoint, &output.join(BEST_FILE))?;
+            write_package(&output.join(PACKAGE_DIR), &self.config, &self.model.valid())?;
+        }
+        Ok(())
+    }
+}
+
+/// torch's `SGD(lr, momentum, weight_decay)`: decay added to the gradient, then momentum.
+fn sgd(args: &ImagenetArgs) -> SgdConfig {
+    let momentum = (args.momentum > 0.0).then(|| MomentumConfig {
+        momentum: args.momentum,
+        dampening: 0.0,
+        nesterov: false,
+    });
+    let decay = (args.weight_decay > 0.0).then(|| WeightDecayConfig::new(args.weight_decay as f32));
+    SgdConfig::new().with_momentum(momentum).with_weight_decay(decay)
+}
+
+/// A resumed checkpoint must be for the same architecture and classes.
+fn check_compatible(path: &Path, saved: &RunState, wanted: &RunState) -> Result<(), TrainError> {
+    if saved.arch != wanted.arch {
+        return Err(TrainError::Flag(format!(
+            "{}: checkpoint is for -a {}, not -a {}",
+            path.display(),
+            saved.arch,
+            wanted.arch
+        )));
+    }
+    if saved.classes != wanted.classes {
+        return Err(TrainError::Flag(format!(
+            "{}: checkpoint classes {:?} differ from the data's {:?}",
+            path.display(),
+            saved.classes,
+            wanted.classes
+        )));
+    }
+    Ok(())
+}
+
+/// Input size `size`, validation resize `size × 256 / 224` (224 → 256).
+fn set_input_size(config: &mut PackageConfig, size: usize) {
+    config.kiln.input.height = size;
+    config.kiln.input.width = size;
+    config.kiln.input.resize_shorter = eval_resize(size);
+}
+
+/// The recipe's validation resize for crop `size`: 256 for 224, in proportion otherwise.
+fn eval_resize(size: usize) -> usize {
+    size * 256 / 224
+}
+
+fn random_seed() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    nanos ^ (std::process::id() as u64) << 32
+}
+
+/// A batch moved onto the device: images `[n, 3, S, S]` and class indices `[n]`.
+fn to_tensors<B: Backend>(batch: ClassifyBatch, device: &B::Device) -> (Tensor<B, 4>, Tensor<B, 1, Int>, Vec<i64>) {
+    let n = batch.targets.len();
+    let images = Tensor::from_data(TensorData::new(batch.images, batch.shape), device);
+    let targets = Tensor::from_data(TensorData::new(batch.targets.clone(), [n]), device);
+    (images, targets, batch.targets)
+}
+
+/// Scores `[n, classes]` copied to the host as f32.
+fn host_scores<B: Backend>(output: Tensor<B, 2>) -> Vec<f32> {
+    output.into_data().convert::<f32>().to_vec().expect("f32 scores")
+}
+
+/// One training pass; returns the mean loss, the mean Acc@1 and the number of images.
+fn train_epoch<B: AutodiffBackend>(
+    args: &ImagenetArgs,
+    epoch: usize,
+    lr: f64,
+    run: &mut RunSetup<B>,
+    loader: &ClassifyLoader,
+) -> Result<(f64, f64, usize), TrainError> {
+    let device = run.device.clone();
+    let num_batches = loader.num_batches();
+    let classes = run.state.classes.len();
+    let criterion = CrossEntropyLossConfig::new().init(&device);
+    let mut batch_time = AverageMeter::new("Time", MeterFormat::Seconds);
+    let mut data_time = AverageMeter::new("Data", MeterFormat::Seconds);
+    let mut losses = AverageMeter::new("Loss", MeterFormat::Exp4);
+    let mut top1 = AverageMeter::new("Acc@1", MeterFormat::Percent);
+    let mut top5 = AverageMeter::new("Acc@5", MeterFormat::Percent);
+    let progress = PassProgress::new(num_batches, format!("epoch {epoch}"));
+    let prefix = format!("Epoch: [{epoch}]");
+    let mut images = 0;
+    let mut end = Instant::now();
+    for (i, batch) in loader.epoch(epoch as u64).enumerate() {
+        let batch = batch?;
+        data_time.update(end.elapsed().as_secs_f64(), 1);
+        let (x, y, targets) = to_tensors::<B>(batch, &device);
+        let n = targets.len();
+        let output = run.model.forward(x);
+        let loss = criterion.forward(output.clone(), y);
+        let acc = topk_accuracy(&host_scores(output.inner()), classes, &targets, &TOPK);
+        let grads = GradientsParams::from_grads(loss.backward(), &run.model);
+        run.model = run.optim.step(lr, run.model.clone(), grads);
+        losses.update(loss.into_scalar().elem::<f64>(), n);
+        top1.update(acc[0], n);
+        top5.update(acc[1], n);
+        images += n;
+        batch_time.update(end.elapsed().as_secs_f64(), 1);
+        end = Instant::now();
+        progress.inc();
+        if i % args.print_freq == 0 {
+            let meters = [&batch_time, &data_time, &losses, &top1, &top5];
+            progress.println(&progress_line(&prefix, i, num_batches, &meters));
+        }
+    }
+    progress.finish();
+    Ok((losses.avg(), top1.avg(), images))
+}
+
+/// One pass over the validation set; prints progress lines and the ` * Acc@1 … Acc@5 …`
+/// summary.
+fn validate<B: Backend>(
+    model: &ResNet<B>,
+    loader: &ClassifyLoader,
+    classes: usize,
+    print_freq: usize,
+    device: &B::Device,
+) -> Result<Evaluation, TrainError> {
+    let num_batches = loader.num_batches();
+    let criterion = CrossEntropyLossConfig::new().init(device);
+    let mut batch_time = AverageMeter::new("Time", MeterFormat::Seconds);
+    let mut losses = AverageMeter::new("Loss", MeterFormat::Exp4);
+    let mut top1 = AverageMeter::new("Acc@1", MeterFormat::Percent);
+    let mut top5 = AverageMeter::new("Acc@5", MeterFormat::Percent);
+    let progress = PassProgress::new(num_batches, "validate".into());
+    let mut end = Instant::now();
+    for (i, batch) in loader.epoch(0).enumerate() {
+        let (x, y, targets) = to_tensors::<B>(batch?, device);
+        let n = targets.len();
+        let output = model.forward(x);
+        let loss = criterion.forward(output.clone(), y);
+        let acc = topk_accuracy(&host_scores(output), classes, &targets, &TOPK);
+        losses.update(loss.into_scalar().elem::<f64>(), n);
+        top1.update(acc[0], n);
+        top5.update(acc[1], n);
+        batch_time.update(end.elapsed().as_secs_f64(), 1);
+        end = Instant::now();
+        progress.inc();
+        if i % print_freq == 0 {
+            let meters = [&batch_time, &losses, &top1, &top5];
+            progress.println(&progress_line("Test: ", i, num_batches, &meters));
+        }
+    }
+    progress.finish();
+    println!("{}", summary_line(&[&top1, &top5]));
+    Ok(Evaluation {
+        loss: losses.avg(),
+        acc1: top1.avg(),
+        acc5: top5.avg(),
+    })
+}
+
+/// `-e`: evaluate a checkpoint (`--resume FILE`), a model package (`--resume DIR`), pretrained
+/// weights or a fresh model on the validation set.
+fn evaluate_only<B: AutodiffBackend>(
+    args: &ImagenetArgs,
+    classes: &[String],
+    loader: &ClassifyLoader,
+    device: &B::Device,
+) -> Result<ImagenetSummary, TrainError> {
+    let model = evaluation_model::<B>(args, classes, device)?;
+    let last = validate(&model, loader, classes.len(), args.print_freq, device)?;
+    Ok(ImagenetSummary {
+        epochs: Vec::new(),
+        last,
+        best_acc1: last.acc1,
+    })
+}
+
+fn evaluation_model<B: AutodiffBackend>(
+    args: &ImagenetArgs,
+    classes: &[String],
+    device: &B::Device,
+) -> Result<ResNet<B::InnerBackend>, TrainError> {
+    B::seed(device, args.seed.unwrap_or(0));
+    let model = ResNetConfig::new(args.arch, classes.len()).init::<B>(device);
+    let Some(path) = args.resume_path() else {
+        return match &args.pretrained {
+            Some(p) => Ok(load_pretrained(model, p)?.0.valid()),
+            None => Ok(model.valid()),
+        };
+    };
+    if path.is_dir() {
+        let config = PackageConfig::read(path)?;
+        let wanted = resnet_package_config(args.arch, classes);
+        if config.kiln.architecture != wanted.kiln.architecture || config.kiln.labels != wanted.kiln.labels {
+            return Err(TrainError::Flag(format!(
+                "{}: package is {} with labels {:?}, the run wants {} with {:?}",
+                path.display(),
+                config.kiln.architecture,
+                config.kiln.labels,
+                wanted.kiln.architecture,
+                wanted.kiln.labels
+            )));
+        }
+        println!("=> loading model package '{}'", path.display());
+        return Ok(load_weights(path, &config, model)?.valid());
+    }
+    let checkpoint = Checkpoint::<B>::load::<B>(path, device)?;
+    let wanted = RunState {
+        arch: args.arch.to_string(),
+        classes: classes.to_vec(),
+        ..checkpoint.state.clone()
+    };
+    check_compatible(path, &checkpoint.state, &wanted)?;
+    println!(
+        "=> loaded checkpoint '{}' (epoch {})",
+        path.display(),
+        checkpoint.state.epoch
+    );
+    Ok(model.load_record(checkpoint.model).valid())
+}

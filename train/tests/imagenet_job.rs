@@ -1,0 +1,257 @@
+//! End-to-end runs of `kiln-train imagenet` on an ImageFolder tree written from real MNIST
+//! digits (three classes, a few images each, small crops so ResNet-18 runs fast on a CPU).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use burn::data::dataset::Dataset;
+use burn::prelude::*;
+use burn_flex::Flex;
+use image::{GrayImage, RgbImage};
+use kiln_data::{MnistDataset, MnistSplit};
+use kiln_models::{load_weights, PackageConfig, ResNetArch, ResNetConfig};
+
+const CLASSES: [&str; 3] = ["one", "seven", "zero"];
+const DIGITS: [u8; 3] = [1, 7, 0];
+
+/// `root/{train,val}/<class>/*.png`: `per_class` train and `per_class / 2` val digits per
+/// class, upscaled to 40×36 RGB so resizing and cropping have work to do.
+fn digit_folder(root: &Path, per_class: usize) {
+    let mnist = MnistDataset::from_dir(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/mnist"),
+        MnistSplit::Test,
+    )
+    .unwrap();
+    for (class, digit) in CLASSES.iter().zip(DIGITS) {
+        let items = (0..mnist.len())
+            .map(|i| mnist.get(i).unwrap())
+            .filter(|it| it.label == digit)
+            .take(per_class + per_class / 2);
+        for (i, item) in items.enumerate() {
+            let split = if i < per_class { "train" } else { "val" };
+            let dir = root.join(split).join(class);
+            fs::create_dir_all(&dir).unwrap();
+            let gray = GrayImage::from_raw(28, 28, item.image.to_vec()).unwrap();
+            let rgb = RgbImage::from_fn(40, 36, |x, y| {
+                let v = gray.get_pixel(x * 28 / 40, y * 28 / 36).0[0];
+                image::Rgb([v, v / 2, 255 - v])
+            });
+            rgb.save(dir.join(format!("{i:03}.png"))).unwrap();
+        }
+    }
+}
+
+fn kiln_train(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kiln-train"))
+        .arg("imagenet")
+        .args(args)
+        .env("KILN_LOG", "warn")
+        .output()
+        .unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    assert!(
+        o.status.success(),
+        "kiln-train failed: {}\n{}",
+        String::from_utf8_lossy(&o.stderr),
+        String::from_utf8_lossy(&o.stdout)
+    );
+    String::from_utf8(o.stdout.clone()).unwrap()
+}
+
+/// The common flags of a small, seeded, fast run writing to `out`.
+fn run(data: &Path, out: &Path, extra: &[&str]) -> String {
+    let (data, out) = (data.to_str().unwrap(), out.to_str().unwrap());
+    let mut args = vec![
+        "-a",
+        "resnet18",
+        "-b",
+        "8",
+        "--lr",
+        "0.01",
+        "-j",
+        "2",
+        "--seed",
+        "5",
+        "--image-size",
+        "32",
+        "-p",
+        "1",
+        "--device",
+        "cpu",
+        "--output",
+        out,
+    ];
+    args.extend_from_slice(extra);
+    args.push(data);
+    stdout(&kiln_train(&args))
+}
+
+fn summaries(log: &str) -> Vec<&str> {
+    log.lines().filter(|l| l.starts_with(" * Acc@1 ")).collect()
+}
+
+/// Class scores of the ResNet-18 in a package for a fixed input.
+fn package_output(dir: &Path) -> Vec<f32> {
+    let config = PackageConfig::read(dir).unwrap();
+    let device = Default::default();
+    let model = ResNetConfig::new(ResNetArch::ResNet18, 3).init::<Flex>(&device);
+    let model = load_weights(dir, &config, model).unwrap();
+    let x = Tensor::<Flex, 4>::ones([1, 3, 32, 32], &device);
+    model.forward(x).into_data().to_vec().unwrap()
+}
+
+fn tmp() -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("digits");
+    digit_folder(&data, 8);
+    let out = dir.path().join("out");
+    (dir, data, out)
+}
+
+#[test]
+fn two_epochs_write_checkpoints_metrics_and_a_servable_package() {
+    let (_dir, data, out) = tmp();
+    let log = run(&data, &out, &["--epochs", "2"]);
+    // 24 training images at batch 8: three batches per epoch, numbered like the original.
+    for line in ["Epoch: [0][0/3]\tTime ", "Epoch: [1][2/3]\tTime ", "Test: [0/2]\tTime "] {
+        assert!(log.contains(line), "missing {line:?} in\n{log}");
+    }
+    assert!(log.contains("=> creating model 'resnet18'"), "{log}");
+    assert_eq!(summaries(&log).len(), 2, "{log}");
+    let line = log.lines().find(|l| l.starts_with("Epoch: [0][0/3]")).unwrap();
+    let fields: Vec<&str> = line.split('\t').collect();
+    assert_eq!(fields.len(), 6, "{line}");
+    // Loss in Python's `{:.4e}`: `Loss 9.4296e-01 (9.4296e-01)`.
+    let loss = fields[3].strip_prefix("Loss ").unwrap();
+    let (val, avg) = loss.split_once(" (").unwrap();
+    for x in [val, avg.trim_end_matches(')')] {
+        let (mantissa, exp) = x.split_once('e').unwrap();
+        assert!(
+            mantissa.len() == 6 && (exp.starts_with('+') || exp.starts_with('-')) && exp.len() == 3,
+            "{line}"
+        );
+    }
+    assert!(
+        fields[4].starts_with("Acc@1 ") && fields[5].starts_with("Acc@5 "),
+        "{line}"
+    );
+
+    for file in [
+        "checkpoint.pth.tar",
+        "model_best.pth.tar",
+        "model/config.json",
+        "model/model.safetensors",
+    ] {
+        assert!(out.join(file).is_file(), "{file} missing");
+    }
+    let metrics = fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    let epochs: Vec<serde_json::Value> = metrics.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(epochs.len(), 2);
+    assert_eq!(
+        (epochs[0]["epoch"].as_u64(), epochs[0]["lr"].as_f64()),
+        (Some(0), Some(0.01))
+    );
+    let acc5 = epochs[1]["acc5"].as_f64().unwrap();
+    assert_eq!(acc5, 100.0, "3 classes: Acc@5 is capped at top-3, always a hit");
+
+    let config = PackageConfig::read(&out.join("model")).unwrap();
+    assert_eq!(config.kiln.architecture, "resnet18");
+    assert_eq!(config.kiln.labels, vec!["one", "seven", "zero"]);
+    assert_eq!(
+        (
+            config.kiln.input.channels,
+            config.kiln.input.height,
+            config.kiln.input.resize_shorter
+        ),
+        (3, 32, 36)
+    );
+    assert_eq!(package_output(&out.join("model")).len(), 3);
+
+    // `-e` on the checkpoint and on the package reproduces the best epoch's summary.
+    let best = epochs
+        .iter()
+        .map(|e| e["acc1"].as_f64().unwrap())
+        .fold(f64::MIN, f64::max);
+    for resume in ["model_best.pth.tar", "model"] {
+        let path = out.join(resume);
+        let eval = run(&data, &out.join("eval"), &["-e", "--resume", path.to_str().unwrap()]);
+        let got = summaries(&eval);
+        assert_eq!(got.len(), 1, "{eval}");
+        assert!(
+            got[0].starts_with(&format!(" * Acc@1 {best:.3} ")),
+            "{resume}: {} vs {best}",
+            got[0]
+        );
+    }
+}
+
+#[test]
+fn resume_is_exact() {
+    let (_dir, data, out) = tmp();
+    let straight = out.join("straight");
+    let split = out.join("split");
+    run(&data, &straight, &["--epochs", "2"]);
+    run(&data, &split, &["--epochs", "1"]);
+    let ckpt = split.join("checkpoint.pth.tar");
+    let log = run(&data, &split, &["--epochs", "2", "--resume", ckpt.to_str().unwrap()]);
+    assert!(log.contains("(epoch 1)"), "{log}");
+    assert!(!log.contains("Epoch: [0]"), "resumed run must start at epoch 1:\n{log}");
+
+    let straight_metrics = fs::read_to_string(straight.join("metrics.jsonl")).unwrap();
+    let split_metrics = fs::read_to_string(split.join("metrics.jsonl")).unwrap();
+    let losses = |m: &str| -> Vec<(f64, f64)> {
+        m.lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .map(|v| (v["train_loss"].as_f64().unwrap(), v["val_loss"].as_f64().unwrap()))
+            .collect()
+    };
+    assert_eq!(losses(&straight_metrics), losses(&split_metrics));
+
+    // Same final weights: compare the checkpoints' models through a forward pass.
+    let output = |dir: &Path| {
+        let eval = run(
+            &data,
+            &dir.join("eval"),
+            &["-e", "--resume", dir.join("checkpoint.pth.tar").to_str().unwrap()],
+        );
+        summaries(&eval).concat()
+    };
+    assert_eq!(output(&straight), output(&split));
+}
+
+#[test]
+fn bad_inputs_are_named_errors() {
+    let (_dir, data, out) = tmp();
+    let out_s = out.to_str().unwrap();
+    // A missing data folder.
+    let o = kiln_train(&["--output", out_s, "/nonexistent/imagenet"]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("/nonexistent/imagenet"));
+
+    // Distributed flags are refused clearly until distributed training lands.
+    let o = kiln_train(&["--world-size", "2", "--output", out_s, data.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("distributed"));
+
+    // A file that is not a checkpoint.
+    let junk = out.join("junk.pth.tar");
+    fs::create_dir_all(&out).unwrap();
+    fs::write(&junk, b"junk").unwrap();
+    let o = kiln_train(&[
+        "--resume",
+        junk.to_str().unwrap(),
+        "--output",
+        out_s,
+        data.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("junk.pth.tar") && o.status.code() == Some(1), "{err}");
+
+    // A class missing from val/.
+    fs::remove_dir_all(data.join("val/seven")).unwrap();
+    let o = kiln_train(&["--output", out_s, data.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("seven"), "{err}");
+}
