@@ -3,6 +3,7 @@
 mod load;
 mod raw;
 mod serve;
+mod step;
 
 use std::process::ExitCode;
 
@@ -20,12 +21,16 @@ struct Cli {
 enum Bench {
     /// kiln-serve under load on loopback vs the model's raw batched forward pass.
     Serve(serve::ServeBench),
+    /// ResNet training-step and evaluation throughput (kiln-train imagenet's model), vs
+    /// torchvision with --compare-pytorch.
+    Imagenet(step::StepBench),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.bench {
         Bench::Serve(args) => serve::run(args),
+        Bench::Imagenet(args) => step::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

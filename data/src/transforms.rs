@@ -219,14 +219,20 @@ impl RandomHorizontalFlip {
     }
 }
 
-/// torchvision `ToTensor()` + `Normalize(mean, std)`: `[3, H, W]` row-major (CHW),
-/// `(pixel / 255 - mean[c]) / std[c]`.
-pub fn to_tensor_normalized(img: &RgbImage, mean: [f32; 3], std: [f32; 3]) -> Vec<f32> {
+/// torchvision `ToTensor()` + `Normalize(mean, std)`: `[C, H, W]` row-major (CHW),
+/// `(pixel / 255 - mean[c]) / std[c]`, for grayscale (C = 1) or RGB (C = 3); `mean` and `std`
+/// hold one value per channel.
+pub fn to_tensor_normalized<P: Pixel<Subpixel = u8>>(img: &Image8<P>, mean: &[f32], std: &[f32]) -> Vec<f32> {
+    let channels = P::CHANNEL_COUNT as usize;
+    assert!(
+        mean.len() == channels && std.len() == channels,
+        "one mean and std per channel"
+    );
     let plane = img.width() as usize * img.height() as usize;
-    let mut out = vec![0f32; 3 * plane];
+    let mut out = vec![0f32; channels * plane];
     for (i, px) in img.pixels().enumerate() {
-        for c in 0..3 {
-            out[c * plane + i] = (px.0[c] as f32 / 255.0 - mean[c]) / std[c];
+        for (c, &v) in px.channels().iter().enumerate() {
+            out[c * plane + i] = (v as f32 / 255.0 - mean[c]) / std[c];
         }
     }
     out
@@ -283,7 +289,7 @@ impl ClassifyTransform {
             }
             Self::Eval { resize, crop } => CenterCrop { size: crop }.apply(&Resize { size: resize }.apply(&img)),
         };
-        to_tensor_normalized(&img, IMAGENET_MEAN, IMAGENET_STD)
+        to_tensor_normalized(&img, &IMAGENET_MEAN, &IMAGENET_STD)
     }
 }
 
@@ -491,7 +497,7 @@ mod tests {
     #[test]
     fn to_tensor_normalizes_channels_first() {
         let img = RgbImage::from_fn(2, 1, |x, _| if x == 0 { Rgb([255, 0, 128]) } else { Rgb([0, 0, 0]) });
-        let v = to_tensor_normalized(&img, IMAGENET_MEAN, IMAGENET_STD);
+        let v = to_tensor_normalized(&img, &IMAGENET_MEAN, &IMAGENET_STD);
         assert_eq!(v.len(), 6);
         // (1 - 0.485) / 0.229, (0 - 0.456) / 0.224, (128/255 - 0.406) / 0.225
         let expected = [2.248_908, -2.117_904, -2.035_714, -2.035_714, 0.426_492, -1.804_444];

@@ -3,9 +3,8 @@
 
 use std::io::Cursor;
 
-use image::imageops::{self, FilterType};
 use image::{DynamicImage, ImageBuffer, ImageReader, Limits, Pixel};
-use kiln_data::transforms::{crop_offset, resized_size, to_pil_luma};
+use kiln_data::transforms::{to_pil_luma, to_tensor_normalized, CenterCrop, Resize};
 use kiln_models::package::InputSpec;
 
 /// Why an upload cannot be turned into a model input.
@@ -86,36 +85,21 @@ impl Preprocessor {
         r.decode().map_err(|e| undecodable(&e))
     }
 
+    /// The training job's evaluation transform (kiln-data's): resize the shorter side,
+    /// centre-crop, /255, normalise.
     fn transform<P>(&self, img: ImageBuffer<P, Vec<u8>>) -> Vec<f32>
     where
         P: Pixel<Subpixel = u8> + 'static,
     {
-        let (w, h) = img.dimensions();
-        let (rw, rh) = resized_size(w, h, self.spec.resize_shorter as u32);
-        let resized = if (rw, rh) == (w, h) {
-            img
-        } else {
-            imageops::resize(&img, rw, rh, FilterType::Triangle)
-        };
-        let (ch, cw) = (self.spec.height as u32, self.spec.width as u32);
-        let (top, left) = (crop_offset(rh, ch), crop_offset(rw, cw));
-        let c = self.spec.channels;
-        let mut out = vec![0f32; c * (ch * cw) as usize];
-        for y in 0..ch {
-            for x in 0..cw {
-                // Outside the resized image (only when it is smaller than the crop): zero padding.
-                let (sy, sx) = (y as i64 + top, x as i64 + left);
-                if sy < 0 || sx < 0 || sy >= rh as i64 || sx >= rw as i64 {
-                    continue;
-                }
-                let px = resized.get_pixel(sx as u32, sy as u32).channels();
-                for k in 0..c {
-                    let v = px[k] as f32 / 255.0;
-                    out[k * (ch * cw) as usize + (y * cw + x) as usize] = (v - self.spec.mean[k]) / self.spec.std[k];
-                }
-            }
+        let resized = Resize {
+            size: self.spec.resize_shorter as u32,
         }
-        out
+        .apply(&img);
+        let cropped = CenterCrop {
+            size: self.spec.height as u32,
+        }
+        .apply(&resized);
+        to_tensor_normalized(&cropped, &self.spec.mean, &self.spec.std)
     }
 }
 

@@ -87,7 +87,7 @@ pub struct ModelSpec {
 pub struct InputSpec {
     /// Colour channels: 1 (8-bit grayscale, PIL's "L") or 3 (RGB).
     pub channels: usize,
-    /// Input height in pixels.
+    /// Input height in pixels (inputs are square centre crops: equal to `width`).
     pub height: usize,
     /// Input width in pixels.
     pub width: usize,
@@ -210,6 +210,12 @@ impl PackageConfig {
         }
         if i.std.iter().any(|s| *s <= 0.0) || i.height == 0 || i.width == 0 || i.resize_shorter == 0 {
             return unsupported("kiln.input: sizes and std must be positive".into());
+        }
+        if i.height != i.width {
+            return unsupported(format!(
+                "kiln.input: {}x{} is not square (inputs are centre crops of one size)",
+                i.width, i.height
+            ));
         }
         if k.labels.is_empty() {
             return unsupported("kiln.labels is empty".into());

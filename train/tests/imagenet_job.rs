@@ -255,3 +255,32 @@ fn bad_inputs_are_named_errors() {
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(err.contains("seven"), "{err}");
 }
+
+/// A real-photo slice: 4 cats and 4 dogs to train on, 2 of each to validate, one epoch at
+/// 64×64; the package's labels are the folder names.
+#[test]
+#[ignore = "reads ../shared/data/dogcat (run with --include-ignored where it exists)"]
+fn one_epoch_on_real_dogcat_photos() {
+    let shared = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/dogcat");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("dogcat");
+    for (split, n) in [("train", 4), ("val", 2)] {
+        for class in ["cat", "dog"] {
+            let from = shared.join(split).join(class);
+            let to = data.join(split).join(class);
+            fs::create_dir_all(&to).unwrap();
+            let mut files: Vec<_> = fs::read_dir(&from).unwrap().map(|e| e.unwrap().path()).collect();
+            files.sort();
+            for f in files.iter().take(n) {
+                fs::copy(f, to.join(f.file_name().unwrap())).unwrap();
+            }
+        }
+    }
+    let out = dir.path().join("out");
+    let log = run(&data, &out, &["--epochs", "1", "-b", "4", "--image-size", "64"]);
+    assert!(log.contains("Epoch: [0][0/2]\tTime "), "{log}");
+    assert_eq!(summaries(&log).len(), 1, "{log}");
+    let config = PackageConfig::read(&out.join("model")).unwrap();
+    assert_eq!(config.kiln.labels, vec!["cat", "dog"]);
+    assert_eq!((config.kiln.input.height, config.kiln.input.resize_shorter), (64, 73));
+}
