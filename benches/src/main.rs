@@ -1,6 +1,7 @@
 //! `kiln-bench`: measures kiln and, in the same run, what it is compared with.
 
 mod load;
+mod mnist;
 mod raw;
 mod serve;
 mod step;
@@ -21,6 +22,9 @@ struct Cli {
 enum Bench {
     /// kiln-serve under load on loopback vs the model's raw batched forward pass.
     Serve(serve::ServeBench),
+    /// kiln-train mnist epochs (time, images/s, accuracy), vs the guide's PyTorch train.py with
+    /// --compare-pytorch.
+    Mnist(mnist::MnistBench),
     /// ResNet training-step and evaluation throughput (kiln-train imagenet's model), vs
     /// torchvision with --compare-pytorch.
     Imagenet(step::StepBench),
@@ -30,6 +34,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.bench {
         Bench::Serve(args) => serve::run(args),
+        Bench::Mnist(args) => mnist::run(args),
         Bench::Imagenet(args) => step::run(args),
     };
     match result {

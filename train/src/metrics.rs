@@ -56,9 +56,25 @@ impl MetricsWriter {
         })
     }
 
-    /// The file written to.
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// Appends one epoch's line and logs its wall time and training speed.
+    pub fn record<T: Serialize>(
+        &mut self,
+        epoch: usize,
+        seconds: f64,
+        images_per_second: f64,
+        m: &T,
+    ) -> Result<(), crate::TrainError> {
+        self.append(m).map_err(|source| crate::TrainError::Io {
+            path: self.path.clone(),
+            source,
+        })?;
+        tracing::info!(
+            epoch,
+            seconds = format!("{seconds:.1}"),
+            images_per_s = format!("{images_per_second:.1}"),
+            "epoch done"
+        );
+        Ok(())
     }
 
     /// Writes one line.

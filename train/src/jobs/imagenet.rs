@@ -160,16 +160,7 @@ pub fn run<B: AutodiffBackend>(args: &ImagenetArgs, device: B::Device) -> Result
             seconds: started.elapsed().as_secs_f64(),
             images_per_second: images as f64 / train_seconds,
         };
-        metrics.append(&m).map_err(|source| TrainError::Io {
-            path: metrics.path().to_path_buf(),
-            source,
-        })?;
-        tracing::info!(
-            epoch,
-            seconds = format!("{:.1}", m.seconds),
-            images_per_s = format!("{:.1}", m.images_per_second),
-            "epoch done"
-        );
+        metrics.record(epoch, m.seconds, m.images_per_second, &m)?;
         history.push(m);
         last = Some(eval);
     }

@@ -1,0 +1,144 @@
+//! `kiln-bench mnist`: `kiln-train mnist` for N epochs (epoch wall time, train-pass images/s,
+//! test accuracy, from the job's own `metrics.jsonl`) and, with `--compare-pytorch`, the
+//! guide's `train.py` recipe (`benches/reference/mnist_train.py`) on the same data, device and
+//! cores in the same run, with the ratios.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use clap::Args;
+use kiln_models::DeviceChoice;
+use serde::{Deserialize, Serialize};
+
+/// Flags of `kiln-bench mnist`.
+#[derive(Debug, Clone, Args)]
+pub struct MnistBench {
+    /// Epochs to run on each side.
+    #[arg(long, default_value_t = 1)]
+    epochs: usize,
+    /// MNIST folder (the four idx files).
+    #[arg(long, default_value = "data/mnist")]
+    data: PathBuf,
+    /// Device for both sides: cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    device: DeviceChoice,
+    /// Also run the PyTorch original with the local python3 (needs torch).
+    #[arg(long = "compare-pytorch")]
+    compare_pytorch: bool,
+    /// The PyTorch reference script.
+    #[arg(long, default_value = "benches/reference/mnist_train.py")]
+    reference: PathBuf,
+    /// Where to write the JSON results.
+    #[arg(long, default_value = "bench-mnist.json")]
+    json: PathBuf,
+}
+
+/// One epoch's figures from either side.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EpochFigures {
+    /// Epoch number, from 1.
+    pub epoch: usize,
+    /// Wall time of the training pass, seconds.
+    pub train_seconds: f64,
+    /// Training images per second.
+    pub images_per_second: f64,
+    /// Test accuracy in [0, 1].
+    pub accuracy: f64,
+}
+
+/// Runs the benchmark and prints a Markdown table.
+pub fn run(args: MnistBench) -> Result<(), String> {
+    let out = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let kiln = kiln_epochs(&args, out.path())?;
+    let torch = if args.compare_pytorch {
+        reference_epochs(&args)?
+    } else {
+        None
+    };
+    print_table(&kiln, torch.as_deref());
+    let json = serde_json::json!({
+        "bench": "mnist",
+        "device": args.device.to_string(),
+        "threads": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        "kiln": kiln,
+        "pytorch": torch,
+    });
+    std::fs::write(&args.json, serde_json::to_string_pretty(&json).expect("json"))
+        .map_err(|e| format!("{}: {e}", args.json.display()))?;
+    println!("\nJSON written to {}", args.json.display());
+    Ok(())
+}
+
+/// Runs the `kiln-train` binary beside this one and reads its metrics file.
+fn kiln_epochs(args: &MnistBench, out: &Path) -> Result<Vec<EpochFigures>, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let train = exe.with_file_name("kiln-train");
+    let status = Command::new(&train)
+        .arg("mnist")
+        .arg(format!("--epochs={}", args.epochs))
+        .arg(format!("--data_url={}", args.data.display()))
+        .arg(format!("--train_url={}", out.display()))
+        .arg(format!("--device={}", args.device))
+        .args(["--log-interval=100000", "--no-save-model"])
+        .status()
+        .map_err(|e| format!("{}: {e} (build it with cargo build --release)", train.display()))?;
+    if !status.success() {
+        return Err(format!("kiln-train mnist failed: {status}"));
+    }
+    let metrics = out.join("metrics.jsonl");
+    let text = std::fs::read_to_string(&metrics).map_err(|e| format!("{}: {e}", metrics.display()))?;
+    parse_lines(&text)
+}
+
+/// The reference's per-epoch JSON lines, or `None` (said on stderr) without torch.
+fn reference_epochs(args: &MnistBench) -> Result<Option<Vec<EpochFigures>>, String> {
+    let mut cmd = Command::new("python3");
+    cmd.arg(&args.reference)
+        .args(["--epochs", &args.epochs.to_string(), "--log-interval", "100000"])
+        .arg("--data_url")
+        .arg(&args.data);
+    if !matches!(args.device, DeviceChoice::Cuda(_)) {
+        cmd.arg("--no-cuda");
+    }
+    let output = cmd.output().map_err(|e| format!("python3: {e}"))?;
+    if !output.status.success() {
+        eprintln!(
+            "pytorch reference did not run (is torch installed?): {}",
+            String::from_utf8_lossy(&output.stderr).lines().last().unwrap_or("")
+        );
+        return Ok(None);
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let json: String = stdout
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .collect::<Vec<_>>()
+        .join("\n");
+    parse_lines(&json).map(Some)
+}
+
+fn parse_lines(text: &str) -> Result<Vec<EpochFigures>, String> {
+    text.lines()
+        .map(|l| serde_json::from_str(l).map_err(|e| format!("metrics line {l:?}: {e}")))
+        .collect()
+}
+
+fn print_table(kiln: &[EpochFigures], torch: Option<&[EpochFigures]>) {
+    println!("| epoch | kiln train s | PyTorch train s | time ratio | kiln img/s | PyTorch img/s | kiln acc % | PyTorch acc % |");
+    println!("|---|---|---|---|---|---|---|---|");
+    for (i, k) in kiln.iter().enumerate() {
+        let t = torch.and_then(|t| t.get(i));
+        let cell = |f: &dyn Fn(&EpochFigures) -> String| t.map_or("n/a".to_string(), f);
+        println!(
+            "| {} | {:.1} | {} | {} | {:.0} | {} | {:.2} | {} |",
+            k.epoch,
+            k.train_seconds,
+            cell(&|t| format!("{:.1}", t.train_seconds)),
+            cell(&|t| format!("{:.2}×", k.train_seconds / t.train_seconds)),
+            k.images_per_second,
+            cell(&|t| format!("{:.0}", t.images_per_second)),
+            100.0 * k.accuracy,
+            cell(&|t| format!("{:.2}", 100.0 * t.accuracy)),
+        );
+    }
+}
