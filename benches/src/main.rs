@@ -1,5 +1,6 @@
 //! `kiln-bench`: measures kiln and, in the same run, what it is compared with.
 
+mod documented;
 mod load;
 mod mnist;
 mod raw;
@@ -28,6 +29,8 @@ enum Bench {
     /// ResNet training-step and evaluation throughput (kiln-train imagenet's model), vs
     /// torchvision with --compare-pytorch.
     Imagenet(step::StepBench),
+    /// The guide's Table 4-2 beside kiln's projection for the same job on this machine.
+    Documented(documented::DocumentedBench),
 }
 
 fn main() -> ExitCode {
@@ -36,6 +39,7 @@ fn main() -> ExitCode {
         Bench::Serve(args) => serve::run(args),
         Bench::Mnist(args) => mnist::run(args),
         Bench::Imagenet(args) => step::run(args),
+        Bench::Documented(args) => documented::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -72,32 +72,12 @@ pub struct StepResult {
     pub eval_images_per_second: f64,
 }
 
+/// kiln's figures and, with `--compare-pytorch`, the reference's, one row per architecture.
+pub type Rows = Vec<(StepResult, Option<StepResult>)>;
+
 /// Runs the benchmark and prints a Markdown table.
 pub fn run(args: StepBench) -> Result<(), String> {
-    let device = args.device.resolve(false, cfg!(feature = "cuda"))?;
-    let mut rows = Vec::new();
-    for &arch in &args.archs {
-        let kiln = match device {
-            #[cfg(feature = "cuda")]
-            DeviceChoice::Cuda(i) => measure::<burn::backend::Autodiff<burn::backend::Cuda>>(
-                &args,
-                arch,
-                &burn::backend::cuda::CudaDevice::new(i),
-                device,
-            ),
-            _ => measure::<burn::backend::Autodiff<burn::backend::Flex>>(&args, arch, &Default::default(), device),
-        };
-        eprintln!("kiln    {arch}: {kiln:?}");
-        let torch = args
-            .compare_pytorch
-            .then(|| reference(&args, arch, device))
-            .transpose()?
-            .flatten();
-        if let Some(t) = &torch {
-            eprintln!("pytorch {arch}: {t:?}");
-        }
-        rows.push((kiln, torch));
-    }
+    let rows = measure_all(&args)?;
     print_table(&rows, args.compare_pytorch);
     let json = serde_json::json!({
         "bench": "imagenet",
@@ -109,6 +89,45 @@ pub fn run(args: StepBench) -> Result<(), String> {
         .map_err(|e| format!("{}: {e}", args.json.display()))?;
     println!("\nJSON written to {}", args.json.display());
     Ok(())
+}
+
+/// Measures every `--arch` with kiln and, when asked, with the PyTorch reference.
+pub fn measure_all(args: &StepBench) -> Result<Rows, String> {
+    let device = args.device.resolve(false, cfg!(feature = "cuda"))?;
+    let mut rows = Vec::new();
+    for &arch in &args.archs {
+        let kiln = match device {
+            #[cfg(feature = "cuda")]
+            DeviceChoice::Cuda(i) => measure::<burn::backend::Autodiff<burn::backend::Cuda>>(
+                args,
+                arch,
+                &burn::backend::cuda::CudaDevice::new(i),
+                device,
+            ),
+            _ => measure::<burn::backend::Autodiff<burn::backend::Flex>>(args, arch, &Default::default(), device),
+        };
+        eprintln!("kiln    {arch}: {kiln:?}");
+        let torch = args
+            .compare_pytorch
+            .then(|| reference(args, arch, device))
+            .transpose()?
+            .flatten();
+        if let Some(t) = &torch {
+            eprintln!("pytorch {arch}: {t:?}");
+        }
+        rows.push((kiln, torch));
+    }
+    Ok(rows)
+}
+
+/// The `--json` output path.
+pub fn json_path(args: &StepBench) -> &std::path::Path {
+    &args.json
+}
+
+/// Whether `--compare-pytorch` was given.
+pub fn compares_pytorch(args: &StepBench) -> bool {
+    args.compare_pytorch
 }
 
 /// kiln's train-step and eval-forward throughput for `arch` on backend `B`.

@@ -1,0 +1,123 @@
+//! `kiln-bench documented`: the guide's Table 4-2 (its PyTorch ImageNet example: 10 epochs in
+//! 0:05:03 on one V100, "Vnt1") beside kiln's projection for the same job on this machine:
+//! measured train and eval images/s × the dataset's size × epochs.
+
+use clap::Args;
+
+use crate::step::{compares_pytorch, json_path, measure_all, StepBench, StepResult};
+
+/// The guide's documented time for the ImageNet example, 10 epochs on 1 × V100, in seconds.
+const DOCUMENTED_SECONDS: f64 = 5.0 * 60.0 + 3.0;
+/// The guide's epochs for that row.
+const DOCUMENTED_EPOCHS: usize = 10;
+
+/// Flags of `kiln-bench documented`.
+#[derive(Debug, Clone, Args)]
+pub struct DocumentedBench {
+    /// The step measurement (architecture, batch, device, --compare-pytorch, ...).
+    #[command(flatten)]
+    step: StepBench,
+    /// Training images per epoch (the guide's example set `dog_cat_1w` holds 10,000).
+    #[arg(long = "train-images", default_value_t = 10_000)]
+    train_images: usize,
+    /// Validation images per epoch.
+    #[arg(long = "val-images", default_value_t = 0)]
+    val_images: usize,
+}
+
+/// Measures, projects and prints the table.
+pub fn run(args: DocumentedBench) -> Result<(), String> {
+    let rows = measure_all(&args.step)?;
+    let hardware = hardware(&rows);
+    println!("Guide's Table 4-2 vs kiln's projection on {hardware}");
+    if !hardware.starts_with("cuda") {
+        println!(
+            "(The guide's figure is for one NVIDIA V100 GPU; this machine is a CPU, so the rows are \
+             not a like-for-like comparison.)"
+        );
+    }
+    println!(
+        "\n| job | resources | epochs | documented (V100) | {} | ",
+        if compares_pytorch(&args.step) {
+            "kiln projected | PyTorch projected (same machine)"
+        } else {
+            "kiln projected"
+        }
+    );
+    println!(
+        "|---|---|---|---|---|{}",
+        if compares_pytorch(&args.step) { "---|" } else { "" }
+    );
+    for (kiln, torch) in &rows {
+        let mut line = format!(
+            "| ImageNet example, {} b{}, {} train + {} val images | 1 × 1 | {DOCUMENTED_EPOCHS} | {} | {}",
+            kiln.arch,
+            kiln.batch,
+            args.train_images,
+            args.val_images,
+            hms(DOCUMENTED_SECONDS),
+            hms(projected(&args, kiln))
+        );
+        if compares_pytorch(&args.step) {
+            line += &format!(
+                " | {}",
+                torch.as_ref().map_or("n/a".into(), |t| hms(projected(&args, t)))
+            );
+        }
+        println!("{line} |");
+    }
+    for (resources, time) in [("1 × 1", "03:33:13"), ("1 × 8", "01:11:48"), ("4 × 8", "0:36:17")] {
+        println!("| YOLOX-s, COCO 2017 | {resources} | 10 | {time} | not measured: kiln has no YOLOX job yet |");
+    }
+    let json = serde_json::json!({
+        "bench": "documented",
+        "hardware": hardware,
+        "documented_seconds": DOCUMENTED_SECONDS,
+        "epochs": DOCUMENTED_EPOCHS,
+        "train_images": args.train_images,
+        "val_images": args.val_images,
+        "results": rows.iter().map(|(k, t)| serde_json::json!({
+            "kiln": k,
+            "kiln_projected_seconds": projected(&args, k),
+            "pytorch": t,
+            "pytorch_projected_seconds": t.as_ref().map(|t| projected(&args, t)),
+        })).collect::<Vec<_>>(),
+    });
+    let path = json_path(&args.step);
+    std::fs::write(path, serde_json::to_string_pretty(&json).expect("json"))
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    println!("\nJSON written to {}", path.display());
+    Ok(())
+}
+
+/// Seconds for the documented epochs at the measured speeds.
+fn projected(args: &DocumentedBench, r: &StepResult) -> f64 {
+    let per_epoch =
+        args.train_images as f64 / r.train_images_per_second + args.val_images as f64 / r.eval_images_per_second;
+    per_epoch * DOCUMENTED_EPOCHS as f64
+}
+
+/// `h:mm:ss`, as the guide writes durations.
+fn hms(seconds: f64) -> String {
+    let s = seconds.round() as u64;
+    format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
+}
+
+/// The device the measurement ran on: the CPU's model name and thread count, or the CUDA id.
+fn hardware(rows: &[(StepResult, Option<StepResult>)]) -> String {
+    let device = rows.first().map_or("cpu".to_string(), |(k, _)| k.device.clone());
+    if device.starts_with("cuda") {
+        return device;
+    }
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    format!("cpu: {model}, {threads} threads")
+}
