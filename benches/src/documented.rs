@@ -37,7 +37,7 @@ pub fn run(args: DocumentedBench) -> Result<(), String> {
         );
     }
     println!(
-        "\n| job | resources | epochs | documented (V100) | {} | ",
+        "\n| job | resources | epochs | documented (V100) | {} |",
         if compares_pytorch(&args.step) {
             "kiln projected | PyTorch projected (same machine)"
         } else {
@@ -120,4 +120,16 @@ fn hardware(rows: &[(StepResult, Option<StepResult>)]) -> String {
         .unwrap_or_else(|| "unknown CPU".into());
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     format!("cpu: {model}, {threads} threads")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_are_written_like_the_guide() {
+        assert_eq!(hms(DOCUMENTED_SECONDS), "0:05:03");
+        assert_eq!(hms(12_793.4), "3:33:13");
+        assert_eq!(hms(285_540.0), "79:19:00");
+    }
 }

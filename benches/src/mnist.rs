@@ -142,3 +142,18 @@ fn print_table(kiln: &[EpochFigures], torch: Option<&[EpochFigures]>) {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_kiln_and_reference_lines() {
+        let kiln = r#"{"epoch":1,"train_loss":0.3,"test_loss":0.04,"accuracy":0.9856,"lr":1.0,"train_seconds":233.5,"seconds":240.4,"images_per_second":257.0}"#;
+        let torch = r#"{"epoch": 1, "train_seconds": 39.5, "test_seconds": 1.2, "images_per_second": 1517.0, "accuracy": 0.9844, "device": "cpu", "threads": 2}"#;
+        let got = parse_lines(&format!("{kiln}\n{torch}")).unwrap();
+        assert_eq!(got.len(), 2);
+        assert_eq!((got[0].train_seconds, got[1].images_per_second), (233.5, 1517.0));
+        assert!(parse_lines("{\"epoch\": 1}").unwrap_err().contains("epoch"));
+    }
+}
