@@ -4,6 +4,7 @@ mod documented;
 mod load;
 mod mnist;
 mod raw;
+mod reference;
 mod serve;
 mod step;
 

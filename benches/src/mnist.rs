@@ -100,21 +100,10 @@ fn reference_epochs(args: &MnistBench) -> Result<Option<Vec<EpochFigures>>, Stri
     if !matches!(args.device, DeviceChoice::Cuda(_)) {
         cmd.arg("--no-cuda");
     }
-    let output = cmd.output().map_err(|e| format!("python3: {e}"))?;
-    if !output.status.success() {
-        eprintln!(
-            "pytorch reference did not run (is torch installed?): {}",
-            String::from_utf8_lossy(&output.stderr).lines().last().unwrap_or("")
-        );
-        return Ok(None);
+    match crate::reference::json_lines(cmd)? {
+        Some(lines) => parse_lines(&lines.join("\n")).map(Some),
+        None => Ok(None),
     }
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let json: String = stdout
-        .lines()
-        .filter(|l| l.starts_with('{'))
-        .collect::<Vec<_>>()
-        .join("\n");
-    parse_lines(&json).map(Some)
 }
 
 fn parse_lines(text: &str) -> Result<Vec<EpochFigures>, String> {

@@ -196,8 +196,8 @@ fn reference(args: &StepBench, arch: ResNetArch, device: DeviceChoice) -> Result
         DeviceChoice::Cuda(i) => format!("cuda:{i}"),
         _ => "cpu".into(),
     };
-    let output = Command::new("python3")
-        .arg(&args.reference)
+    let mut cmd = Command::new("python3");
+    cmd.arg(&args.reference)
         .args(["-a", &arch.to_string(), "-b", &args.batch.to_string()])
         .args([
             "--steps",
@@ -205,18 +205,11 @@ fn reference(args: &StepBench, arch: ResNetArch, device: DeviceChoice) -> Result
             "--image-size",
             &args.image_size.to_string(),
         ])
-        .args(["--classes", &args.classes.to_string(), "--device", &torch_device])
-        .output()
-        .map_err(|e| format!("python3: {e}"))?;
-    if !output.status.success() {
-        eprintln!(
-            "pytorch reference did not run (is torch installed?): {}",
-            String::from_utf8_lossy(&output.stderr).lines().last().unwrap_or("")
-        );
+        .args(["--classes", &args.classes.to_string(), "--device", &torch_device]);
+    let Some(lines) = crate::reference::json_lines(cmd)? else {
         return Ok(None);
-    }
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let line = stdout.lines().last().unwrap_or("");
+    };
+    let line = lines.last().map_or("", String::as_str);
     let mut result: StepResult = serde_json::from_str(line).map_err(|e| format!("reference output {line:?}: {e}"))?;
     result.device = torch_device;
     Ok(Some(result))

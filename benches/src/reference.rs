@@ -1,0 +1,24 @@
+//! Running a PyTorch reference script with the local `python3`.
+
+use std::process::Command;
+
+/// The JSON lines (lines starting with `{`) the reference printed, or `None`, said on stderr,
+/// when it did not run (no python3 torch, or it failed).
+pub fn json_lines(mut cmd: Command) -> Result<Option<Vec<String>>, String> {
+    let output = cmd.output().map_err(|e| format!("python3: {e}"))?;
+    if !output.status.success() {
+        eprintln!(
+            "pytorch reference did not run (is torch installed?): {}",
+            String::from_utf8_lossy(&output.stderr).lines().last().unwrap_or("")
+        );
+        return Ok(None);
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    Ok(Some(
+        stdout
+            .lines()
+            .filter(|l| l.starts_with('{'))
+            .map(str::to_string)
+            .collect(),
+    ))
+}
