@@ -4,6 +4,8 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Initializer, PaddingConfig2d, Relu};
 use burn::prelude::*;
 
+use super::norm::batch_norm;
+
 use super::arch::BlockKind;
 
 /// A convolution without bias, initialised as torchvision does:
@@ -36,7 +38,7 @@ pub struct Downsample<B: Backend> {
 
 impl<B: Backend> Downsample<B> {
     fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        self.bn.forward(self.conv.forward(x))
+        batch_norm(&self.bn, self.conv.forward(x))
     }
 }
 
@@ -110,15 +112,15 @@ impl<B: Backend> Block<B> {
         match self {
             Self::Basic(b) => {
                 let identity = shortcut(&b.downsample, x.clone());
-                let out = b.relu.forward(b.bn1.forward(b.conv1.forward(x)));
-                let out = b.bn2.forward(b.conv2.forward(out));
+                let out = b.relu.forward(batch_norm(&b.bn1, b.conv1.forward(x)));
+                let out = batch_norm(&b.bn2, b.conv2.forward(out));
                 b.relu.forward(out + identity)
             }
             Self::Bottleneck(b) => {
                 let identity = shortcut(&b.downsample, x.clone());
-                let out = b.relu.forward(b.bn1.forward(b.conv1.forward(x)));
-                let out = b.relu.forward(b.bn2.forward(b.conv2.forward(out)));
-                let out = b.bn3.forward(b.conv3.forward(out));
+                let out = b.relu.forward(batch_norm(&b.bn1, b.conv1.forward(x)));
+                let out = b.relu.forward(batch_norm(&b.bn2, b.conv2.forward(out)));
+                let out = batch_norm(&b.bn3, b.conv3.forward(out));
                 b.relu.forward(out + identity)
             }
         }

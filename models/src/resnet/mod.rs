@@ -8,6 +8,7 @@
 
 mod arch;
 mod block;
+mod norm;
 mod pretrained;
 
 use burn::nn::conv::Conv2d;
@@ -21,6 +22,7 @@ pub use block::{BasicBlock, Block, Bottleneck, Downsample};
 pub use pretrained::{load_pretrained, PretrainedReport};
 
 use crate::package::{InputSpec, PackageConfig};
+use norm::batch_norm;
 
 /// Which ResNet to build and its number of output classes:
 /// `ResNetConfig::new(ResNetArch::ResNet50, 1000).init::<B>(&device)`.
@@ -92,7 +94,7 @@ impl<B: Backend> ResNet<B> {
     /// Logits `[N, num_classes]` for normalised RGB images `[N, 3, H, W]` (224×224 for
     /// ImageNet; the global average pool accepts any size).
     pub fn forward(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
-        let x = self.relu.forward(self.bn1.forward(self.conv1.forward(images)));
+        let x = self.relu.forward(batch_norm(&self.bn1, self.conv1.forward(images)));
         let mut x = self.maxpool.forward(x);
         for block in [&self.layer1, &self.layer2, &self.layer3, &self.layer4]
             .into_iter()
