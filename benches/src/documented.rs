@@ -4,7 +4,7 @@
 
 use clap::Args;
 
-use crate::step::{compares_pytorch, json_path, measure_all, StepBench, StepResult};
+use crate::step::{measure_all, StepBench, StepResult};
 
 /// The guide's documented time for the ImageNet example, 10 epochs on 1 × V100, in seconds.
 const DOCUMENTED_SECONDS: f64 = 5.0 * 60.0 + 3.0;
@@ -38,7 +38,7 @@ pub fn run(args: DocumentedBench) -> Result<(), String> {
     }
     println!(
         "\n| job | resources | epochs | documented (V100) | {} |",
-        if compares_pytorch(&args.step) {
+        if args.step.compare_pytorch {
             "kiln projected | PyTorch projected (same machine)"
         } else {
             "kiln projected"
@@ -46,7 +46,7 @@ pub fn run(args: DocumentedBench) -> Result<(), String> {
     );
     println!(
         "|---|---|---|---|---|{}",
-        if compares_pytorch(&args.step) { "---|" } else { "" }
+        if args.step.compare_pytorch { "---|" } else { "" }
     );
     for (kiln, torch) in &rows {
         let mut line = format!(
@@ -58,7 +58,7 @@ pub fn run(args: DocumentedBench) -> Result<(), String> {
             hms(DOCUMENTED_SECONDS),
             hms(projected(&args, kiln))
         );
-        if compares_pytorch(&args.step) {
+        if args.step.compare_pytorch {
             line += &format!(
                 " | {}",
                 torch.as_ref().map_or("n/a".into(), |t| hms(projected(&args, t)))
@@ -83,7 +83,7 @@ pub fn run(args: DocumentedBench) -> Result<(), String> {
             "pytorch_projected_seconds": t.as_ref().map(|t| projected(&args, t)),
         })).collect::<Vec<_>>(),
     });
-    let path = json_path(&args.step);
+    let path = &args.step.json;
     std::fs::write(path, serde_json::to_string_pretty(&json).expect("json"))
         .map_err(|e| format!("{}: {e}", path.display()))?;
     println!("\nJSON written to {}", path.display());

@@ -48,13 +48,13 @@ pub struct StepBench {
     device: DeviceChoice,
     /// Also run torchvision's step with the local python3 (needs torch and torchvision).
     #[arg(long = "compare-pytorch")]
-    compare_pytorch: bool,
+    pub(crate) compare_pytorch: bool,
     /// The PyTorch reference script.
     #[arg(long, default_value = "benches/reference/resnet_step.py")]
     reference: PathBuf,
     /// Where to write the JSON results.
     #[arg(long, default_value = "bench-imagenet.json")]
-    json: PathBuf,
+    pub(crate) json: PathBuf,
 }
 
 /// One architecture's figures, from kiln or from the reference.
@@ -118,16 +118,6 @@ pub fn measure_all(args: &StepBench) -> Result<Rows, String> {
         rows.push((kiln, torch));
     }
     Ok(rows)
-}
-
-/// The `--json` output path.
-pub fn json_path(args: &StepBench) -> &std::path::Path {
-    &args.json
-}
-
-/// Whether `--compare-pytorch` was given.
-pub fn compares_pytorch(args: &StepBench) -> bool {
-    args.compare_pytorch
 }
 
 /// kiln's train-step and eval-forward throughput for `arch` on backend `B`.

@@ -70,7 +70,6 @@ async fn class_names_come_back_and_match_the_model() {
     let model = package(&pkg);
     let server = ServeProcess::start(&pkg, &[]).await;
     let client = reqwest::Client::new();
-    let mut seen = std::collections::BTreeSet::new();
     for seed in 0..12 {
         let img = picture(40 + seed * 3, 48, seed);
         let want = model_probabilities(&model, &img);
@@ -86,7 +85,6 @@ async fn class_names_come_back_and_match_the_model() {
         assert_eq!(r.status(), 200);
         let body: Value = r.json().await.unwrap();
         assert_eq!(body, json!([{ "image": label }]), "picture {seed}");
-        seen.insert(label);
 
         let r = client
             .post(format!("{}/?detail=true", server.base))
@@ -100,5 +98,4 @@ async fn class_names_come_back_and_match_the_model() {
             assert!((p - q).abs() < 1e-5, "picture {seed}: {probs:?} vs {want:?}");
         }
     }
-    assert!(!seen.is_empty());
 }
