@@ -30,6 +30,7 @@ pub struct EpochSampler {
     rank: usize,
     shuffle: bool,
     seed: u64,
+    pad: bool,
 }
 
 impl EpochSampler {
@@ -42,7 +43,15 @@ impl EpochSampler {
             rank: 0,
             shuffle,
             seed,
+            pad: true,
         }
+    }
+
+    /// The same sampler without padding: every sample goes to exactly one replica, and the
+    /// first `len % num_replicas` replicas get one more (for evaluation, where a repeated
+    /// sample would bias the metrics).
+    pub fn without_padding(self) -> Self {
+        Self { pad: false, ..self }
     }
 
     /// The same sampler restricted to replica `rank` of `num_replicas`.
@@ -85,9 +94,14 @@ impl EpochSampler {
         self.seed
     }
 
-    /// Samples per replica per epoch: `ceil(len / num_replicas)`.
+    /// Samples per replica per epoch: `ceil(len / num_replicas)`, or this replica's exact share
+    /// without padding.
     pub fn num_samples(&self) -> usize {
-        self.len.div_ceil(self.num_replicas)
+        if self.pad {
+            self.len.div_ceil(self.num_replicas)
+        } else {
+            self.len.saturating_sub(self.rank).div_ceil(self.num_replicas)
+        }
     }
 
     /// Position in the epoch's padded, all-replica order of this replica's `local`-th sample.
@@ -103,7 +117,11 @@ impl EpochSampler {
         if self.shuffle {
             order.shuffle(&mut StdRng::seed_from_u64(self.seed.wrapping_add(epoch)));
         }
-        let total = self.num_samples() * self.num_replicas;
+        let total = if self.pad {
+            self.num_samples() * self.num_replicas
+        } else {
+            self.len
+        };
         let padding: Vec<usize> = order.iter().copied().cycle().take(total - self.len).collect();
         order.extend(padding);
         order.into_iter().skip(self.rank).step_by(self.num_replicas).collect()
@@ -121,6 +139,24 @@ mod tests {
                 s.indices(epoch)
             })
             .collect()
+    }
+
+    #[test]
+    fn unpadded_shards_partition_the_dataset() {
+        let parts: Vec<Vec<usize>> = (0..3)
+            .map(|rank| {
+                let s = EpochSampler::new(10, false, 0)
+                    .sharded(3, rank)
+                    .unwrap()
+                    .without_padding();
+                assert_eq!(s.num_samples(), s.indices(0).len());
+                s.indices(0)
+            })
+            .collect();
+        assert_eq!(parts, vec![vec![0, 3, 6, 9], vec![1, 4, 7], vec![2, 5, 8]]);
+        // More replicas than samples: the extra ones get nothing.
+        let empty = EpochSampler::new(2, true, 1).sharded(3, 2).unwrap().without_padding();
+        assert_eq!((empty.num_samples(), empty.indices(5)), (0, vec![]));
     }
 
     #[test]

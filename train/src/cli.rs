@@ -5,7 +5,9 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use kiln_models::{DeviceChoice, ResNetArch};
+use kiln_models::ResNetArch;
+
+use crate::dist::{DeviceSpec, DistArgs};
 
 /// `kiln-train`: the guide's training jobs on burn, on CPU or CUDA.
 #[derive(Debug, Parser)]
@@ -70,12 +72,15 @@ pub struct MnistArgs {
     /// Do not write the model package.
     #[arg(long = "no-save-model", conflicts_with = "save_model")]
     pub no_save_model: bool,
-    /// Device: auto, cpu, cuda or cuda:N.
+    /// Device: auto, cpu, cpu:N (N CPU workers), cuda or cuda:N.
     #[arg(long, default_value = "auto")]
-    pub device: DeviceChoice,
+    pub device: DeviceSpec,
     /// Data-loading threads (0 loads on the training thread).
     #[arg(long, visible_alias = "num_workers", default_value_t = 1)]
     pub workers: usize,
+    /// Distributed training.
+    #[command(flatten)]
+    pub dist: DistArgs,
 }
 
 /// Flags of `kiln-train imagenet`; defaults are pytorch/examples' `main.py`.
@@ -122,25 +127,6 @@ pub struct ImagenetArgs {
     /// the classifier is replaced when the class count differs.
     #[arg(long, value_name = "PATH")]
     pub pretrained: Option<PathBuf>,
-    /// Number of nodes for distributed training (-1: not distributed).
-    #[arg(long = "world-size", visible_alias = "world_size", default_value_t = -1, allow_negative_numbers = true)]
-    pub world_size: i64,
-    /// Node rank for distributed training (-1: not distributed).
-    #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
-    pub rank: i64,
-    /// URL used to set up distributed training.
-    #[arg(
-        long = "dist-url",
-        visible_alias = "dist_url",
-        default_value = "tcp://224.66.41.62:23456"
-    )]
-    pub dist_url: String,
-    /// Distributed backend.
-    #[arg(long = "dist-backend", visible_alias = "dist_backend", default_value = "nccl")]
-    pub dist_backend: String,
-    /// One worker per device on this node (world size = devices × nodes).
-    #[arg(long = "multiprocessing-distributed", visible_alias = "multiprocessing_distributed")]
-    pub multiprocessing_distributed: bool,
     /// Seed for weights, data order and augmentation (random when not given; a resumed run
     /// keeps its checkpoint's seed).
     #[arg(long)]
@@ -148,15 +134,18 @@ pub struct ImagenetArgs {
     /// GPU id to use (the same as `--device cuda:N`).
     #[arg(long)]
     pub gpu: Option<usize>,
-    /// Device: auto, cpu, cuda or cuda:N.
+    /// Device: auto, cpu, cpu:N (N CPU workers), cuda or cuda:N.
     #[arg(long, default_value = "auto")]
-    pub device: DeviceChoice,
+    pub device: DeviceSpec,
     /// Folder for checkpoints, `metrics.jsonl` and the model package `model/`.
     #[arg(long, default_value = ".")]
     pub output: PathBuf,
     /// Training crop size (kiln extension; validation resizes to size × 256/224 first).
     #[arg(long = "image-size", default_value_t = 224, value_parser = positive)]
     pub image_size: usize,
+    /// Distributed training (main.py's flags and YOLOX's).
+    #[command(flatten)]
+    pub dist: DistArgs,
 }
 
 impl ImagenetArgs {
@@ -164,11 +153,6 @@ impl ImagenetArgs {
     /// means none.
     pub fn resume_path(&self) -> Option<&std::path::Path> {
         self.resume.as_deref().filter(|p| !p.as_os_str().is_empty())
-    }
-
-    /// Whether the flags ask for distributed training.
-    pub fn distributed(&self) -> bool {
-        self.world_size > 1 || self.multiprocessing_distributed
     }
 }
 
@@ -232,12 +216,12 @@ mod tests {
             (4, 90, 0, 256, 10)
         );
         assert_eq!((a.lr, a.momentum, a.weight_decay), (0.1, 0.9, 1e-4));
-        assert_eq!((a.world_size, a.rank), (-1, -1));
+        assert_eq!((a.dist.world_size, a.dist.rank), (-1, -1));
         assert_eq!(
-            (a.dist_url.as_str(), a.dist_backend.as_str()),
+            (a.dist.dist_url.as_str(), a.dist.dist_backend.as_str()),
             ("tcp://224.66.41.62:23456", "nccl")
         );
-        assert!(!a.evaluate && !a.distributed() && a.seed.is_none() && a.gpu.is_none());
+        assert!(!a.evaluate && !a.dist.multiprocessing_distributed && a.seed.is_none() && a.gpu.is_none());
         assert_eq!(a.resume_path(), None);
         assert_eq!(imagenet(&["--resume", ""]).unwrap().resume_path(), None);
         assert_eq!(a.image_size, 224);
@@ -274,8 +258,11 @@ mod tests {
             (ResNetArch::ResNet34, 2, 1, 4)
         );
         assert_eq!((a.lr, a.weight_decay), (0.01, 1e-5));
-        assert_eq!((a.seed, a.gpu, a.world_size, a.rank), (Some(3), Some(1), 2, 0));
-        assert!(a.evaluate && a.distributed());
+        assert_eq!(
+            (a.seed, a.gpu, a.dist.world_size, a.dist.rank),
+            (Some(3), Some(1), 2, 0)
+        );
+        assert!(a.evaluate && a.dist.multiprocessing_distributed);
         assert_eq!(a.resume_path(), Some(std::path::Path::new("ck.pth.tar")));
     }
 
@@ -302,7 +289,8 @@ mod tests {
         );
         assert_eq!((a.lr, a.gamma), (1.0, 0.7));
         assert!(!a.no_cuda && !a.dry_run && !a.no_save_model);
-        assert_eq!(a.device, DeviceChoice::Auto);
+        assert_eq!(a.device, "auto".parse().unwrap());
+        assert_eq!(a.dist.dist_timeout, crate::dist::DEFAULT_TIMEOUT_SECS);
     }
 
     #[test]
@@ -323,8 +311,9 @@ mod tests {
             "--gamma",
             "0.9",
             "--seed=7",
-            "--device=cpu",
+            "--device=cpu:2",
             "--workers=0",
+            "--dist-timeout=9",
         ])
         .unwrap();
         assert_eq!(a.data_url, PathBuf::from("/in"));
@@ -342,6 +331,7 @@ mod tests {
         );
         assert_eq!((a.lr, a.gamma), (0.5, 0.9));
         assert!(a.dry_run && a.no_cuda && a.save_model);
+        assert_eq!((a.device.cpu_workers, a.dist.dist_timeout), (Some(2), 9));
         let b = mnist(&["--data-url", "/x", "--batch_size", "8"]).unwrap();
         assert_eq!((b.data_url, b.batch_size), (PathBuf::from("/x"), 8));
     }

@@ -28,6 +28,9 @@ pub enum TrainError {
         /// The operating system's error.
         source: std::io::Error,
     },
+    /// A collective operation of a distributed run failed.
+    #[error(transparent)]
+    Dist(#[from] crate::dist::DistError),
     /// A flag's value cannot be used.
     #[error("{0}")]
     Flag(String),

@@ -4,6 +4,7 @@
 
 pub mod checkpoint;
 pub mod cli;
+pub mod dist;
 pub mod error;
 pub mod jobs;
 pub mod log;
@@ -15,5 +16,6 @@ pub mod progress;
 pub mod schedule;
 
 pub use cli::{Cli, ImagenetArgs, Job, MnistArgs};
+pub use dist::{DeviceSpec, DistArgs};
 pub use error::TrainError;
 pub use kiln_models::DeviceChoice;

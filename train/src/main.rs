@@ -1,18 +1,23 @@
-//! `kiln-train`: parses flags, picks the backend and device, runs the job.
+//! `kiln-train`: parses flags, resolves the device and the distributed layout, picks the
+//! backend and runs the job on every local worker.
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use burn::backend::{Autodiff, Flex};
 use clap::Parser;
-use kiln_train::{jobs, Cli, DeviceChoice, Job, TrainError};
+use kiln_train::dist::{self, DistPlan};
+use kiln_train::{jobs, Cli, DeviceChoice, DeviceSpec, DistArgs, Job, TrainError};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("KILN_LOG").unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("KILN_LOG")
+                .unwrap_or_else(|_| "info,burn_collective=warn,burn_communication=warn".into()),
+        )
         .init();
     match run(cli.job) {
         Ok(()) => ExitCode::SUCCESS,
@@ -23,19 +28,20 @@ fn main() -> ExitCode {
     }
 }
 
-/// Runs `$job` with `$B` bound to the autodiff backend of `$device` and `$dev` to its device.
+/// Runs `$job` with `$B` bound to the autodiff backend of `$device` and `$dev` to a function
+/// from a local worker index to its device.
 macro_rules! on_backend {
     ($device:expr, |$B:ident, $dev:ident| $job:expr) => {
         match $device {
             #[cfg(feature = "cuda")]
-            DeviceChoice::Cuda(i) => {
+            DeviceChoice::Cuda(first) => {
                 type $B = Autodiff<burn::backend::Cuda>;
-                let $dev = burn::backend::cuda::CudaDevice::new(i);
+                let $dev = move |local: usize| burn::backend::cuda::CudaDevice::new(first + local);
                 $job
             }
             _ => {
                 type $B = Autodiff<Flex>;
-                let $dev = Default::default();
+                let $dev = |_local: usize| Default::default();
                 $job
             }
         }
@@ -43,22 +49,44 @@ macro_rules! on_backend {
 }
 
 fn run(job: Job) -> Result<(), TrainError> {
-    let cuda_built = cfg!(feature = "cuda");
     match job {
         Job::Mnist(args) => {
-            let device = args
-                .device
-                .resolve(args.no_cuda, cuda_built)
-                .map_err(TrainError::Flag)?;
-            tracing::info!(%device, "kiln-train mnist");
-            on_backend!(device, |B, dev| jobs::mnist::run::<B>(&args, dev).map(drop))
+            let plan = plan(args.device, args.no_cuda, &args.dist)?;
+            tracing::info!(device = %plan.device, workers = plan.world_size(), "kiln-train mnist");
+            on_backend!(plan.device, |B, dev| dist::launch::<B, _, _>(
+                &plan,
+                dev,
+                move |c, d| { jobs::mnist::run::<B>(&args, &c, d).map(drop) }
+            )
+            .map(drop))
         }
         Job::Imagenet(args) => {
             // main.py's `--gpu N` picks one GPU, like `--device cuda:N`.
-            let wanted = args.gpu.map_or(args.device, DeviceChoice::Cuda);
-            let device = wanted.resolve(false, cuda_built).map_err(TrainError::Flag)?;
-            tracing::info!(%device, "kiln-train imagenet");
-            on_backend!(device, |B, dev| jobs::imagenet::run::<B>(&args, dev).map(drop))
+            let device = match args.gpu {
+                Some(i) => DeviceSpec {
+                    choice: DeviceChoice::Cuda(i),
+                    cpu_workers: None,
+                },
+                None => args.device,
+            };
+            let plan = plan(device, false, &args.dist)?;
+            tracing::info!(device = %plan.device, workers = plan.world_size(), "kiln-train imagenet");
+            on_backend!(plan.device, |B, dev| dist::launch::<B, _, _>(
+                &plan,
+                dev,
+                move |c, d| { jobs::imagenet::run::<B>(&args, &c, d).map(drop) }
+            )
+            .map(drop))
         }
     }
+}
+
+/// The device this binary can use, and the run's layout from the flags and the environment.
+fn plan(mut device: DeviceSpec, no_cuda: bool, dist_args: &DistArgs) -> Result<DistPlan, TrainError> {
+    device.choice = device
+        .choice
+        .resolve(no_cuda, cfg!(feature = "cuda"))
+        .map_err(TrainError::Flag)?;
+    let env = |name: &str| std::env::var(name).ok();
+    dist::resolve(dist_args, device, &env, &dist::visible_gpus).map_err(TrainError::Flag)
 }

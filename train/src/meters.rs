@@ -63,6 +63,17 @@ impl AverageMeter {
         self.count += n;
     }
 
+    /// The sum and the sample count behind the average, for reducing across workers.
+    pub fn totals(&self) -> [f64; 2] {
+        [self.sum, self.count as f64]
+    }
+
+    /// Replaces the sum and count by totals over all workers (main.py's `all_reduce`).
+    pub fn set_totals(&mut self, [sum, count]: [f64; 2]) {
+        self.sum = sum;
+        self.count = count.round() as usize;
+    }
+
     /// The running average (0 before any update, as in the original).
     pub fn avg(&self) -> f64 {
         if self.count == 0 {

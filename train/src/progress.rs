@@ -8,11 +8,20 @@ use indicatif::{ProgressBar, ProgressStyle};
 /// Progress over the batches of one pass; prints log lines without tearing the bar.
 pub struct PassProgress {
     bar: Option<ProgressBar>,
+    print: bool,
 }
 
 impl PassProgress {
-    /// A bar of `len` steps labelled `label`, or a silent tracker when stdout is not a terminal.
-    pub fn new(len: usize, label: String) -> Self {
+    /// A bar of `len` steps labelled `label` on the worker that logs (`logs`), or a silent
+    /// tracker when stdout is not a terminal; the other workers of a distributed run print
+    /// nothing.
+    pub fn new(len: usize, label: String, logs: bool) -> Self {
+        if !logs {
+            return Self {
+                bar: None,
+                print: false,
+            };
+        }
         let bar = std::io::stdout().is_terminal().then(|| {
             let bar = ProgressBar::new(len as u64);
             bar.set_style(
@@ -23,14 +32,15 @@ impl PassProgress {
             bar.set_message(label);
             bar
         });
-        Self { bar }
+        Self { bar, print: true }
     }
 
     /// Prints a line to stdout above the bar.
     pub fn println(&self, line: &str) {
         match &self.bar {
             Some(bar) => bar.suspend(|| println!("{line}")),
-            None => println!("{line}"),
+            None if self.print => println!("{line}"),
+            None => {}
         }
     }
 

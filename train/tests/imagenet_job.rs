@@ -230,9 +230,14 @@ fn bad_inputs_are_named_errors() {
     let o = kiln_train(&["--output", out_s, "/nonexistent/imagenet"]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("/nonexistent/imagenet"));
 
-    // Distributed flags are refused clearly until distributed training lands.
+    // Two nodes and no way to find the master.
     let o = kiln_train(&["--world-size", "2", "--output", out_s, data.to_str().unwrap()]);
-    assert!(String::from_utf8_lossy(&o.stderr).contains("distributed"));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("--dist-url") && err.contains("MASTER_ADDR"), "{err}");
+    // A node batch smaller than its workers.
+    let o = kiln_train(&["--device=cpu:2", "-b", "1", "--output", out_s, data.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("--batch-size 1") && err.contains("2 workers"), "{err}");
 
     // A file that is not a checkpoint.
     let junk = out.join("junk.pth.tar");
@@ -254,6 +259,36 @@ fn bad_inputs_are_named_errors() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(err.contains("seven"), "{err}");
+}
+
+/// `--device cpu:2`: two workers share each batch of 8; rank 0 alone prints the summaries
+/// and writes the checkpoint and package; validation covers the whole set.
+#[test]
+fn two_cpu_workers_train_and_validate_over_the_whole_set() {
+    let (_dir, data, out) = tmp();
+    let log = run(&data, &out, &["--epochs", "1", "--device=cpu:2"]);
+    assert_eq!(summaries(&log).len(), 1, "{log}");
+    assert_eq!(log.matches("Epoch: [0][0/").count(), 1, "{log}");
+    for f in [
+        "checkpoint.pth.tar",
+        "model_best.pth.tar",
+        "model/config.json",
+        "metrics.jsonl",
+    ] {
+        assert!(out.join(f).is_file(), "{f} missing");
+    }
+    // The sharded validation, summed over both workers, is the single-worker validation of
+    // the same checkpoint (rank 0's weights and BatchNorm statistics), to the digit.
+    let checkpoint = out.join("checkpoint.pth.tar");
+    let checkpoint = checkpoint.to_str().unwrap();
+    let single = run(&data, &out.join("e1"), &["-e", "--resume", checkpoint]);
+    let split = run(
+        &data,
+        &out.join("e2"),
+        &["-e", "--resume", checkpoint, "--device=cpu:2"],
+    );
+    assert_eq!(summaries(&single), summaries(&log));
+    assert_eq!(summaries(&split), summaries(&log));
 }
 
 /// A real-photo slice: 4 cats and 4 dogs to train on, 2 of each to validate, one epoch at

@@ -1,7 +1,9 @@
 //! `kiln-train imagenet`: pytorch/examples' ImageNet `main.py` on an ImageFolder set. ResNet,
 //! SGD with momentum and weight decay, StepLR(30, 0.1), cross-entropy, Acc@1/Acc@5, a
 //! checkpoint every epoch (copied to `model_best.pth.tar` when Acc@1 improves, when the model
-//! package `model/` is rewritten too), exact `--resume`.
+//! package `model/` is rewritten too), exact `--resume`. Distributed like main.py with DDP:
+//! each worker trains on its shard with the node's batch divided by its devices, gradients
+//! are averaged, validation metrics summed over shards, and rank 0 logs and writes.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -26,6 +28,7 @@ use kiln_models::{
 
 use crate::checkpoint::{copy_atomic, CheckpointRecord, RunState, BEST_FILE, CHECKPOINT_FILE};
 use crate::cli::ImagenetArgs;
+use crate::dist::Collective;
 use crate::error::TrainError;
 use crate::meters::{progress_line, summary_line, topk_accuracy, AverageMeter, MeterFormat};
 use crate::metrics::MetricsWriter;
@@ -96,46 +99,53 @@ pub struct Evaluation {
     pub acc5: f64,
 }
 
-/// Runs the job (training, or `-e` evaluation) on `device` of autodiff backend `B`.
-pub fn run<B: AutodiffBackend>(args: &ImagenetArgs, device: B::Device) -> Result<ImagenetSummary, TrainError> {
-    if args.distributed() {
-        return Err(TrainError::Flag(
-            "distributed training (--world-size > 1, --multiprocessing-distributed) is not supported yet; \
-             run on one device"
-                .into(),
-        ));
-    }
+/// Runs the job (training, or `-e` evaluation) as worker `dist` on `device` of autodiff
+/// backend `B`.
+pub fn run<B: AutodiffBackend>(
+    args: &ImagenetArgs,
+    dist: &Collective<B::InnerBackend>,
+    device: B::Device,
+) -> Result<ImagenetSummary, TrainError> {
     let (train_set, val_set) = open_splits(&args.data)?;
     let classes = train_set.classes().to_vec();
-    tracing::info!(
-        train = train_set.len(),
-        val = val_set.len(),
-        classes = classes.len(),
-        data = %args.data.display(),
-        "ImageFolder opened"
-    );
+    if dist.is_root() {
+        tracing::info!(
+            train = train_set.len(),
+            val = val_set.len(),
+            classes = classes.len(),
+            data = %args.data.display(),
+            "ImageFolder opened"
+        );
+    }
+    let loader_config = loader_config(args, dist)?;
     let eval_transform = ClassifyTransform::Eval {
         resize: eval_resize(args.image_size) as u32,
         crop: args.image_size as u32,
     };
-    let val_sampler = EpochSampler::new(val_set.len(), false, 0);
-    let val_loader = ClassifyLoader::new(Arc::new(val_set), eval_transform, val_sampler, loader_config(args))?;
+    let val_sampler = shard(EpochSampler::new(val_set.len(), false, 0), dist)?.without_padding();
+    let val_loader = ClassifyLoader::new(Arc::new(val_set), eval_transform, val_sampler, loader_config)?;
     if args.evaluate {
-        return evaluate_only::<B>(args, &classes, &val_loader, &device);
+        return evaluate_only::<B>(args, dist, &classes, &val_loader, &device);
     }
 
-    let mut run = RunSetup::<B>::new(args, &classes, &device)?;
+    let mut run = RunSetup::<B>::new(args, dist, &classes, &device)?;
     let train_transform = ClassifyTransform::Train {
         size: args.image_size as u32,
     };
-    let train_sampler = EpochSampler::new(train_set.len(), true, run.state.seed);
-    let train_loader = ClassifyLoader::new(Arc::new(train_set), train_transform, train_sampler, loader_config(args))?;
+    let train_sampler = shard(EpochSampler::new(train_set.len(), true, run.state.seed), dist)?;
+    let train_loader = ClassifyLoader::new(Arc::new(train_set), train_transform, train_sampler, loader_config)?;
     let resumed = args.resume_path().is_some();
-    let mut metrics =
-        MetricsWriter::open(&args.output.join(METRICS_FILE), resumed).map_err(|source| TrainError::Io {
-            path: args.output.join(METRICS_FILE),
-            source,
-        })?;
+    let metrics_path = args.output.join(METRICS_FILE);
+    let mut metrics = if dist.is_root() {
+        Some(
+            MetricsWriter::open(&metrics_path, resumed).map_err(|source| TrainError::Io {
+                path: metrics_path.clone(),
+                source,
+            })?,
+        )
+    } else {
+        None
+    };
     let mut history = Vec::new();
     let mut last = None;
     for epoch in run.state.epoch..args.epochs {
@@ -147,7 +157,9 @@ pub fn run<B: AutodiffBackend>(args: &ImagenetArgs, device: B::Device) -> Result
         let is_best = eval.acc1 > run.state.best_acc1;
         run.state.best_acc1 = run.state.best_acc1.max(eval.acc1);
         run.state.epoch = epoch + 1;
-        run.save(&args.output, is_best)?;
+        if dist.is_root() {
+            run.save(&args.output, is_best)?;
+        }
         let m = ImagenetEpoch {
             epoch,
             lr,
@@ -160,7 +172,9 @@ pub fn run<B: AutodiffBackend>(args: &ImagenetArgs, device: B::Device) -> Result
             seconds: started.elapsed().as_secs_f64(),
             images_per_second: images as f64 / train_seconds,
         };
-        metrics.record(epoch, m.seconds, m.images_per_second, &m)?;
+        if let Some(metrics) = metrics.as_mut() {
+            metrics.record(epoch, m.seconds, m.images_per_second, &m)?;
+        }
         history.push(m);
         last = Some(eval);
     }
@@ -175,16 +189,45 @@ pub fn run<B: AutodiffBackend>(args: &ImagenetArgs, device: B::Device) -> Result
     })
 }
 
-fn loader_config(args: &ImagenetArgs) -> LoaderConfig {
-    LoaderConfig {
-        batch_size: args.batch_size,
-        workers: args.workers,
-        prefetch_batches: 2 * args.workers.max(1),
+/// This worker's loader: the node's batch and `-j` threads divided by its devices.
+fn loader_config<R: Backend>(args: &ImagenetArgs, dist: &Collective<R>) -> Result<LoaderConfig, TrainError> {
+    let batch_size = dist
+        .per_device(args.batch_size, false, "--batch-size")
+        .map_err(TrainError::Flag)?;
+    let workers = dist
+        .per_device(args.workers, true, "--workers")
+        .map_err(TrainError::Flag)?;
+    Ok(LoaderConfig {
+        batch_size,
+        workers,
+        prefetch_batches: 2 * workers.max(1),
+    })
+}
+
+/// `sampler` restricted to this worker's shard.
+fn shard<R: Backend>(sampler: EpochSampler, dist: &Collective<R>) -> Result<EpochSampler, TrainError> {
+    sampler
+        .sharded(dist.world(), dist.rank())
+        .map_err(|e| TrainError::Flag(e.to_string()))
+}
+
+/// Sums meters over all workers, in place.
+fn reduce_meters<R: Backend>(
+    dist: &Collective<R>,
+    meters: &mut [&mut AverageMeter],
+    device: &R::Device,
+) -> Result<(), TrainError> {
+    let totals: Vec<f64> = meters.iter().flat_map(|m| m.totals()).collect();
+    let summed = dist.sum(&totals, device)?;
+    for (meter, pair) in meters.iter_mut().zip(summed.chunks(2)) {
+        meter.set_totals([pair[0], pair[1]]);
     }
+    Ok(())
 }
 
 /// The model, optimizer, scheduler and run state being trained.
-struct RunSetup<B: AutodiffBackend> {
+struct RunSetup<'a, B: AutodiffBackend> {
+    dist: &'a Collective<B::InnerBackend>,
     model: ResNet<B>,
     optim: ResNetOptimizer<B>,
     scheduler: StepLrScheduler,
@@ -193,21 +236,33 @@ struct RunSetup<B: AutodiffBackend> {
     device: B::Device,
 }
 
-impl<B: AutodiffBackend> RunSetup<B> {
-    /// A fresh (or `--pretrained`) model, or everything restored from `--resume`.
-    fn new(args: &ImagenetArgs, classes: &[String], device: &B::Device) -> Result<Self, TrainError> {
+impl<'a, B: AutodiffBackend> RunSetup<'a, B> {
+    /// A fresh (or `--pretrained`) model, or everything restored from `--resume`; rank 0's
+    /// seed and weights on every worker.
+    fn new(
+        args: &ImagenetArgs,
+        dist: &'a Collective<B::InnerBackend>,
+        classes: &[String],
+        device: &B::Device,
+    ) -> Result<Self, TrainError> {
         let resume = args.resume_path();
         let checkpoint = resume.map(|p| Checkpoint::<B>::load::<B>(p, device)).transpose()?;
         let seed = args
             .seed
             .or(checkpoint.as_ref().map(|c| c.state.seed))
             .unwrap_or_else(random_seed);
+        let seed = dist.share_u64(seed, device)?;
         B::seed(device, seed);
         let mut model = ResNetConfig::new(args.arch, classes.len()).init::<B>(device);
-        println!("=> creating model '{}'", args.arch);
+        let root = dist.is_root();
+        if root {
+            println!("=> creating model '{}'", args.arch);
+        }
         if let Some(path) = &args.pretrained {
             let (loaded, report) = load_pretrained(model, path)?;
-            println!("=> using pre-trained weights '{}' ({report})", path.display());
+            if root {
+                println!("=> using pre-trained weights '{}' ({report})", path.display());
+            }
             model = loaded;
         }
         let mut optim = sgd(args).init::<B, ResNet<B>>();
@@ -221,16 +276,22 @@ impl<B: AutodiffBackend> RunSetup<B> {
         };
         if let (Some(path), Some(checkpoint)) = (resume, checkpoint) {
             check_compatible(path, &checkpoint.state, &state)?;
-            println!("=> loading checkpoint '{}'", path.display());
+            if root {
+                println!("=> loading checkpoint '{}'", path.display());
+            }
             model = model.load_record(checkpoint.model);
             optim = optim.load_record(checkpoint.optimizer);
             scheduler = scheduler.load_record::<B>(checkpoint.scheduler);
             state = checkpoint.state;
-            println!("=> loaded checkpoint '{}' (epoch {})", path.display(), state.epoch);
+            if root {
+                println!("=> loaded checkpoint '{}' (epoch {})", path.display(), state.epoch);
+            }
         }
+        let model = dist.sync_module(model)?;
         let mut config = resnet_package_config(args.arch, classes);
         set_input_size(&mut config, args.image_size);
         Ok(Self {
+            dist,
             model,
             optim,
             scheduler,
@@ -240,10 +301,19 @@ impl<B: AutodiffBackend> RunSetup<B> {
         })
     }
 
-    /// Validates the current weights in evaluation mode.
-    fn validate(&self, loader: &ClassifyLoader, print_freq: usize) -> Result<Evaluation, TrainError> {
+    /// Validates the current weights in evaluation mode, with rank 0's BatchNorm statistics on
+    /// every worker (DDP broadcasts buffers from rank 0).
+    fn validate(&mut self, loader: &ClassifyLoader, print_freq: usize) -> Result<Evaluation, TrainError> {
+        self.model = self.dist.sync_module(self.model.clone())?;
         let classes = self.state.classes.len();
-        validate(&self.model.valid(), loader, classes, print_freq, &self.device)
+        validate(
+            &self.model.valid(),
+            self.dist,
+            loader,
+            classes,
+            print_freq,
+            &self.device,
+        )
     }
 
     /// Writes `checkpoint.pth.tar`; when `is_best`, copies it to `model_best.pth.tar` and
@@ -347,7 +417,7 @@ fn train_epoch<B: AutodiffBackend>(
     let mut losses = AverageMeter::new("Loss", MeterFormat::Exp4);
     let mut top1 = AverageMeter::new("Acc@1", MeterFormat::Percent);
     let mut top5 = AverageMeter::new("Acc@5", MeterFormat::Percent);
-    let progress = PassProgress::new(num_batches, format!("epoch {epoch}"));
+    let progress = PassProgress::new(num_batches, format!("epoch {epoch}"), run.dist.is_root());
     let prefix = format!("Epoch: [{epoch}]");
     let mut images = 0;
     let mut end = Instant::now();
@@ -360,6 +430,7 @@ fn train_epoch<B: AutodiffBackend>(
         let loss = criterion.forward(output.clone(), y);
         let acc = topk_accuracy(&host_scores(output.inner()), classes, &targets, &TOPK);
         let grads = GradientsParams::from_grads(loss.backward(), &run.model);
+        let grads = run.dist.average_grads(grads, &run.model)?;
         run.model = run.optim.step(lr, run.model.clone(), grads);
         losses.update(loss.into_scalar().elem::<f64>(), n);
         top1.update(acc[0], n);
@@ -374,6 +445,8 @@ fn train_epoch<B: AutodiffBackend>(
         }
     }
     progress.finish();
+    reduce_meters(run.dist, &mut [&mut losses, &mut top1], &device)?;
+    let images = run.dist.sum(&[images as f64], &device)?[0] as usize;
     Ok((losses.avg(), top1.avg(), images))
 }
 
@@ -381,6 +454,7 @@ fn train_epoch<B: AutodiffBackend>(
 /// summary.
 fn validate<B: Backend>(
     model: &ResNet<B>,
+    dist: &Collective<B>,
     loader: &ClassifyLoader,
     classes: usize,
     print_freq: usize,
@@ -392,7 +466,7 @@ fn validate<B: Backend>(
     let mut losses = AverageMeter::new("Loss", MeterFormat::Exp4);
     let mut top1 = AverageMeter::new("Acc@1", MeterFormat::Percent);
     let mut top5 = AverageMeter::new("Acc@5", MeterFormat::Percent);
-    let progress = PassProgress::new(num_batches, "validate".into());
+    let progress = PassProgress::new(num_batches, "validate".into(), dist.is_root());
     let mut end = Instant::now();
     for (i, batch) in loader.epoch(0).enumerate() {
         let (x, y, targets) = to_tensors::<B>(batch?, device);
@@ -412,7 +486,10 @@ fn validate<B: Backend>(
         }
     }
     progress.finish();
-    println!("{}", summary_line(&[&top1, &top5]));
+    reduce_meters(dist, &mut [&mut losses, &mut top1, &mut top5], device)?;
+    if dist.is_root() {
+        println!("{}", summary_line(&[&top1, &top5]));
+    }
     Ok(Evaluation {
         loss: losses.avg(),
         acc1: top1.avg(),
@@ -424,12 +501,13 @@ fn validate<B: Backend>(
 /// weights or a fresh model on the validation set.
 fn evaluate_only<B: AutodiffBackend>(
     args: &ImagenetArgs,
+    dist: &Collective<B::InnerBackend>,
     classes: &[String],
     loader: &ClassifyLoader,
     device: &B::Device,
 ) -> Result<ImagenetSummary, TrainError> {
-    let model = evaluation_model::<B>(args, classes, device)?;
-    let last = validate(&model, loader, classes.len(), args.print_freq, device)?;
+    let model = evaluation_model::<B>(args, dist.is_root(), classes, device)?;
+    let last = validate(&model, dist, loader, classes.len(), args.print_freq, device)?;
     Ok(ImagenetSummary {
         epochs: Vec::new(),
         last,
@@ -439,6 +517,7 @@ fn evaluate_only<B: AutodiffBackend>(
 
 fn evaluation_model<B: AutodiffBackend>(
     args: &ImagenetArgs,
+    root: bool,
     classes: &[String],
     device: &B::Device,
 ) -> Result<ResNet<B::InnerBackend>, TrainError> {
@@ -463,7 +542,9 @@ fn evaluation_model<B: AutodiffBackend>(
                 wanted.kiln.labels
             )));
         }
-        println!("=> loading model package '{}'", path.display());
+        if root {
+            println!("=> loading model package '{}'", path.display());
+        }
         return Ok(load_weights(path, &config, model)?.valid());
     }
     let checkpoint = Checkpoint::<B>::load::<B>(path, device)?;
@@ -473,10 +554,12 @@ fn evaluation_model<B: AutodiffBackend>(
         ..checkpoint.state.clone()
     };
     check_compatible(path, &checkpoint.state, &wanted)?;
-    println!(
-        "=> loaded checkpoint '{}' (epoch {})",
-        path.display(),
-        checkpoint.state.epoch
-    );
+    if root {
+        println!(
+            "=> loaded checkpoint '{}' (epoch {})",
+            path.display(),
+            checkpoint.state.epoch
+        );
+    }
     Ok(model.load_record(checkpoint.model).valid())
 }

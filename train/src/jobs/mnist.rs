@@ -1,10 +1,13 @@
 //! `kiln-train mnist`: the guide's `train.py` (Adadelta, StepLR per epoch, NLL on
-//! log-softmax), writing a model package to `<train_url>/model/`.
+//! log-softmax), writing a model package to `<train_url>/model/`. With several workers each
+//! trains on its shard of every epoch and gradients are averaged (DDP); rank 0 logs and writes.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use burn::data::dataloader::{DataLoader, DataLoaderBuilder};
+use burn::data::dataset::transform::SelectionDataset;
 use burn::data::dataset::Dataset;
 use burn::lr_scheduler::LrScheduler;
 use burn::module::AutodiffModule;
@@ -12,10 +15,11 @@ use burn::optim::{GradientsParams, Optimizer};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 
-use kiln_data::{MnistBatch, MnistBatcher, MnistDataset, MnistSplit};
+use kiln_data::{EpochSampler, MnistBatch, MnistBatcher, MnistDataset, MnistItem, MnistSplit};
 use kiln_models::{net_package_config, write_package, Net, NetConfig};
 
 use crate::cli::MnistArgs;
+use crate::dist::Collective;
 use crate::error::TrainError;
 use crate::log::{test_line, train_line};
 use crate::loss::{correct_count, nll_loss_sum};
@@ -36,44 +40,83 @@ pub struct MnistSummary {
     pub package: Option<PathBuf>,
 }
 
-/// Runs the whole job on `device` of autodiff backend `B`.
-pub fn run<B: AutodiffBackend>(args: &MnistArgs, device: B::Device) -> Result<MnistSummary, TrainError> {
-    let train_set = MnistDataset::from_dir(&args.data_url, MnistSplit::Train)?;
-    let test_set = MnistDataset::from_dir(&args.data_url, MnistSplit::Test)?;
+/// One worker's settings for the passes.
+struct Passes<'a, R: Backend> {
+    args: &'a MnistArgs,
+    dist: &'a Collective<R>,
+    /// This worker's batch: `--batch-size` divided by the node's workers.
+    batch_size: usize,
+    test_batch_size: usize,
+    loader_threads: usize,
+}
+
+/// Runs the whole job as worker `dist` on `device` of autodiff backend `B`.
+pub fn run<B: AutodiffBackend>(
+    args: &MnistArgs,
+    dist: &Collective<B::InnerBackend>,
+    device: B::Device,
+) -> Result<MnistSummary, TrainError> {
+    let train_set = Arc::new(MnistDataset::from_dir(&args.data_url, MnistSplit::Train)?);
+    let test_set = Arc::new(MnistDataset::from_dir(&args.data_url, MnistSplit::Test)?);
     let (train_len, test_len) = (train_set.len(), test_set.len());
-    tracing::info!(train = train_len, test = test_len, data = %args.data_url.display(), "MNIST loaded");
+    if dist.is_root() {
+        tracing::info!(train = train_len, test = test_len, data = %args.data_url.display(), "MNIST loaded");
+    }
+    let passes = Passes {
+        args,
+        dist,
+        batch_size: dist
+            .per_device(args.batch_size, false, "--batch-size")
+            .map_err(TrainError::Flag)?,
+        test_batch_size: dist
+            .per_device(args.test_batch_size, false, "--test-batch-size")
+            .map_err(TrainError::Flag)?,
+        loader_threads: dist
+            .per_device(args.workers, true, "--workers")
+            .map_err(TrainError::Flag)?,
+    };
+    let shard = |sampler: EpochSampler| {
+        sampler
+            .sharded(dist.world(), dist.rank())
+            .map_err(|e| TrainError::Flag(e.to_string()))
+    };
+    let train_sampler = shard(EpochSampler::new(train_len, true, args.seed))?;
+    let test_sampler = shard(EpochSampler::new(test_len, false, 0))?.without_padding();
 
     B::seed(&device, args.seed);
     let net_config = NetConfig::new();
-    let mut model: Net<B> = net_config.init(&device);
+    let mut model: Net<B> = dist.sync_module(net_config.init(&device))?;
     let mut optim = AdadeltaConfig::new().init::<B, Net<B>>();
     let mut scheduler = epoch_step_lr(args.lr, 1, args.gamma).map_err(TrainError::Flag)?;
 
-    let train_loader = DataLoaderBuilder::new(MnistBatcher)
-        .batch_size(args.batch_size)
-        .shuffle(args.seed)
-        .num_workers(args.workers)
-        .set_device(device.clone())
-        .build(train_set);
-    let test_loader = DataLoaderBuilder::new(MnistBatcher)
-        .batch_size(args.test_batch_size)
-        .num_workers(args.workers)
-        .set_device(device.clone())
-        .build(test_set);
-
-    let mut metrics = MetricsWriter::create(&args.train_url.join(METRICS_FILE)).map_err(|source| TrainError::Io {
-        path: args.train_url.join(METRICS_FILE),
-        source,
-    })?;
+    let metrics_path = args.train_url.join(METRICS_FILE);
+    let mut metrics = if dist.is_root() {
+        Some(MetricsWriter::create(&metrics_path).map_err(|source| TrainError::Io {
+            path: metrics_path.clone(),
+            source,
+        })?)
+    } else {
+        None
+    };
     let mut history = Vec::new();
     for epoch in 1..=args.epochs {
         let lr = scheduler.step();
         let started = Instant::now();
-        let (trained, train_loss, images) = train_epoch(args, epoch, lr, model, &mut optim, &*train_loader, train_len);
+        let loader = passes.loader(
+            &train_set,
+            train_sampler.indices(epoch as u64),
+            passes.batch_size,
+            &device,
+        );
+        let (trained, train_loss, images) =
+            passes.train_epoch(epoch, lr, model, &mut optim, &*loader, train_len, &device)?;
         model = trained;
         let train_seconds = started.elapsed().as_secs_f64();
-        let (test_loss, correct) = test(&model.valid(), &*test_loader, test_len);
-        println!("\n{}\n", test_line(test_loss, correct, test_len));
+        let loader = passes.loader(&test_set, test_sampler.indices(0), passes.test_batch_size, &device);
+        let (test_loss, correct) = passes.test(&model.valid(), &*loader, test_len, &device)?;
+        if dist.is_root() {
+            println!("\n{}\n", test_line(test_loss, correct, test_len));
+        }
         let m = EpochMetrics {
             epoch,
             train_loss,
@@ -84,11 +127,13 @@ pub fn run<B: AutodiffBackend>(args: &MnistArgs, device: B::Device) -> Result<Mn
             seconds: started.elapsed().as_secs_f64(),
             images_per_second: images as f64 / train_seconds,
         };
-        metrics.record(epoch, m.seconds, m.images_per_second, &m)?;
+        if let Some(metrics) = metrics.as_mut() {
+            metrics.record(epoch, m.seconds, m.images_per_second, &m)?;
+        }
         history.push(m);
     }
 
-    let package = if args.no_save_model {
+    let package = if args.no_save_model || !dist.is_root() {
         None
     } else {
         let dir = package_dir(&args.train_url);
@@ -102,67 +147,102 @@ pub fn run<B: AutodiffBackend>(args: &MnistArgs, device: B::Device) -> Result<Mn
     })
 }
 
-/// One pass over the shuffled training set; returns the model, the mean batch loss and the
-/// number of images seen.
-fn train_epoch<B: AutodiffBackend, O: Optimizer<Net<B>, B>>(
-    args: &MnistArgs,
-    epoch: usize,
-    lr: f64,
-    mut model: Net<B>,
-    optim: &mut O,
-    loader: &dyn DataLoader<B, MnistBatch<B>>,
-    dataset_len: usize,
-) -> (Net<B>, f64, usize) {
-    let num_batches = dataset_len.div_ceil(args.batch_size);
-    let progress = PassProgress::new(num_batches, format!("epoch {epoch}"));
-    let mut loss_sum: Option<Tensor<B::InnerBackend, 1>> = None;
-    let (mut batches, mut images) = (0usize, 0usize);
-    for (batch_idx, batch) in loader.iter().enumerate() {
-        let n = batch.targets.dims()[0];
-        let output = model.forward(batch.images);
-        let loss = nll_loss_sum(output, batch.targets).div_scalar(n as f64);
-        let loss_value = loss.clone().inner();
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
-        model = optim.step(lr, model, grads);
-        loss_sum = Some(match loss_sum {
-            Some(s) => s + loss_value.clone(),
-            None => loss_value.clone(),
-        });
-        batches += 1;
-        images += n;
-        progress.inc();
-        if batch_idx % args.log_interval == 0 {
-            let value: f64 = loss_value.into_scalar().elem();
-            progress.println(&train_line(
-                epoch,
-                batch_idx,
-                args.batch_size,
-                dataset_len,
-                num_batches,
-                value,
-            ));
-            if args.dry_run {
-                break;
+impl<R: Backend> Passes<'_, R> {
+    /// A loader over `indices` of `set`, in that order.
+    fn loader<B: Backend>(
+        &self,
+        set: &Arc<MnistDataset>,
+        indices: Vec<usize>,
+        batch_size: usize,
+        device: &B::Device,
+    ) -> Arc<dyn DataLoader<B, MnistBatch<B>>> {
+        let selection = SelectionDataset::<MnistDataset, MnistItem>::from_indices_unchecked(set.clone(), indices);
+        DataLoaderBuilder::new(MnistBatcher)
+            .batch_size(batch_size)
+            .num_workers(self.loader_threads)
+            .set_device(device.clone())
+            .build(selection)
+    }
+
+    /// One pass over this worker's shard; returns the model, the mean batch loss over all
+    /// workers and the number of images all workers saw.
+    fn train_epoch<B: AutodiffBackend<InnerBackend = R>, O: Optimizer<Net<B>, B>>(
+        &self,
+        epoch: usize,
+        lr: f64,
+        mut model: Net<B>,
+        optim: &mut O,
+        loader: &dyn DataLoader<B, MnistBatch<B>>,
+        dataset_len: usize,
+        device: &R::Device,
+    ) -> Result<(Net<B>, f64, usize), TrainError> {
+        let num_batches = loader.num_items().div_ceil(self.batch_size);
+        let progress = PassProgress::new(num_batches, format!("epoch {epoch}"), self.dist.is_root());
+        let mut loss_sum: Option<Tensor<B::InnerBackend, 1>> = None;
+        let (mut batches, mut images) = (0usize, 0usize);
+        for (batch_idx, batch) in loader.iter().enumerate() {
+            let n = batch.targets.dims()[0];
+            let output = model.forward(batch.images);
+            let loss = nll_loss_sum(output, batch.targets).div_scalar(n as f64);
+            let loss_value = loss.clone().inner();
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            let grads = self.dist.average_grads(grads, &model)?;
+            model = optim.step(lr, model, grads);
+            loss_sum = Some(match loss_sum {
+                Some(s) => s + loss_value.clone(),
+                None => loss_value.clone(),
+            });
+            batches += 1;
+            images += n;
+            progress.inc();
+            if batch_idx % self.args.log_interval == 0 {
+                let local: f64 = loss_value.into_scalar().elem();
+                let mean = self.dist.sum(&[local], device)?[0] / self.dist.world() as f64;
+                progress.println(&train_line(
+                    epoch,
+                    batch_idx,
+                    self.batch_size * self.dist.world(),
+                    dataset_len,
+                    num_batches,
+                    mean,
+                ));
+                if self.args.dry_run {
+                    break;
+                }
             }
         }
+        progress.finish();
+        let local_sum = loss_sum.map_or(0.0, |s| s.into_scalar().elem::<f64>());
+        let totals = self.dist.sum(&[local_sum, batches as f64, images as f64], device)?;
+        let mean = if totals[1] > 0.0 {
+            totals[0] / totals[1]
+        } else {
+            f64::NAN
+        };
+        Ok((model, mean, totals[2] as usize))
     }
-    progress.finish();
-    let mean = loss_sum.map_or(f64::NAN, |s| s.into_scalar().elem::<f64>() / batches as f64);
-    (model, mean, images)
-}
 
-/// Mean test loss per sample and the number of correct predictions.
-fn test<B: Backend>(model: &Net<B>, loader: &dyn DataLoader<B, MnistBatch<B>>, dataset_len: usize) -> (f64, usize) {
-    let mut loss_sum = 0.0f64;
-    let mut correct = 0usize;
-    for batch in loader.iter() {
-        let output = model.forward(batch.images);
-        loss_sum += nll_loss_sum(output.clone(), batch.targets.clone())
-            .into_scalar()
-            .elem::<f64>();
-        correct += correct_count(output, batch.targets).into_scalar().elem::<i64>() as usize;
+    /// Mean test loss per sample and the number of correct predictions, over all workers'
+    /// shards of the test set.
+    fn test(
+        &self,
+        model: &Net<R>,
+        loader: &dyn DataLoader<R, MnistBatch<R>>,
+        dataset_len: usize,
+        device: &R::Device,
+    ) -> Result<(f64, usize), TrainError> {
+        let mut loss_sum = 0.0f64;
+        let mut correct = 0usize;
+        for batch in loader.iter() {
+            let output = model.forward(batch.images);
+            loss_sum += nll_loss_sum(output.clone(), batch.targets.clone())
+                .into_scalar()
+                .elem::<f64>();
+            correct += correct_count(output, batch.targets).into_scalar().elem::<i64>() as usize;
+        }
+        let totals = self.dist.sum(&[loss_sum, correct as f64], device)?;
+        Ok((totals[0] / dataset_len as f64, totals[1].round() as usize))
     }
-    (loss_sum / dataset_len as f64, correct)
 }
 
 /// The package folder a run with these flags writes.
