@@ -4,14 +4,14 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// A request body shared between requests without copying.
 #[derive(Clone)]
 struct Shared(bytes::Bytes);
 
 /// What one load level measured.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LoadResult {
     /// Concurrent clients.
     pub concurrency: usize,
