@@ -32,7 +32,7 @@ pub struct LoadResult {
 }
 
 /// The multipart boundary of the pre-built request bodies.
-const BOUNDARY: &str = "kiln-bench-boundary-7d1f3a";
+pub const BOUNDARY: &str = "kiln-bench-boundary-7d1f3a";
 
 /// One multipart/form-data body carrying `file` as field `field`, built once so that the
 /// load generator spends its CPU on sending, not on encoding.

@@ -135,7 +135,8 @@ fn rss_mb(pid: u32) -> (f64, f64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
-fn digit_pngs(data: &Path, n: usize) -> Result<(Vec<MnistItem>, Vec<Vec<u8>>), String> {
+/// The first `n` MNIST test digits and each as a 28×28 grayscale PNG file.
+pub fn digit_pngs(data: &Path, n: usize) -> Result<(Vec<MnistItem>, Vec<Vec<u8>>), String> {
     let test = MnistDataset::from_dir(data, MnistSplit::Test).map_err(|e| e.to_string())?;
     let items: Vec<MnistItem> = (0..n.min(test.len())).filter_map(|i| test.get(i)).collect();
     let pngs = items
