@@ -9,6 +9,7 @@ pub mod curves;
 pub mod documented;
 pub mod load;
 pub mod mnist;
+pub mod ops;
 pub mod raw;
 pub mod reference;
 pub mod report;

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use kiln_benches::{chart_cmd, documented, mnist, serve, step};
+use kiln_benches::{chart_cmd, documented, mnist, ops, serve, step};
 
 /// kiln's benchmarks.
 #[derive(Debug, Parser)]
@@ -25,6 +25,9 @@ enum Bench {
     Imagenet(step::StepBench),
     /// The guide's Table 4-2 beside kiln's projection for the same job on this machine.
     Documented(documented::DocumentedBench),
+    /// Per-op CPU training profile (MNIST Net and ResNet shapes), vs PyTorch with
+    /// --compare-pytorch.
+    Ops(ops::OpsBench),
     /// SVG charts of results files (.json) and of training curves (metrics.jsonl files).
     Chart(chart_cmd::ChartBench),
 }
@@ -36,6 +39,7 @@ fn main() -> ExitCode {
         Bench::Mnist(args) => mnist::run(args),
         Bench::Imagenet(args) => step::run(args),
         Bench::Documented(args) => documented::run(args),
+        Bench::Ops(args) => ops::run(args),
         Bench::Chart(args) => chart_cmd::run(args),
     };
     match result {

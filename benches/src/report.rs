@@ -10,6 +10,7 @@ use serde_json::Value;
 use crate::chart::{self, BarChart};
 use crate::documented::DocumentedReport;
 use crate::mnist::MnistReport;
+use crate::ops::OpsReport;
 use crate::serve::ServeReport;
 use crate::step::StepReport;
 
@@ -59,6 +60,7 @@ fn chart_of(value: Value) -> Result<BarChart, String> {
     match bench.as_str() {
         DocumentedReport::BENCH => parse::<DocumentedReport>(value),
         MnistReport::BENCH => parse::<MnistReport>(value),
+        OpsReport::BENCH => parse::<OpsReport>(value),
         ServeReport::BENCH => parse::<ServeReport>(value),
         StepReport::BENCH => parse::<StepReport>(value),
         other => Err(format!("unknown bench {other:?}")),
