@@ -3,7 +3,10 @@
 //! measured train and eval images/s × the dataset's size × epochs.
 
 use clap::Args;
+use serde::{Deserialize, Serialize};
 
+use crate::chart::BarChart;
+use crate::report::Report;
 use crate::step::{measure_all, StepBench, StepResult};
 
 /// The guide's documented time for the ImageNet example, 10 epochs on 1 × V100, in seconds.
@@ -69,25 +72,82 @@ pub fn run(args: DocumentedBench) -> Result<(), String> {
     for (resources, time) in [("1 × 1", "03:33:13"), ("1 × 8", "01:11:48"), ("4 × 8", "0:36:17")] {
         println!("| YOLOX-s, COCO 2017 | {resources} | 10 | {time} | not measured: kiln has no YOLOX job yet |");
     }
-    let json = serde_json::json!({
-        "bench": "documented",
-        "hardware": hardware,
-        "documented_seconds": DOCUMENTED_SECONDS,
-        "epochs": DOCUMENTED_EPOCHS,
-        "train_images": args.train_images,
-        "val_images": args.val_images,
-        "results": rows.iter().map(|(k, t)| serde_json::json!({
-            "kiln": k,
-            "kiln_projected_seconds": projected(&args, k),
-            "pytorch": t,
-            "pytorch_projected_seconds": t.as_ref().map(|t| projected(&args, t)),
-        })).collect::<Vec<_>>(),
-    });
-    let path = &args.step.json;
-    std::fs::write(path, serde_json::to_string_pretty(&json).expect("json"))
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    println!("\nJSON written to {}", path.display());
-    Ok(())
+    let report = DocumentedReport {
+        hardware,
+        documented_seconds: DOCUMENTED_SECONDS,
+        epochs: DOCUMENTED_EPOCHS,
+        train_images: args.train_images,
+        val_images: args.val_images,
+        results: rows
+            .iter()
+            .map(|(k, t)| DocumentedRow {
+                kiln_projected_seconds: projected(&args, k),
+                pytorch_projected_seconds: t.as_ref().map(|t| projected(&args, t)),
+                kiln: k.clone(),
+                pytorch: t.clone(),
+            })
+            .collect(),
+    };
+    crate::report::write(&args.step.json, &report)
+}
+
+/// One architecture's measurement and projection in a results file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DocumentedRow {
+    /// kiln's measured figures.
+    pub kiln: StepResult,
+    /// kiln's projected seconds for the documented job.
+    pub kiln_projected_seconds: f64,
+    /// The reference's measured figures, when it ran.
+    pub pytorch: Option<StepResult>,
+    /// The reference's projected seconds, when it ran.
+    pub pytorch_projected_seconds: Option<f64>,
+}
+
+/// The results file of `kiln-bench documented`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DocumentedReport {
+    /// The device measured on, in words.
+    pub hardware: String,
+    /// The guide's documented time for the job, seconds.
+    pub documented_seconds: f64,
+    /// Epochs of the documented job.
+    pub epochs: usize,
+    /// Training images per epoch.
+    pub train_images: usize,
+    /// Validation images per epoch.
+    pub val_images: usize,
+    /// One row per architecture.
+    pub results: Vec<DocumentedRow>,
+}
+
+impl Report for DocumentedReport {
+    const BENCH: &'static str = "documented";
+
+    fn chart(&self) -> BarChart {
+        let hours = |s: f64| s / 3600.0;
+        BarChart {
+            title: format!("The guide's ImageNet example, projected on {}", self.hardware),
+            unit: format!("hours for {} epochs (lower is better)", self.epochs),
+            series: vec!["documented (V100)".into(), "kiln".into(), "PyTorch".into()],
+            groups: self
+                .results
+                .iter()
+                .map(|r| {
+                    let label = format!(
+                        "{} b{}, {} train + {} val images",
+                        r.kiln.arch, r.kiln.batch, self.train_images, self.val_images
+                    );
+                    let values = vec![
+                        Some(hours(self.documented_seconds)),
+                        Some(hours(r.kiln_projected_seconds)),
+                        r.pytorch_projected_seconds.map(hours),
+                    ];
+                    (label, values)
+                })
+                .collect(),
+        }
+    }
 }
 
 /// Seconds for the documented epochs at the measured speeds.

@@ -4,14 +4,14 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// A request body shared between requests without copying.
 #[derive(Clone)]
 struct Shared(bytes::Bytes);
 
 /// What one load level measured.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LoadResult {
     /// Concurrent clients.
     pub concurrency: usize,
@@ -32,7 +32,7 @@ pub struct LoadResult {
 }
 
 /// The multipart boundary of the pre-built request bodies.
-const BOUNDARY: &str = "kiln-bench-boundary-7d1f3a";
+pub const BOUNDARY: &str = "kiln-bench-boundary-7d1f3a";
 
 /// One multipart/form-data body carrying `file` as field `field`, built once so that the
 /// load generator spends its CPU on sending, not on encoding.

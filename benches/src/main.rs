@@ -1,16 +1,9 @@
 //! `kiln-bench`: measures kiln and, in the same run, what it is compared with.
 
-mod documented;
-mod load;
-mod mnist;
-mod raw;
-mod reference;
-mod serve;
-mod step;
-
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use kiln_benches::{chart_cmd, documented, mnist, ops, serve, step};
 
 /// kiln's benchmarks.
 #[derive(Debug, Parser)]
@@ -32,6 +25,11 @@ enum Bench {
     Imagenet(step::StepBench),
     /// The guide's Table 4-2 beside kiln's projection for the same job on this machine.
     Documented(documented::DocumentedBench),
+    /// Per-op CPU training profile (MNIST Net and ResNet shapes), vs PyTorch with
+    /// --compare-pytorch.
+    Ops(ops::OpsBench),
+    /// SVG charts of results files (.json) and of training curves (metrics.jsonl files).
+    Chart(chart_cmd::ChartBench),
 }
 
 fn main() -> ExitCode {
@@ -41,6 +39,8 @@ fn main() -> ExitCode {
         Bench::Mnist(args) => mnist::run(args),
         Bench::Imagenet(args) => step::run(args),
         Bench::Documented(args) => documented::run(args),
+        Bench::Ops(args) => ops::run(args),
+        Bench::Chart(args) => chart_cmd::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -10,6 +10,9 @@ use clap::Args;
 use kiln_models::DeviceChoice;
 use serde::{Deserialize, Serialize};
 
+use crate::chart::BarChart;
+use crate::report::Report;
+
 /// Flags of `kiln-bench mnist`.
 #[derive(Debug, Clone, Args)]
 pub struct MnistBench {
@@ -46,6 +49,47 @@ pub struct EpochFigures {
     pub accuracy: f64,
 }
 
+/// The results file of `kiln-bench mnist`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MnistReport {
+    /// Device both sides ran on.
+    pub device: String,
+    /// Threads available to each side.
+    pub threads: usize,
+    /// kiln's epochs.
+    pub kiln: Vec<EpochFigures>,
+    /// The reference's epochs, when it ran.
+    pub pytorch: Option<Vec<EpochFigures>>,
+}
+
+impl Report for MnistReport {
+    const BENCH: &'static str = "mnist";
+
+    fn chart(&self) -> BarChart {
+        let torch = |i: usize| self.pytorch.as_ref().and_then(|t| t.get(i));
+        BarChart {
+            title: format!(
+                "kiln-train mnist vs the PyTorch recipe ({}, {} threads)",
+                self.device, self.threads
+            ),
+            unit: "training images/s (higher is better)".into(),
+            series: vec!["kiln".into(), "PyTorch".into()],
+            groups: self
+                .kiln
+                .iter()
+                .enumerate()
+                .map(|(i, k)| {
+                    let label = format!("epoch {}", k.epoch);
+                    (
+                        label,
+                        vec![Some(k.images_per_second), torch(i).map(|t| t.images_per_second)],
+                    )
+                })
+                .collect(),
+        }
+    }
+}
+
 /// Runs the benchmark and prints a Markdown table.
 pub fn run(args: MnistBench) -> Result<(), String> {
     let out = tempfile::tempdir().map_err(|e| e.to_string())?;
@@ -56,17 +100,13 @@ pub fn run(args: MnistBench) -> Result<(), String> {
         None
     };
     print_table(&kiln, torch.as_deref());
-    let json = serde_json::json!({
-        "bench": "mnist",
-        "device": args.device.to_string(),
-        "threads": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
-        "kiln": kiln,
-        "pytorch": torch,
-    });
-    std::fs::write(&args.json, serde_json::to_string_pretty(&json).expect("json"))
-        .map_err(|e| format!("{}: {e}", args.json.display()))?;
-    println!("\nJSON written to {}", args.json.display());
-    Ok(())
+    let report = MnistReport {
+        device: args.device.to_string(),
+        threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        kiln,
+        pytorch: torch,
+    };
+    crate::report::write(&args.json, &report)
 }
 
 /// Runs the `kiln-train` binary beside this one and reads its metrics file.

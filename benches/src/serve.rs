@@ -14,10 +14,12 @@ use image::{DynamicImage, GrayImage, ImageFormat};
 use kiln_data::{MnistDataset, MnistItem, MnistSplit};
 use kiln_infer::process::spawn_loopback;
 use kiln_models::{net_package_config, write_package, NetConfig};
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 
+use crate::chart::BarChart;
 use crate::load::{drive, LoadResult};
 use crate::raw::forward_images_per_second;
+use crate::report::Report;
 
 /// Flags of `kiln-bench serve`.
 #[derive(Debug, Clone, Args)]
@@ -133,7 +135,8 @@ fn rss_mb(pid: u32) -> (f64, f64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
-fn digit_pngs(data: &Path, n: usize) -> Result<(Vec<MnistItem>, Vec<Vec<u8>>), String> {
+/// The first `n` MNIST test digits and each as a 28×28 grayscale PNG file.
+pub fn digit_pngs(data: &Path, n: usize) -> Result<(Vec<MnistItem>, Vec<Vec<u8>>), String> {
     let test = MnistDataset::from_dir(data, MnistSplit::Test).map_err(|e| e.to_string())?;
     let items: Vec<MnistItem> = (0..n.min(test.len())).filter_map(|i| test.get(i)).collect();
     let pngs = items
@@ -238,20 +241,69 @@ pub fn run(args: ServeBench) -> Result<(), String> {
             k.requests_per_second / o.requests_per_second
         );
     }
-    let report = json!({
-        "raw_forward_images_per_second": raw,
-        "raw_forward_before_load": raw_before,
-        "raw_forward_after_load": raw_after,
-        "max_batch": args.max_batch,
-        "ready_ms": ready_ms,
-        "rss_mb": rss.0,
-        "peak_rss_mb": rss.1,
-        "kiln": results,
-        "compared": compare,
-        "threads": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
-    });
-    std::fs::write(&args.json, serde_json::to_string_pretty(&report).expect("json") + "\n")
-        .map_err(|e| format!("{}: {e}", args.json.display()))?;
-    println!("\nresults: {}", args.json.display());
-    Ok(())
+    let report = ServeReport {
+        raw_forward_images_per_second: raw,
+        raw_forward_before_load: raw_before,
+        raw_forward_after_load: raw_after,
+        max_batch: args.max_batch,
+        ready_ms,
+        rss_mb: rss.0,
+        peak_rss_mb: rss.1,
+        kiln: results,
+        compared: compare,
+        threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+    };
+    crate::report::write(&args.json, &report)
+}
+
+/// The results file of `kiln-bench serve`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ServeReport {
+    /// The higher of the two raw forward measurements, images/s.
+    pub raw_forward_images_per_second: f64,
+    /// Raw forward images/s before the load.
+    pub raw_forward_before_load: f64,
+    /// Raw forward images/s after the load.
+    pub raw_forward_after_load: f64,
+    /// The server's --max-batch.
+    pub max_batch: usize,
+    /// Milliseconds from spawn to `/health` 200.
+    pub ready_ms: f64,
+    /// Resident memory of the server after the load, MB.
+    pub rss_mb: f64,
+    /// Peak resident memory of the server, MB.
+    pub peak_rss_mb: f64,
+    /// kiln-serve, one entry per concurrency level.
+    pub kiln: Vec<LoadResult>,
+    /// The `--compare` server, one entry per level (empty without `--compare`).
+    pub compared: Vec<LoadResult>,
+    /// Threads of this machine.
+    pub threads: usize,
+}
+
+impl Report for ServeReport {
+    const BENCH: &'static str = "serve";
+
+    fn chart(&self) -> BarChart {
+        let mut series = vec!["kiln-serve".to_string()];
+        if !self.compared.is_empty() {
+            series.push("compared server".into());
+        }
+        let mut raw = vec![None; series.len()];
+        raw[0] = Some(self.raw_forward_images_per_second);
+        let mut groups = vec![(format!("raw batched forward, batch {} (no HTTP)", self.max_batch), raw)];
+        for (i, k) in self.kiln.iter().enumerate() {
+            let mut values = vec![Some(k.requests_per_second)];
+            if !self.compared.is_empty() {
+                values.push(self.compared.get(i).map(|c| c.requests_per_second));
+            }
+            groups.push((format!("concurrency {}", k.concurrency), values));
+        }
+        BarChart {
+            title: format!("Serving MNIST digits on loopback ({} threads)", self.threads),
+            unit: "requests/s; images/s for the raw forward (higher is better)".into(),
+            series,
+            groups,
+        }
+    }
 }

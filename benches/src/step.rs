@@ -20,6 +20,9 @@ use clap::Args;
 use kiln_models::{DeviceChoice, ResNetArch, ResNetConfig};
 use serde::{Deserialize, Serialize};
 
+use crate::chart::BarChart;
+use crate::report::Report;
+
 /// Flags of `kiln-bench imagenet`.
 #[derive(Debug, Clone, Args)]
 pub struct StepBench {
@@ -79,16 +82,66 @@ pub type Rows = Vec<(StepResult, Option<StepResult>)>;
 pub fn run(args: StepBench) -> Result<(), String> {
     let rows = measure_all(&args)?;
     print_table(&rows, args.compare_pytorch);
-    let json = serde_json::json!({
-        "bench": "imagenet",
-        "threads": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
-        "image_size": args.image_size,
-        "results": rows.iter().map(|(k, t)| serde_json::json!({"kiln": k, "pytorch": t})).collect::<Vec<_>>(),
-    });
-    std::fs::write(&args.json, serde_json::to_string_pretty(&json).expect("json"))
-        .map_err(|e| format!("{}: {e}", args.json.display()))?;
-    println!("\nJSON written to {}", args.json.display());
-    Ok(())
+    let report = StepReport {
+        threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        image_size: args.image_size,
+        results: rows
+            .into_iter()
+            .map(|(kiln, pytorch)| StepPair { kiln, pytorch })
+            .collect(),
+    };
+    crate::report::write(&args.json, &report)
+}
+
+/// One architecture's figures in a results file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StepPair {
+    /// kiln's figures.
+    pub kiln: StepResult,
+    /// The reference's figures, when it ran.
+    pub pytorch: Option<StepResult>,
+}
+
+/// The results file of `kiln-bench imagenet`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StepReport {
+    /// Threads available to each side.
+    pub threads: usize,
+    /// Square input side.
+    pub image_size: usize,
+    /// One entry per architecture.
+    pub results: Vec<StepPair>,
+}
+
+impl Report for StepReport {
+    const BENCH: &'static str = "imagenet";
+
+    fn chart(&self) -> BarChart {
+        let groups = self.results.iter().flat_map(|p| {
+            let k = &p.kiln;
+            let head = format!("{} b{} on {}", k.arch, k.batch, k.device);
+            let t = p.pytorch.as_ref();
+            [
+                (
+                    format!("{head}: train step"),
+                    vec![Some(k.train_images_per_second), t.map(|t| t.train_images_per_second)],
+                ),
+                (
+                    format!("{head}: eval forward"),
+                    vec![Some(k.eval_images_per_second), t.map(|t| t.eval_images_per_second)],
+                ),
+            ]
+        });
+        BarChart {
+            title: format!(
+                "ResNet at {0}×{0}: kiln vs torchvision ({1} threads)",
+                self.image_size, self.threads
+            ),
+            unit: "images/s (higher is better)".into(),
+            series: vec!["kiln".into(), "PyTorch".into()],
+            groups: groups.collect(),
+        }
+    }
 }
 
 /// Measures every `--arch` with kiln and, when asked, with the PyTorch reference.
