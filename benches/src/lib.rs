@@ -13,5 +13,6 @@ pub mod ops;
 pub mod raw;
 pub mod reference;
 pub mod report;
+pub mod scaling;
 pub mod serve;
 pub mod step;

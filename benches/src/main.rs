@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use kiln_benches::{chart_cmd, documented, mnist, ops, serve, step};
+use kiln_benches::{chart_cmd, documented, mnist, ops, scaling, serve, step};
 
 /// kiln's benchmarks.
 #[derive(Debug, Parser)]
@@ -28,6 +28,9 @@ enum Bench {
     /// Per-op CPU training profile (MNIST Net and ResNet shapes), vs PyTorch with
     /// --compare-pytorch.
     Ops(ops::OpsBench),
+    /// Data-parallel CPU scaling of kiln-train mnist: 1 worker × N threads vs N workers × 1
+    /// thread vs N processes on loopback.
+    Scaling(scaling::ScalingBench),
     /// SVG charts of results files (.json) and of training curves (metrics.jsonl files).
     Chart(chart_cmd::ChartBench),
 }
@@ -40,6 +43,7 @@ fn main() -> ExitCode {
         Bench::Imagenet(args) => step::run(args),
         Bench::Documented(args) => documented::run(args),
         Bench::Ops(args) => ops::run(args),
+        Bench::Scaling(args) => scaling::run(args),
         Bench::Chart(args) => chart_cmd::run(args),
     };
     match result {

@@ -146,7 +146,8 @@ fn reference_epochs(args: &MnistBench) -> Result<Option<Vec<EpochFigures>>, Stri
     }
 }
 
-fn parse_lines(text: &str) -> Result<Vec<EpochFigures>, String> {
+/// Epoch figures from JSON lines (`metrics.jsonl`, or the reference script's output).
+pub fn parse_lines(text: &str) -> Result<Vec<EpochFigures>, String> {
     text.lines()
         .map(|l| serde_json::from_str(l).map_err(|e| format!("metrics line {l:?}: {e}")))
         .collect()

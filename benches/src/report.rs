@@ -11,6 +11,7 @@ use crate::chart::{self, BarChart};
 use crate::documented::DocumentedReport;
 use crate::mnist::MnistReport;
 use crate::ops::OpsReport;
+use crate::scaling::ScalingReport;
 use crate::serve::ServeReport;
 use crate::step::StepReport;
 
@@ -61,6 +62,7 @@ fn chart_of(value: Value) -> Result<BarChart, String> {
         DocumentedReport::BENCH => parse::<DocumentedReport>(value),
         MnistReport::BENCH => parse::<MnistReport>(value),
         OpsReport::BENCH => parse::<OpsReport>(value),
+        ScalingReport::BENCH => parse::<ScalingReport>(value),
         ServeReport::BENCH => parse::<ServeReport>(value),
         StepReport::BENCH => parse::<StepReport>(value),
         other => Err(format!("unknown bench {other:?}")),

@@ -151,6 +151,23 @@ impl MnistDataset {
         Self { images, labels }
     }
 
+    /// Writes the digits as raw idx files with the official names,
+    /// `<prefix>-images-idx3-ubyte` and `<prefix>-labels-idx1-ubyte` (prefix `train` or
+    /// `t10k`), so a slice of MNIST can be handed to a job.
+    pub fn write_idx(&self, dir: &Path, prefix: &str) -> std::io::Result<()> {
+        let n = self.labels.len();
+        let images = IdxArray {
+            dims: vec![n, MNIST_SIDE, MNIST_SIDE],
+            data: crate::idx::IdxData::U8(self.images.clone()),
+        };
+        let labels = IdxArray {
+            dims: vec![n],
+            data: crate::idx::IdxData::U8(self.labels.clone()),
+        };
+        std::fs::write(dir.join(format!("{prefix}-images-idx3-ubyte")), images.to_bytes())?;
+        std::fs::write(dir.join(format!("{prefix}-labels-idx1-ubyte")), labels.to_bytes())
+    }
+
     /// The first `n` digits only (all of them if there are fewer).
     pub fn truncated(mut self, n: usize) -> Self {
         let n = n.min(self.labels.len());
@@ -269,6 +286,19 @@ mod tests {
         };
         std::fs::write(dir.join(i), images).unwrap();
         std::fs::write(dir.join(l), labels).unwrap();
+    }
+
+    #[test]
+    fn write_idx_round_trips_through_from_dir() {
+        let images: Vec<u8> = (0..3 * MNIST_PIXELS).map(|i| (i * 7 % 256) as u8).collect();
+        let ds = MnistDataset::from_raw(images, vec![3, 1, 4]);
+        let dir = tempfile::tempdir().unwrap();
+        ds.write_idx(dir.path(), "t10k").unwrap();
+        let back = MnistDataset::from_dir(dir.path(), MnistSplit::Test).unwrap();
+        assert_eq!(back.len(), 3);
+        for i in 0..3 {
+            assert_eq!(back.get(i), ds.get(i));
+        }
     }
 
     #[test]

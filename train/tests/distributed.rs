@@ -386,3 +386,24 @@ fn a_node_lost_mid_run_stops_the_others_within_the_timeout() {
     assert!(err.contains("rank 0"), "{err}");
     assert!(waited < Duration::from_secs(40), "stopped after {waited:?}");
 }
+
+#[test]
+fn sigterm_stops_the_master_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("--dist-url=tcp://127.0.0.1:{}", free_port());
+    let child = kiln_train(&mnist_flags(
+        dir.path(),
+        &["--world-size=2", "--rank=0", &url, "--device=cpu"],
+    ))
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    // Let it start its orchestrator and wait for the missing node, then ask it to stop.
+    std::thread::sleep(Duration::from_secs(2));
+    let status = Command::new("kill").arg(child.id().to_string()).status().unwrap();
+    assert!(status.success());
+    let o = wait(child, Duration::from_secs(20), "the master after SIGTERM");
+    assert!(!o.status.success());
+    assert!(text(&o.stderr).contains("orchestrator stopped"), "{}", text(&o.stderr));
+}

@@ -1,6 +1,7 @@
 //! Starts a run's workers: one thread per local device, registered with burn-collective; on
 //! the master node, the global orchestrator the nodes meet at.
 
+use std::io::Write;
 use std::net::{TcpListener, UdpSocket};
 use std::str::FromStr;
 use std::sync::mpsc;
@@ -41,6 +42,10 @@ where
     );
     let watchdog = Watchdog::start(plan.timeout);
     let job = Arc::new(job);
+    // Nodes leave without unregistering: burn-collective 0.21's global `finish` waits on
+    // connections the first node to exit has closed. Every node has completed the last
+    // all-reduce when it returns (each ends with a sync of all nodes), so exiting is safe.
+    let leave = plan.nodes == 1;
     let (results, finished) = mpsc::channel();
     for local in 0..plan.local_workers {
         let rank = plan.global_rank(local);
@@ -50,7 +55,7 @@ where
         std::thread::Builder::new()
             .name(format!("kiln-worker-{rank}"))
             .spawn(move || {
-                let outcome = run_worker::<B, T, F>(&collective, &watchdog, device, config, &*job);
+                let outcome = run_worker::<B, T, F>(&collective, &watchdog, device, config, leave, &*job);
                 let _ = results.send((local, outcome));
             })
             .map_err(|e| TrainError::Flag(format!("cannot start worker thread {rank}: {e}")))?;
@@ -66,12 +71,13 @@ where
     Ok(root)
 }
 
-/// Registers, runs the job, unregisters.
+/// Registers, runs the job, and unregisters when `leave`.
 fn run_worker<B, T, F>(
     collective: &Collective<B::InnerBackend>,
     watchdog: &Watchdog,
     device: B::Device,
     config: CollectiveConfig,
+    leave: bool,
     job: &F,
 ) -> Result<T, TrainError>
 where
@@ -85,8 +91,10 @@ where
             .map_err(|e| collective.error("joining the run (register)", e))?;
     }
     let value = job(collective.clone(), device)?;
-    let _armed = watchdog.arm(collective.rank(), "leaving the run");
-    finish_collective::<B::InnerBackend>(peer).map_err(|e| collective.error("leaving the run", e))?;
+    if leave {
+        let _armed = watchdog.arm(collective.rank(), "leaving the run");
+        finish_collective::<B::InnerBackend>(peer).map_err(|e| collective.error("leaving the run", e))?;
+    }
     Ok(value)
 }
 
@@ -148,6 +156,13 @@ fn start_orchestrator(master: &Master) -> Result<(), TrainError> {
                 Ok(runtime) => runtime.block_on(start_global_orchestrator(port)),
                 Err(e) => eprintln!("kiln-train: error: cannot start the orchestrator's runtime: {e}"),
             }
+            // The orchestrator returns on SIGINT/SIGTERM, whose handlers it installed in place
+            // of the default action: stop the whole job, as the signal asked.
+            let _ = writeln!(
+                std::io::stderr(),
+                "kiln-train: error: the orchestrator stopped (interrupted, or it failed); stopping"
+            );
+            std::process::exit(1);
         })
         .map_err(|e| TrainError::Flag(format!("cannot start the orchestrator thread: {e}")))?;
     Ok(())

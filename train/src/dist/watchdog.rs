@@ -2,6 +2,7 @@
 //! every peer answers, so a lost node would otherwise hang the job forever.
 
 use std::collections::HashMap;
+use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -42,7 +43,9 @@ impl Watchdog {
             .spawn(move || {
                 while let Some(w) = weak.upgrade() {
                     if let Some((rank, what)) = w.expired() {
-                        eprintln!(
+                        // Ignore a closed stderr: the exit must happen whatever the reader did.
+                        let _ = writeln!(
+                            std::io::stderr(),
                             "kiln-train: error: rank {rank}: {what} got no answer from the other workers \
                              within {} s (--dist-timeout): a worker or node is lost; stopping",
                             w.timeout.as_secs()
