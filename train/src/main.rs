@@ -16,7 +16,7 @@ fn main() -> ExitCode {
         .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("KILN_LOG")
-                .unwrap_or_else(|_| "info,burn_collective=warn,burn_communication=warn".into()),
+                .unwrap_or_else(|_| "info,burn_collective=off,burn_communication=off".into()),
         )
         .init();
     match run(cli.job) {
