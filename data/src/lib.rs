@@ -1,5 +1,6 @@
 //! kiln-data: the readers and batchers that feed kiln's training jobs and servers.
 //!
+//! - [`coco`]: COCO detection annotations and images.
 //! - [`idx`]: the idx (SN3) array format, raw or gzip-compressed.
 //! - [`mnist`]: MNIST as a burn dataset and batcher.
 //! - [`image_folder`]: torchvision's `ImageFolder` (`root/<class>/<image>`) and train/val splits.
@@ -8,6 +9,7 @@
 //! - [`loader`]: parallel, prefetching, worker-count-independent classification batches.
 #![warn(missing_docs)]
 
+pub mod coco;
 pub mod idx;
 pub mod image_folder;
 pub mod loader;
@@ -15,6 +17,7 @@ pub mod mnist;
 pub mod sampler;
 pub mod transforms;
 
+pub use coco::{CocoBox, CocoDataset, CocoError, CocoImage};
 pub use idx::{read_idx, IdxArray, IdxData, IdxError, IdxType};
 pub use image_folder::{open_splits, ImageFolder, ImageFolderError, IMG_EXTENSIONS};
 pub use loader::{ClassifyBatch, ClassifyLoader, EpochBatches, LoaderConfig, LoaderError};
