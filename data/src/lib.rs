@@ -3,6 +3,7 @@
 //! - [`coco`]: COCO detection annotations and images.
 //! - [`idx`]: the idx (SN3) array format, raw or gzip-compressed.
 //! - [`mnist`]: MNIST as a burn dataset and batcher.
+//! - [`letterbox`]: YOLOX's aspect-keeping resize and pad, boxes included.
 //! - [`image_folder`]: torchvision's `ImageFolder` (`root/<class>/<image>`) and train/val splits.
 //! - [`transforms`]: torchvision's classification transforms and the ImageNet presets.
 //! - [`sampler`]: torch's `DistributedSampler` order, epoch by epoch.
@@ -12,6 +13,7 @@
 pub mod coco;
 pub mod idx;
 pub mod image_folder;
+pub mod letterbox;
 pub mod loader;
 pub mod mnist;
 pub mod sampler;
@@ -20,6 +22,7 @@ pub mod transforms;
 pub use coco::{CocoBox, CocoDataset, CocoError, CocoImage};
 pub use idx::{read_idx, IdxArray, IdxData, IdxError, IdxType};
 pub use image_folder::{open_splits, ImageFolder, ImageFolderError, IMG_EXTENSIONS};
+pub use letterbox::{letterbox, Letterboxed, PAD_VALUE};
 pub use loader::{ClassifyBatch, ClassifyLoader, EpochBatches, LoaderConfig, LoaderError};
 pub use mnist::{MnistBatch, MnistBatcher, MnistDataset, MnistError, MnistItem, MnistSplit};
 pub use sampler::{EpochSampler, SamplerError};
