@@ -4,7 +4,7 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Initializer, PaddingConfig2d, Relu};
 use burn::prelude::*;
 
-use super::norm::batch_norm;
+use crate::norm::batch_norm;
 
 use super::arch::BlockKind;
 

@@ -8,21 +8,20 @@
 
 mod arch;
 mod block;
-mod norm;
+
 mod pretrained;
 
 use burn::nn::conv::Conv2d;
 use burn::nn::pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig, MaxPool2d, MaxPool2dConfig};
 use burn::nn::{BatchNorm, Linear, LinearConfig, PaddingConfig2d, Relu};
 use burn::prelude::*;
-use burn_store::ModuleSnapshot;
 
 pub use arch::{BlockKind, ResNetArch};
 pub use block::{BasicBlock, Block, Bottleneck, Downsample};
 pub use pretrained::{load_pretrained, PretrainedReport};
 
+use crate::norm::batch_norm;
 use crate::package::{InputSpec, PackageConfig};
-use norm::batch_norm;
 
 /// Which ResNet to build and its number of output classes:
 /// `ResNetConfig::new(ResNetArch::ResNet50, 1000).init::<B>(&device)`.
@@ -114,14 +113,7 @@ impl<B: Backend> ResNet<B> {
     /// Trainable parameters, as PyTorch counts them: [`Module::num_params`] also counts
     /// BatchNorm's running mean and variance, which are buffers in PyTorch.
     pub fn num_trainable_params(&self) -> usize {
-        self.collect(None, None, false)
-            .iter()
-            .filter(|s| {
-                let path = s.full_path();
-                !path.ends_with(".running_mean") && !path.ends_with(".running_var")
-            })
-            .map(|s| s.shape.num_elements())
-            .sum()
+        crate::params::trainable_params(self)
     }
 }
 
