@@ -7,10 +7,12 @@
 //! - [`image_folder`]: torchvision's `ImageFolder` (`root/<class>/<image>`) and train/val splits.
 //! - [`transforms`]: torchvision's classification transforms and the ImageNet presets.
 //! - [`sampler`]: torch's `DistributedSampler` order, epoch by epoch.
+//! - [`coco_eval`]: COCO box detection metrics (AP/AR) with pycocotools' `COCOeval` semantics.
 //! - [`loader`]: parallel, prefetching, worker-count-independent classification batches.
 #![warn(missing_docs)]
 
 pub mod coco;
+pub mod coco_eval;
 pub mod idx;
 pub mod image_folder;
 pub mod letterbox;
@@ -20,6 +22,7 @@ pub mod sampler;
 pub mod transforms;
 
 pub use coco::{CocoBox, CocoDataset, CocoError, CocoImage};
+pub use coco_eval::{evaluate as coco_evaluate, CocoEvalError, CocoGroundTruth, CocoStats, Detection, GtBox};
 pub use idx::{read_idx, IdxArray, IdxData, IdxError, IdxType};
 pub use image_folder::{open_splits, ImageFolder, ImageFolderError, IMG_EXTENSIONS};
 pub use letterbox::{letterbox, Letterboxed, PAD_VALUE};
