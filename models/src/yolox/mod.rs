@@ -1,9 +1,10 @@
 //! YOLOX (Megvii's `yolox` package): CSPDarknet backbone, PAFPN neck and decoupled head, in
 //! the variants nano, tiny, s, m, l and x. The forward pass gives each level's raw
-//! predictions; decoding, the loss and assignment live with the training job.
+//! predictions; [`decode`] turns them into boxes (confidence filter and class-wise NMS).
 
 mod blocks;
 mod darknet;
+mod decode;
 mod head;
 mod pafpn;
 
@@ -13,6 +14,7 @@ use std::str::FromStr;
 use burn::prelude::*;
 
 pub use blocks::space_to_depth;
+pub use decode::{box_iou, decode, nms, Detected};
 use head::YoloxHead;
 use pafpn::YoloPafpn;
 
