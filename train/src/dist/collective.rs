@@ -15,7 +15,10 @@ use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::TensorPrimitive;
 use burn_collective::{all_reduce, CollectiveError, PeerId, ReduceOperation};
 
+use kiln_data::EpochSampler;
+
 use super::watchdog::Watchdog;
+use crate::error::TrainError;
 
 /// A collective operation that failed.
 #[derive(Debug, thiserror::Error)]
@@ -85,19 +88,27 @@ impl<R: Backend> Collective<R> {
     /// A node-level count split over this node's workers, as the guide does (`--batch-size`
     /// rounds down, loader threads `-j` round up); `flag` names it in the error when the
     /// split leaves nothing.
-    pub fn per_device(&self, total: usize, round_up: bool, flag: &str) -> Result<usize, String> {
+    pub fn per_device(&self, total: usize, round_up: bool, flag: &str) -> Result<usize, TrainError> {
         let share = if round_up {
             total.div_ceil(self.local_workers)
         } else {
             total / self.local_workers
         };
         if share == 0 && total > 0 {
-            return Err(format!(
+            return Err(TrainError::Flag(format!(
                 "{flag} {total} is smaller than this node's {} workers",
                 self.local_workers
-            ));
+            )));
         }
         Ok(share)
+    }
+
+    /// `sampler` restricted to this worker's shard (DistributedSampler's
+    /// `num_replicas = world`, `rank = rank`).
+    pub fn shard(&self, sampler: EpochSampler) -> Result<EpochSampler, TrainError> {
+        sampler
+            .sharded(self.world, self.rank)
+            .map_err(|e| TrainError::Flag(e.to_string()))
     }
 
     /// Whether this worker is global rank 0, the one that logs and writes files.

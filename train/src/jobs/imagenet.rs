@@ -122,7 +122,9 @@ pub fn run<B: AutodiffBackend>(
         resize: eval_resize(args.image_size) as u32,
         crop: args.image_size as u32,
     };
-    let val_sampler = shard(EpochSampler::new(val_set.len(), false, 0), dist)?.without_padding();
+    let val_sampler = dist
+        .shard(EpochSampler::new(val_set.len(), false, 0))?
+        .without_padding();
     let val_loader = ClassifyLoader::new(Arc::new(val_set), eval_transform, val_sampler, loader_config)?;
     if args.evaluate {
         return evaluate_only::<B>(args, dist, &classes, &val_loader, &device);
@@ -132,7 +134,7 @@ pub fn run<B: AutodiffBackend>(
     let train_transform = ClassifyTransform::Train {
         size: args.image_size as u32,
     };
-    let train_sampler = shard(EpochSampler::new(train_set.len(), true, run.state.seed), dist)?;
+    let train_sampler = dist.shard(EpochSampler::new(train_set.len(), true, run.state.seed))?;
     let train_loader = ClassifyLoader::new(Arc::new(train_set), train_transform, train_sampler, loader_config)?;
     let resumed = args.resume_path().is_some();
     let metrics_path = args.output.join(METRICS_FILE);
@@ -191,24 +193,13 @@ pub fn run<B: AutodiffBackend>(
 
 /// This worker's loader: the node's batch and `-j` threads divided by its devices.
 fn loader_config<R: Backend>(args: &ImagenetArgs, dist: &Collective<R>) -> Result<LoaderConfig, TrainError> {
-    let batch_size = dist
-        .per_device(args.batch_size, false, "--batch-size")
-        .map_err(TrainError::Flag)?;
-    let workers = dist
-        .per_device(args.workers, true, "--workers")
-        .map_err(TrainError::Flag)?;
+    let batch_size = dist.per_device(args.batch_size, false, "--batch-size")?;
+    let workers = dist.per_device(args.workers, true, "--workers")?;
     Ok(LoaderConfig {
         batch_size,
         workers,
         prefetch_batches: 2 * workers.max(1),
     })
-}
-
-/// `sampler` restricted to this worker's shard.
-fn shard<R: Backend>(sampler: EpochSampler, dist: &Collective<R>) -> Result<EpochSampler, TrainError> {
-    sampler
-        .sharded(dist.world(), dist.rank())
-        .map_err(|e| TrainError::Flag(e.to_string()))
 }
 
 /// Sums meters over all workers, in place.

@@ -65,23 +65,12 @@ pub fn run<B: AutodiffBackend>(
     let passes = Passes {
         args,
         dist,
-        batch_size: dist
-            .per_device(args.batch_size, false, "--batch-size")
-            .map_err(TrainError::Flag)?,
-        test_batch_size: dist
-            .per_device(args.test_batch_size, false, "--test-batch-size")
-            .map_err(TrainError::Flag)?,
-        loader_threads: dist
-            .per_device(args.workers, true, "--workers")
-            .map_err(TrainError::Flag)?,
+        batch_size: dist.per_device(args.batch_size, false, "--batch-size")?,
+        test_batch_size: dist.per_device(args.test_batch_size, false, "--test-batch-size")?,
+        loader_threads: dist.per_device(args.workers, true, "--workers")?,
     };
-    let shard = |sampler: EpochSampler| {
-        sampler
-            .sharded(dist.world(), dist.rank())
-            .map_err(|e| TrainError::Flag(e.to_string()))
-    };
-    let train_sampler = shard(EpochSampler::new(train_len, true, args.seed))?;
-    let test_sampler = shard(EpochSampler::new(test_len, false, 0))?.without_padding();
+    let train_sampler = dist.shard(EpochSampler::new(train_len, true, args.seed))?;
+    let test_sampler = dist.shard(EpochSampler::new(test_len, false, 0))?.without_padding();
 
     B::seed(&device, args.seed);
     let net_config = NetConfig::new();
