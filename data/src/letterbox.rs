@@ -22,15 +22,27 @@ pub struct Letterboxed {
     pub boxes: Vec<CocoBox>,
 }
 
-/// Fits `img` into a `width × height` canvas (YOLOX's `preproc`): ratio
-/// `min(height / h, width / w)`, bilinear resize to `(w × ratio, h × ratio)` truncated, padding
-/// 114 to the right and bottom; `boxes` scale with the pixels.
-pub fn letterbox(img: &RgbImage, boxes: &[CocoBox], width: u32, height: u32) -> Letterboxed {
+/// Resizes `img` to fit `width × height` keeping its aspect, as YOLOX's `preproc` and mosaic
+/// do: ratio `min(height / h, width / w)`, bilinear resize to `(w × ratio, h × ratio)` truncated
+/// (at least one pixel, at most the box). Returns the resized image and the ratio; an image
+/// that already has that size is returned as it is.
+pub fn fit(img: &RgbImage, width: u32, height: u32) -> (RgbImage, f32) {
     let (w, h) = img.dimensions();
     let ratio = (height as f32 / h as f32).min(width as f32 / w as f32);
     let rw = ((w as f32 * ratio) as u32).clamp(1, width);
     let rh = ((h as f32 * ratio) as u32).clamp(1, height);
-    let resized = imageops::resize(img, rw, rh, FilterType::Triangle);
+    let resized = if (rw, rh) == (w, h) {
+        img.clone()
+    } else {
+        imageops::resize(img, rw, rh, FilterType::Triangle)
+    };
+    (resized, ratio)
+}
+
+/// Fits `img` into a `width × height` canvas (YOLOX's `preproc`): [`fit`], then padding 114 to
+/// the right and bottom; `boxes` scale with the pixels.
+pub fn letterbox(img: &RgbImage, boxes: &[CocoBox], width: u32, height: u32) -> Letterboxed {
+    let (resized, ratio) = fit(img, width, height);
     let mut image = RgbImage::from_pixel(width, height, Rgb([PAD_VALUE; 3]));
     imageops::replace(&mut image, &resized, 0, 0);
     let boxes = boxes

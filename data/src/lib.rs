@@ -4,13 +4,17 @@
 //! - [`idx`]: the idx (SN3) array format, raw or gzip-compressed.
 //! - [`mnist`]: MNIST as a burn dataset and batcher.
 //! - [`letterbox`]: YOLOX's aspect-keeping resize and pad, boxes included.
+//! - [`augment`]: YOLOX's training augmentation (mosaic, random affine, MixUp, HSV jitter,
+//!   flip), seeded.
 //! - [`image_folder`]: torchvision's `ImageFolder` (`root/<class>/<image>`) and train/val splits.
 //! - [`transforms`]: torchvision's classification transforms and the ImageNet presets.
 //! - [`sampler`]: torch's `DistributedSampler` order, epoch by epoch.
 //! - [`coco_eval`]: COCO box detection metrics (AP/AR) with pycocotools' `COCOeval` semantics.
-//! - [`loader`]: parallel, prefetching, worker-count-independent classification batches.
+//! - [`loader`]: parallel, prefetching, worker-count-independent batches: classification over
+//!   an ImageFolder, detection over COCO (YOLOX augmentation or letterbox).
 #![warn(missing_docs)]
 
+pub mod augment;
 pub mod coco;
 pub mod coco_eval;
 pub mod idx;
@@ -21,12 +25,16 @@ pub mod mnist;
 pub mod sampler;
 pub mod transforms;
 
+pub use augment::{train_sample, train_transform, AugmentConfigError, DetectionSource, InputSample, YoloxAugConfig};
 pub use coco::{CocoBox, CocoDataset, CocoError, CocoImage};
 pub use coco_eval::{evaluate as coco_evaluate, CocoEvalError, CocoGroundTruth, CocoStats, Detection, GtBox};
 pub use idx::{read_idx, IdxArray, IdxData, IdxError, IdxType};
 pub use image_folder::{open_splits, ImageFolder, ImageFolderError, IMG_EXTENSIONS};
 pub use letterbox::{letterbox, Letterboxed, PAD_VALUE};
-pub use loader::{ClassifyBatch, ClassifyLoader, EpochBatches, LoaderConfig, LoaderError};
+pub use loader::{
+    ClassifyBatch, ClassifyLoader, ClassifySet, DetectBatch, DetectError, DetectLoader, DetectMode, DetectSet,
+    EpochBatches, Loader, LoaderConfig, LoaderError, SampleSet,
+};
 pub use mnist::{MnistBatch, MnistBatcher, MnistDataset, MnistError, MnistItem, MnistSplit};
 pub use sampler::{EpochSampler, SamplerError};
 pub use transforms::ClassifyTransform;

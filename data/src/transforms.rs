@@ -191,7 +191,7 @@ impl RandomResizedCrop {
 }
 
 /// `U(lo, hi)` as torch's `uniform_` draws it, without panicking on an empty range.
-fn uniform(rng: &mut StdRng, lo: f64, hi: f64) -> f64 {
+pub(crate) fn uniform(rng: &mut StdRng, lo: f64, hi: f64) -> f64 {
     lo + (hi - lo) * rng.random::<f64>()
 }
 

@@ -1,5 +1,7 @@
-//! A parallel, prefetching loader of [`ImageFolder`] classification batches whose output does
-//! not depend on the number of workers.
+//! Parallel, prefetching loaders whose output does not depend on the number of workers:
+//! [`ClassifyLoader`] over an [`ImageFolder`](crate::ImageFolder), [`DetectLoader`] over a
+//! [`CocoDataset`](crate::CocoDataset), and the machinery they share, [`Loader`] over any
+//! [`SampleSet`].
 //!
 //! burn's multi-threaded `DataLoader` hands batches out in the order its threads finish them,
 //! so a run's batch order (and with it an exact resume from a checkpoint) changes with timing.
@@ -8,32 +10,29 @@
 //! from (seed, epoch, position in the epoch), so a batch is bit-identical for any number of
 //! workers, including none.
 
+mod classify;
+mod detect;
+
 use std::collections::BTreeMap;
-use std::panic::{self, AssertUnwindSafe};
+use std::fmt;
+use std::panic;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 
+use image::RgbImage;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
-use crate::image_folder::{ImageFolder, ImageFolderError};
+use crate::augment::AugmentConfigError;
 use crate::sampler::EpochSampler;
-use crate::transforms::ClassifyTransform;
 
-/// A batch of transformed images and their class indices.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ClassifyBatch {
-    /// Pixels, `[n, 3, S, S]` row-major.
-    pub images: Vec<f32>,
-    /// Class index of each image.
-    pub targets: Vec<i64>,
-    /// `[n, 3, S, S]`.
-    pub shape: [usize; 4],
-}
+pub use classify::{ClassifyBatch, ClassifyLoader, ClassifySet};
+pub use detect::{DetectBatch, DetectError, DetectLoader, DetectMode, DetectSet};
 
-/// How a [`ClassifyLoader`] batches and parallelises.
+/// How a [`Loader`] batches and parallelises.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LoaderConfig {
     /// Samples per batch (the last batch of an epoch may be smaller).
@@ -59,38 +58,59 @@ pub enum LoaderError {
         /// The dataset's length.
         dataset: usize,
     },
+    /// A detection loader's augmentation settings are unusable.
+    #[error(transparent)]
+    Augment(#[from] AugmentConfigError),
 }
 
-/// Loads an [`ImageFolder`] epoch by epoch in the [`EpochSampler`]'s order, as
-/// [`ClassifyBatch`]es transformed by a [`ClassifyTransform`].
+/// A dataset a [`Loader`] can batch: how one sample is loaded and transformed (with its own
+/// seeded RNG), and how samples become a batch. The epoch order, the seeding, the batching and
+/// the parallel prefetching are the loader's.
+pub trait SampleSet: Send + Sync + 'static {
+    /// One loaded, transformed sample.
+    type Sample: Send + 'static;
+    /// A batch of samples.
+    type Batch: Send + 'static;
+    /// Why a sample could not be loaded.
+    type Error: Send + 'static;
+
+    /// Number of samples; the loader's sampler must cover exactly this many.
+    fn dataset_len(&self) -> usize;
+
+    /// Loads and transforms sample `index`; `rng` is this sample's own, seeded from
+    /// (seed, epoch, position in the epoch), so the result does not depend on which worker
+    /// loads it.
+    fn load(&self, index: usize, rng: &mut StdRng) -> Result<Self::Sample, Self::Error>;
+
+    /// Gathers one batch's samples (at least one, in batch order) into a batch.
+    fn collate(&self, samples: Vec<Self::Sample>) -> Self::Batch;
+}
+
+/// What loading one batch gives.
+type BatchResult<S> = Result<<S as SampleSet>::Batch, <S as SampleSet>::Error>;
+
+/// Loads a [`SampleSet`] epoch by epoch in an [`EpochSampler`]'s order, in batches.
 #[derive(Debug, Clone)]
-pub struct ClassifyLoader {
-    folder: Arc<ImageFolder>,
-    transform: ClassifyTransform,
+pub struct Loader<S> {
+    set: Arc<S>,
     sampler: EpochSampler,
     config: LoaderConfig,
 }
 
-impl ClassifyLoader {
-    /// A loader; the sampler must cover exactly the folder's samples.
-    pub fn new(
-        folder: Arc<ImageFolder>,
-        transform: ClassifyTransform,
-        sampler: EpochSampler,
-        config: LoaderConfig,
-    ) -> Result<Self, LoaderError> {
+impl<S: SampleSet> Loader<S> {
+    /// A loader over `set`; the sampler must cover exactly the set's samples.
+    pub fn over(set: S, sampler: EpochSampler, config: LoaderConfig) -> Result<Self, LoaderError> {
         if config.batch_size == 0 {
             return Err(LoaderError::ZeroBatchSize);
         }
-        if sampler.dataset_len() != folder.len() {
+        if sampler.dataset_len() != set.dataset_len() {
             return Err(LoaderError::SamplerLength {
                 sampler: sampler.dataset_len(),
-                dataset: folder.len(),
+                dataset: set.dataset_len(),
             });
         }
         Ok(Self {
-            folder,
-            transform,
+            set: Arc::new(set),
             sampler,
             config,
         })
@@ -106,12 +126,16 @@ impl ClassifyLoader {
         &self.sampler
     }
 
+    /// The samples being loaded.
+    pub fn set(&self) -> &S {
+        &self.set
+    }
+
     /// The batches of `epoch`, in order. Workers start at once; dropping the iterator stops
-    /// them (each finishes at most the image it is decoding) and waits for them to exit.
-    pub fn epoch(&self, epoch: u64) -> EpochBatches {
+    /// them (each finishes at most the sample it is loading) and waits for them to exit.
+    pub fn epoch(&self, epoch: u64) -> EpochBatches<S> {
         let job = Arc::new(EpochJob {
-            folder: Arc::clone(&self.folder),
-            transform: self.transform,
+            set: Arc::clone(&self.set),
             indices: self.sampler.indices(epoch),
             sampler: self.sampler.clone(),
             epoch,
@@ -122,16 +146,19 @@ impl ClassifyLoader {
         let pool = WorkerPool::start(&job, self.config.workers, window);
         EpochBatches { job, next: 0, pool }
     }
+
+    /// The set, to change between epochs; epochs already started keep the set they began with.
+    fn set_mut(&mut self) -> &mut S
+    where
+        S: Clone,
+    {
+        Arc::make_mut(&mut self.set)
+    }
 }
 
-/// The result of loading one batch.
-type BatchResult = Result<ClassifyBatch, ImageFolderError>;
-
 /// Everything a worker needs to load any batch of one epoch.
-#[derive(Debug)]
-struct EpochJob {
-    folder: Arc<ImageFolder>,
-    transform: ClassifyTransform,
+struct EpochJob<S> {
+    set: Arc<S>,
     indices: Vec<usize>,
     sampler: EpochSampler,
     epoch: u64,
@@ -139,51 +166,37 @@ struct EpochJob {
     stop: AtomicBool,
 }
 
-impl EpochJob {
+impl<S: SampleSet> EpochJob<S> {
     fn num_batches(&self) -> usize {
         self.indices.len().div_ceil(self.batch_size)
     }
 
     /// Loads batch `b`; `None` when asked to stop part-way.
-    fn load_batch(&self, b: usize) -> Option<BatchResult> {
+    fn load_batch(&self, b: usize) -> Option<BatchResult<S>> {
         let start = b * self.batch_size;
         let end = (start + self.batch_size).min(self.indices.len());
-        let [c, h, w] = self.transform.output_shape();
-        let mut batch = ClassifyBatch {
-            images: Vec::with_capacity((end - start) * c * h * w),
-            targets: Vec::with_capacity(end - start),
-            shape: [end - start, c, h, w],
-        };
+        let mut samples = Vec::with_capacity(end - start);
         for local in start..end {
             if self.stop.load(Ordering::Relaxed) {
                 return None;
             }
-            let (path, class) = self.folder.sample(self.indices[local]);
             let mut rng = StdRng::seed_from_u64(sample_seed(
                 self.sampler.seed(),
                 self.epoch,
                 self.sampler.global_position(local),
             ));
-            match load_sample(path, self.transform, &mut rng) {
-                Ok(pixels) => batch.images.extend(pixels),
+            match self.set.load(self.indices[local], &mut rng) {
+                Ok(sample) => samples.push(sample),
                 Err(e) => return Some(Err(e)),
             }
-            batch.targets.push(class as i64);
         }
-        Some(Ok(batch))
+        Some(Ok(self.set.collate(samples)))
     }
 }
 
-/// Decodes and transforms one file; a decoder that fails or panics is a [`ImageFolderError::Decode`].
-fn load_sample(
-    path: &std::path::Path,
-    transform: ClassifyTransform,
-    rng: &mut StdRng,
-) -> Result<Vec<f32>, ImageFolderError> {
-    let decode_error = |msg: String| ImageFolderError::Decode {
-        path: path.to_path_buf(),
-        msg,
-    };
+/// Decodes an image file as RGB; a decoder that fails or panics, or an empty image, is an error
+/// message (the caller names the file).
+fn decode_rgb(path: &Path) -> Result<RgbImage, String> {
     let decoded = panic::catch_unwind(|| {
         image::ImageReader::open(path)
             .map_err(|e| e.to_string())?
@@ -192,14 +205,11 @@ fn load_sample(
             .decode()
             .map_err(|e| e.to_string())
     })
-    .map_err(|_| decode_error("the decoder panicked".into()))?
-    .map_err(decode_error)?;
+    .map_err(|_| "the decoder panicked".to_string())??;
     if decoded.width() == 0 || decoded.height() == 0 {
-        return Err(decode_error("the image is empty".into()));
+        return Err("the image is empty".into());
     }
-    let img = decoded.into_rgb8();
-    panic::catch_unwind(AssertUnwindSafe(|| transform.apply(img, rng)))
-        .map_err(|_| decode_error("the transform panicked".into()))
+    Ok(decoded.into_rgb8())
 }
 
 /// The augmentation seed of one sample: a SplitMix64 mix of (seed, epoch, position).
@@ -214,18 +224,28 @@ fn splitmix64(x: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// One epoch's batches, in batch order (see [`ClassifyLoader::epoch`]).
-#[derive(Debug)]
-pub struct EpochBatches {
-    job: Arc<EpochJob>,
+/// One epoch's batches, in batch order (see [`Loader::epoch`]).
+pub struct EpochBatches<S: SampleSet> {
+    job: Arc<EpochJob<S>>,
     next: usize,
-    pool: Option<WorkerPool>,
+    pool: Option<WorkerPool<S>>,
 }
 
-impl Iterator for EpochBatches {
-    type Item = BatchResult;
+impl<S: SampleSet> fmt::Debug for EpochBatches<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EpochBatches")
+            .field("epoch", &self.job.epoch)
+            .field("next", &self.next)
+            .field("num_batches", &self.job.num_batches())
+            .field("workers", &self.pool.as_ref().map_or(0, |p| p.handles.len()))
+            .finish()
+    }
+}
 
-    fn next(&mut self) -> Option<BatchResult> {
+impl<S: SampleSet> Iterator for EpochBatches<S> {
+    type Item = BatchResult<S>;
+
+    fn next(&mut self) -> Option<BatchResult<S>> {
         if self.next >= self.job.num_batches() {
             return None;
         }
@@ -243,27 +263,26 @@ impl Iterator for EpochBatches {
     }
 }
 
-impl Drop for EpochBatches {
+impl<S: SampleSet> Drop for EpochBatches<S> {
     fn drop(&mut self) {
         self.job.stop.store(true, Ordering::Relaxed);
     }
 }
 
 /// Worker threads fed batch numbers ("tickets") a bounded window ahead of the consumer.
-#[derive(Debug)]
-struct WorkerPool {
+struct WorkerPool<S: SampleSet> {
     tickets: Option<Sender<usize>>,
-    results: Receiver<(usize, Option<BatchResult>)>,
-    ready: BTreeMap<usize, BatchResult>,
+    results: Receiver<(usize, Option<BatchResult<S>>)>,
+    ready: BTreeMap<usize, BatchResult<S>>,
     issued: usize,
     num_batches: usize,
     handles: Vec<JoinHandle<()>>,
 }
 
-impl WorkerPool {
+impl<S: SampleSet> WorkerPool<S> {
     /// Starts up to `workers` threads (`None` when none could start: load inline) and issues
     /// the first `window` tickets.
-    fn start(job: &Arc<EpochJob>, workers: usize, window: usize) -> Option<Self> {
+    fn start(job: &Arc<EpochJob<S>>, workers: usize, window: usize) -> Option<Self> {
         let (ticket_tx, ticket_rx) = mpsc::channel();
         let (result_tx, results) = mpsc::channel();
         let ticket_rx = Arc::new(Mutex::new(ticket_rx));
@@ -304,7 +323,7 @@ impl WorkerPool {
     }
 
     /// Waits for batch `b`, keeping batches that finish early; `None` if the workers are gone.
-    fn take(&mut self, b: usize) -> Option<BatchResult> {
+    fn take(&mut self, b: usize) -> Option<BatchResult<S>> {
         loop {
             if let Some(result) = self.ready.remove(&b) {
                 self.issue();
@@ -316,7 +335,7 @@ impl WorkerPool {
     }
 }
 
-impl Drop for WorkerPool {
+impl<S: SampleSet> Drop for WorkerPool<S> {
     fn drop(&mut self) {
         // `EpochBatches` has set the stop flag; closing the tickets ends each worker's loop.
         self.tickets = None;
@@ -327,7 +346,11 @@ impl Drop for WorkerPool {
 }
 
 /// A worker: loads the batch of each ticket until the tickets close.
-fn work(job: &EpochJob, tickets: &Mutex<Receiver<usize>>, results: &Sender<(usize, Option<BatchResult>)>) {
+fn work<S: SampleSet>(
+    job: &EpochJob<S>,
+    tickets: &Mutex<Receiver<usize>>,
+    results: &Sender<(usize, Option<BatchResult<S>>)>,
+) {
     loop {
         let ticket = match tickets.lock() {
             Ok(rx) => rx.recv(),
