@@ -3,7 +3,7 @@
 //! - [`coco`]: COCO detection annotations and images.
 //! - [`idx`]: the idx (SN3) array format, raw or gzip-compressed.
 //! - [`mnist`]: MNIST as a burn dataset and batcher.
-//! - [`letterbox`]: YOLOX's aspect-keeping resize and pad, boxes included.
+//! - [`letterbox`](mod@letterbox): YOLOX's aspect-keeping resize and pad, boxes included.
 //! - [`augment`]: YOLOX's training augmentation (mosaic, random affine, MixUp, HSV jitter,
 //!   flip), seeded.
 //! - [`image_folder`]: torchvision's `ImageFolder` (`root/<class>/<image>`) and train/val splits.

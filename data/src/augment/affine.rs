@@ -82,7 +82,12 @@ pub fn warp_affine(img: &RgbImage, m: &Affine, width: u32, height: u32) -> RgbIm
         }
         let (x0, y0) = (fx as i64, fy as i64);
         let (ax, ay) = ((sx - fx) as f32, (sy - fy) as f32);
-        let (p00, p10, p01, p11) = (texel(x0, y0), texel(x0 + 1, y0), texel(x0, y0 + 1), texel(x0 + 1, y0 + 1));
+        let (p00, p10, p01, p11) = (
+            texel(x0, y0),
+            texel(x0 + 1, y0),
+            texel(x0, y0 + 1),
+            texel(x0 + 1, y0 + 1),
+        );
         for c in 0..3 {
             let top = p00[c] + (p10[c] - p00[c]) * ax;
             let bottom = p01[c] + (p11[c] - p01[c]) * ax;
@@ -113,8 +118,13 @@ pub fn affine_boxes(boxes: &[CocoBox], m: &Affine, width: u32, height: u32) -> V
 
 /// `xyxy` clipped to `[0, width] × [0, height]`, or `None` when no area is left.
 pub(super) fn clipped_box(class: usize, [x1, y1, x2, y2]: [f64; 4], width: f64, height: f64) -> Option<CocoBox> {
-    let xyxy = [x1.clamp(0.0, width), y1.clamp(0.0, height), x2.clamp(0.0, width), y2.clamp(0.0, height)]
-        .map(|v| v as f32);
+    let xyxy = [
+        x1.clamp(0.0, width),
+        y1.clamp(0.0, height),
+        x2.clamp(0.0, width),
+        y2.clamp(0.0, height),
+    ]
+    .map(|v| v as f32);
     (xyxy[2] > xyxy[0] && xyxy[3] > xyxy[1]).then_some(CocoBox { class, xyxy })
 }
 
@@ -157,7 +167,7 @@ mod tests {
         let shift = Affine([[1.0, 0.0, 2.0], [0.0, 1.0, 1.0]]);
         let out = warp_affine(&img, &shift, 5, 5);
         for (x, y, px) in out.enumerate_pixels() {
-            let want = if x >= 2 && y >= 1 && y < 5 {
+            let want = if x >= 2 && y >= 1 {
                 Rgb([((x - 2) * 10) as u8, ((y - 1) * 10) as u8, 7])
             } else {
                 Rgb([PAD_VALUE; 3])
@@ -178,10 +188,22 @@ mod tests {
         let out = affine_boxes(&[b(3, [10.0, 20.0, 30.0, 60.0])], &turn, 200, 200);
         // (x, y) → (y + 50, 100 - x): x from 70 to 110, y from 70 to 90.
         assert_eq!(out, [b(3, [70.0, 70.0, 110.0, 90.0])]);
+        // 45°: all four corners count, not just the two of the diagonal.
+        let r = std::f64::consts::FRAC_1_SQRT_2;
+        let turn = Affine([[r, r, 20.0], [-r, r, 20.0]]);
+        let out = affine_boxes(&[b(1, [0.0, 0.0, 10.0, 10.0])], &turn, 100, 100);
+        let want = [20.0, 20.0 - 50f32.sqrt(), 20.0 + 200f32.sqrt(), 20.0 + 50f32.sqrt()];
+        for (got, want) in out[0].xyxy.iter().zip(want) {
+            assert!((got - want).abs() < 1e-4, "{:?} vs {want:?}", out[0].xyxy);
+        }
         // Half outside: clipped; wholly outside: dropped.
         let shift = Affine([[1.0, 0.0, -20.0], [0.0, 1.0, 0.0]]);
         let out = affine_boxes(
-            &[b(0, [10.0, 5.0, 40.0, 15.0]), b(1, [0.0, 0.0, 20.0, 9.0]), b(2, [30.0, 2.0, 90.0, 8.0])],
+            &[
+                b(0, [10.0, 5.0, 40.0, 15.0]),
+                b(1, [0.0, 0.0, 20.0, 9.0]),
+                b(2, [30.0, 2.0, 90.0, 8.0]),
+            ],
             &shift,
             50,
             50,

@@ -35,7 +35,7 @@ impl Default for HsvGains {
 pub fn random_hsv_offsets(gains: HsvGains, rng: &mut StdRng) -> [i16; 3] {
     let scaled = [gains.hue, gains.saturation, gains.value].map(|g| uniform(rng, -1.0, 1.0) * g);
     let keep: [bool; 3] = std::array::from_fn(|_| rng.random_bool(0.5));
-    std::array::from_fn(|i| if keep[i] { scaled[i].clamp(-512.0, 512.0) as i16 } else { 0 })
+    std::array::from_fn(|i| if keep[i] { scaled[i] as i16 } else { 0 })
 }
 
 /// Adds `[dh, ds, dv]` to every pixel in OpenCV's 8-bit HSV: hue modulo 180, saturation and
@@ -45,13 +45,10 @@ pub fn shift_hsv(img: &mut RgbImage, [dh, ds, dv]: [i16; 3]) {
     if [dh, ds, dv] == [0; 3] {
         return;
     }
+    let [dh, ds, dv] = [dh, ds, dv].map(i32::from);
     for px in img.pixels_mut() {
         let [h, s, v] = rgb_to_hsv(px.0);
-        px.0 = hsv_to_rgb([
-            (h + dh).rem_euclid(180),
-            (s + ds).clamp(0, 255),
-            (v + dv).clamp(0, 255),
-        ]);
+        px.0 = hsv_to_rgb([(h + dh).rem_euclid(180), (s + ds).clamp(0, 255), (v + dv).clamp(0, 255)]);
     }
 }
 
@@ -62,12 +59,12 @@ pub fn augment_hsv(img: &mut RgbImage, gains: HsvGains, rng: &mut StdRng) {
 
 /// OpenCV's `COLOR_RGB2HSV` for 8-bit pixels: V = max, S = 255 · (max − min) / max,
 /// H = hue in degrees / 2, each rounded.
-fn rgb_to_hsv([r, g, b]: [u8; 3]) -> [i16; 3] {
+fn rgb_to_hsv([r, g, b]: [u8; 3]) -> [i32; 3] {
     let (r, g, b) = (i32::from(r), i32::from(g), i32::from(b));
     let v = r.max(g).max(b);
     let diff = v - r.min(g).min(b);
     if diff == 0 {
-        return [0, 0, v as i16];
+        return [0, 0, v];
     }
     let s = (diff * 255 + v / 2) / v;
     // Sixths of the circle from red, in units of 2°: red ±30, green 60 ± 30, blue 120 ± 30.
@@ -79,14 +76,14 @@ fn rgb_to_hsv([r, g, b]: [u8; 3]) -> [i16; 3] {
         r - g + 4 * diff
     };
     let h = (f64::from(sixths) * 30.0 / f64::from(diff) + 0.5).floor() as i32;
-    [h.rem_euclid(180) as i16, s as i16, v as i16]
+    [h.rem_euclid(180), s, v]
 }
 
 /// OpenCV's `COLOR_HSV2RGB` for 8-bit pixels (H in `[0, 180)`), rounded.
-fn hsv_to_rgb([h, s, v]: [i16; 3]) -> [u8; 3] {
-    let v = f32::from(v) / 255.0;
-    let s = f32::from(s) / 255.0;
-    let h = f32::from(h) * (6.0 / 180.0);
+fn hsv_to_rgb([h, s, v]: [i32; 3]) -> [u8; 3] {
+    let v = v as f32 / 255.0;
+    let s = s as f32 / 255.0;
+    let h = h as f32 * (6.0 / 180.0);
     let sector = h.floor();
     let f = h - sector;
     let tab = [v, v * (1.0 - s), v * (1.0 - s * f), v * (1.0 - s * (1.0 - f))];
@@ -164,7 +161,13 @@ mod tests {
     fn jitter_changes_colours_but_never_moves_pixels() {
         // Coloured blocks on grey: after the jitter, equal input colours stay equal, so every
         // block keeps its outline.
-        let palette = [[90, 90, 90], [220, 30, 30], [30, 200, 60], [40, 60, 230], [250, 250, 250]];
+        let palette = [
+            [90, 90, 90],
+            [220, 30, 30],
+            [30, 200, 60],
+            [40, 60, 230],
+            [250, 250, 250],
+        ];
         let img = RgbImage::from_fn(40, 30, |x, y| Rgb(palette[((x / 8 + y / 6) % 5) as usize]));
         let mut changed_seeds = 0;
         for seed in 0..16 {

@@ -62,7 +62,11 @@ pub fn mixup(
     if flip {
         hflip(&mut pasted, &mut placed);
     }
-    let y_offset = if jh > height { rng.random_range(0..jh - height) } else { 0 };
+    let y_offset = if jh > height {
+        rng.random_range(0..jh - height)
+    } else {
+        0
+    };
     let x_offset = if jw > width { rng.random_range(0..jw - width) } else { 0 };
     let (dx, dy) = (x_offset as f32, y_offset as f32);
     let (w, h) = (width as f32, height as f32);
@@ -151,7 +155,10 @@ mod tests {
             assert_eq!(boxes[0], b(0, [40.0, 8.0, 60.0, 40.0]));
             assert_eq!(boxes[1].class, 1);
             let green_x = if flipped { 50 } else { 14 };
-            assert_eq!(out.get_pixel(green_x, 20).0, if flipped { [100, 120, 0] } else { [0, 120, 0] });
+            assert_eq!(
+                out.get_pixel(green_x, 20).0,
+                if flipped { [100, 120, 0] } else { [0, 120, 0] }
+            );
             assert_eq!(out.get_pixel(50, 9).0, [100, 0, 0]);
             assert_eq!(out.get_pixel(30, 45).0, [0; 3]);
         }
@@ -165,9 +172,18 @@ mod tests {
         let partner = rect(32, 32, [8, 8, 24, 24], [0, 0, 250]);
         for seed in 0..20 {
             let mut rng = StdRng::seed_from_u64(seed);
-            let (out, boxes) = mixup(img.clone(), vec![], &partner, &[b(2, [8.0, 8.0, 24.0, 24.0])], (2.0, 2.0), &mut rng);
+            let (out, boxes) = mixup(
+                img.clone(),
+                vec![],
+                &partner,
+                &[b(2, [8.0, 8.0, 24.0, 24.0])],
+                (2.0, 2.0),
+                &mut rng,
+            );
             // At 2× the box is [16, 16, 48, 48] (mirrored: the same); any crop keeps ≥ 16 × 16.
-            let [kept] = boxes.as_slice() else { panic!("seed {seed}: {boxes:?}") };
+            let [kept] = boxes.as_slice() else {
+                panic!("seed {seed}: {boxes:?}")
+            };
             let [x1, y1, x2, y2] = kept.xyxy;
             assert!(x2 - x1 >= 16.0 && y2 - y1 >= 16.0, "{kept:?}");
             assert!(x1 >= 0.0 && y1 >= 0.0 && x2 <= 32.0 && y2 <= 32.0, "{kept:?}");

@@ -174,11 +174,35 @@ mod tests {
             (YoloxAugConfig { input_size: 0, ..base }, "input_size"),
             (YoloxAugConfig { max_labels: 0, ..base }, "max_labels"),
             (YoloxAugConfig { flip_prob: 1.5, ..base }, "flip_prob"),
-            (YoloxAugConfig { hsv_prob: f64::NAN, ..base }, "hsv_prob"),
+            (
+                YoloxAugConfig {
+                    hsv_prob: f64::NAN,
+                    ..base
+                },
+                "hsv_prob",
+            ),
             (YoloxAugConfig { degrees: -1.0, ..base }, "degrees"),
-            (YoloxAugConfig { shear: f64::INFINITY, ..base }, "shear"),
-            (YoloxAugConfig { mosaic_scale: (0.0, 2.0), ..base }, "mosaic_scale"),
-            (YoloxAugConfig { mixup_scale: (1.5, 0.5), ..base }, "mixup_scale"),
+            (
+                YoloxAugConfig {
+                    shear: f64::INFINITY,
+                    ..base
+                },
+                "shear",
+            ),
+            (
+                YoloxAugConfig {
+                    mosaic_scale: (0.0, 2.0),
+                    ..base
+                },
+                "mosaic_scale",
+            ),
+            (
+                YoloxAugConfig {
+                    mixup_scale: (1.5, 0.5),
+                    ..base
+                },
+                "mixup_scale",
+            ),
         ] {
             let err = config.validate().unwrap_err();
             assert_eq!(err.field, field);

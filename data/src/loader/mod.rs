@@ -13,9 +13,10 @@
 mod classify;
 mod detect;
 
+use std::any::Any;
 use std::collections::BTreeMap;
 use std::fmt;
-use std::panic;
+use std::panic::{self, AssertUnwindSafe};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
@@ -88,6 +89,10 @@ pub trait SampleSet: Send + Sync + 'static {
 
 /// What loading one batch gives.
 type BatchResult<S> = Result<<S as SampleSet>::Batch, <S as SampleSet>::Error>;
+
+/// What a worker reports for one ticket: the batch (`None` when stopped part-way), or what its
+/// loading panicked with.
+type Report<S> = (usize, Result<Option<BatchResult<S>>, Box<dyn Any + Send>>);
 
 /// Loads a [`SampleSet`] epoch by epoch in an [`EpochSampler`]'s order, in batches.
 #[derive(Debug, Clone)]
@@ -272,7 +277,7 @@ impl<S: SampleSet> Drop for EpochBatches<S> {
 /// Worker threads fed batch numbers ("tickets") a bounded window ahead of the consumer.
 struct WorkerPool<S: SampleSet> {
     tickets: Option<Sender<usize>>,
-    results: Receiver<(usize, Option<BatchResult<S>>)>,
+    results: Receiver<Report<S>>,
     ready: BTreeMap<usize, BatchResult<S>>,
     issued: usize,
     num_batches: usize,
@@ -323,14 +328,18 @@ impl<S: SampleSet> WorkerPool<S> {
     }
 
     /// Waits for batch `b`, keeping batches that finish early; `None` if the workers are gone.
+    /// A panic while loading a batch is resumed here, on the consumer's thread.
     fn take(&mut self, b: usize) -> Option<BatchResult<S>> {
         loop {
             if let Some(result) = self.ready.remove(&b) {
                 self.issue();
                 return Some(result);
             }
-            let (i, result) = self.results.recv().ok()?;
-            self.ready.insert(i, result?);
+            let (i, loaded) = self.results.recv().ok()?;
+            match loaded {
+                Ok(result) => self.ready.insert(i, result?),
+                Err(payload) => panic::resume_unwind(payload),
+            };
         }
     }
 }
@@ -345,20 +354,85 @@ impl<S: SampleSet> Drop for WorkerPool<S> {
     }
 }
 
-/// A worker: loads the batch of each ticket until the tickets close.
-fn work<S: SampleSet>(
-    job: &EpochJob<S>,
-    tickets: &Mutex<Receiver<usize>>,
-    results: &Sender<(usize, Option<BatchResult<S>>)>,
-) {
+/// A worker: loads the batch of each ticket until the tickets close. A panic is caught and
+/// sent on, so the consumer sees it instead of waiting forever for the batch.
+fn work<S: SampleSet>(job: &EpochJob<S>, tickets: &Mutex<Receiver<usize>>, results: &Sender<Report<S>>) {
     loop {
         let ticket = match tickets.lock() {
             Ok(rx) => rx.recv(),
             Err(_) => return,
         };
         let Ok(b) = ticket else { return };
-        if results.send((b, job.load_batch(b))).is_err() {
+        let loaded = panic::catch_unwind(AssertUnwindSafe(|| job.load_batch(b)));
+        if results.send((b, loaded)).is_err() {
             return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::Rng;
+
+    /// Sample `i` is `(i, a draw from its RNG)`; sample 5 is an error and sample 7 panics.
+    struct Numbers(usize);
+
+    impl SampleSet for Numbers {
+        type Sample = (usize, u32);
+        type Batch = Vec<(usize, u32)>;
+        type Error = String;
+
+        fn dataset_len(&self) -> usize {
+            self.0
+        }
+
+        fn load(&self, index: usize, rng: &mut StdRng) -> Result<(usize, u32), String> {
+            match index {
+                5 => Err("five".into()),
+                7 => panic!("seven"),
+                _ => Ok((index, rng.random())),
+            }
+        }
+
+        fn collate(&self, samples: Vec<(usize, u32)>) -> Vec<(usize, u32)> {
+            samples
+        }
+    }
+
+    fn batches(len: usize, shuffle: bool, batch_size: usize, workers: usize) -> Vec<BatchResult<Numbers>> {
+        let config = LoaderConfig {
+            batch_size,
+            workers,
+            prefetch_batches: 2,
+        };
+        let loader = Loader::over(Numbers(len), EpochSampler::new(len, shuffle, 9), config).unwrap();
+        loader.epoch(4).collect()
+    }
+
+    #[test]
+    fn batches_come_in_order_whatever_the_workers() {
+        let inline = batches(5, true, 2, 0);
+        assert_eq!(inline.len(), 3);
+        for workers in [1, 2, 5] {
+            assert_eq!(batches(5, true, 2, workers), inline, "{workers} workers");
+        }
+        let order: Vec<usize> = inline
+            .iter()
+            .flat_map(|b| b.as_ref().unwrap().iter().map(|s| s.0))
+            .collect();
+        assert_eq!(order, EpochSampler::new(5, true, 9).indices(4));
+    }
+
+    #[test]
+    fn errors_arrive_with_their_batch_and_panics_reach_the_consumer() {
+        for workers in [0, 3] {
+            let got = batches(7, false, 2, workers);
+            assert!(got[0].is_ok() && got[1].is_ok() && got[3].is_ok(), "{got:?}");
+            assert_eq!(got[2], Err("five".to_string()));
+            let panicked = panic::catch_unwind(|| batches(8, false, 2, workers));
+            let payload = panicked.unwrap_err();
+            assert_eq!(payload.downcast_ref::<&str>(), Some(&"seven"), "{workers} workers");
         }
     }
 }
