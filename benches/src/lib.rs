@@ -16,3 +16,4 @@ pub mod report;
 pub mod scaling;
 pub mod serve;
 pub mod step;
+pub mod yolox;

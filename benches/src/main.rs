@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use kiln_benches::{chart_cmd, documented, mnist, ops, scaling, serve, step};
+use kiln_benches::{chart_cmd, documented, mnist, ops, scaling, serve, step, yolox};
 
 /// kiln's benchmarks.
 #[derive(Debug, Parser)]
@@ -23,6 +23,9 @@ enum Bench {
     /// ResNet training-step and evaluation throughput (kiln-train imagenet's model), vs
     /// torchvision with --compare-pytorch.
     Imagenet(step::StepBench),
+    /// YOLOX training-step and evaluation throughput (kiln-train yolox's step), with the guide's
+    /// YOLOX row of Table 4-2 beside kiln's projection.
+    Yolox(yolox::YoloxBench),
     /// The guide's Table 4-2 beside kiln's projection for the same job on this machine.
     Documented(documented::DocumentedBench),
     /// Per-op CPU training profile (MNIST Net and ResNet shapes), vs PyTorch with
@@ -41,6 +44,7 @@ fn main() -> ExitCode {
         Bench::Serve(args) => serve::run(args),
         Bench::Mnist(args) => mnist::run(args),
         Bench::Imagenet(args) => step::run(args),
+        Bench::Yolox(args) => yolox::run(args),
         Bench::Documented(args) => documented::run(args),
         Bench::Ops(args) => ops::run(args),
         Bench::Scaling(args) => scaling::run(args),

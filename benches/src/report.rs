@@ -14,6 +14,7 @@ use crate::ops::OpsReport;
 use crate::scaling::ScalingReport;
 use crate::serve::ServeReport;
 use crate::step::StepReport;
+use crate::yolox::YoloxReport;
 
 /// What one benchmark writes to its results file.
 pub trait Report: Serialize + DeserializeOwned {
@@ -65,6 +66,7 @@ fn chart_of(value: Value) -> Result<BarChart, String> {
         ScalingReport::BENCH => parse::<ScalingReport>(value),
         ServeReport::BENCH => parse::<ServeReport>(value),
         StepReport::BENCH => parse::<StepReport>(value),
+        YoloxReport::BENCH => parse::<YoloxReport>(value),
         other => Err(format!("unknown bench {other:?}")),
     }
 }

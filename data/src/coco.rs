@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use image::RgbImage;
 use serde::Deserialize;
 
+use crate::coco_eval::{CocoGroundTruth, GtBox};
+
 /// Why a COCO folder cannot be used; every variant names the file and the entry at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum CocoError {
@@ -80,6 +82,8 @@ pub struct CocoDataset {
     images: Vec<CocoImage>,
     /// `(category id, name)` by ascending id: position = class index.
     categories: Vec<(u64, String)>,
+    /// The annotations as evaluation reads them (json boxes and areas, crowds included).
+    ground_truth: CocoGroundTruth,
 }
 
 #[derive(Deserialize)]
@@ -103,6 +107,9 @@ struct JsonAnnotation {
     image_id: u64,
     category_id: u64,
     bbox: [f64; 4],
+    /// The segmentation's area (evaluation's size ranges); the box's when absent.
+    #[serde(default)]
+    area: Option<f64>,
     #[serde(default)]
     iscrowd: u8,
 }
@@ -154,6 +161,12 @@ impl CocoDataset {
         self.categories.iter().map(|(_, n)| n.as_str()).collect()
     }
 
+    /// The split's annotations, images and categories as COCO evaluation reads them: boxes
+    /// `[x, y, w, h]` and areas exactly as the json gives them, crowd regions included.
+    pub fn ground_truth(&self) -> &CocoGroundTruth {
+        &self.ground_truth
+    }
+
     /// The COCO category id of class index `class`.
     pub fn category_id(&self, class: usize) -> Option<u64> {
         self.categories.get(class).map(|(id, _)| *id)
@@ -200,6 +213,11 @@ impl Builder<'_> {
         }
         let class_of: HashMap<u64, usize> = categories.iter().enumerate().map(|(i, (id, _))| (*id, i)).collect();
 
+        let mut ground_truth = CocoGroundTruth {
+            image_ids: json.images.iter().map(|i| i.id).collect(),
+            category_ids: categories.iter().map(|(id, _)| *id).collect(),
+            annotations: Vec::with_capacity(json.annotations.len()),
+        };
         let mut images = Vec::with_capacity(json.images.len());
         let mut index_of = HashMap::with_capacity(json.images.len());
         for img in json.images {
@@ -238,6 +256,13 @@ impl Builder<'_> {
                     format!("bbox {:?} has no positive area inside the image", ann.bbox),
                 )
             })?;
+            ground_truth.annotations.push(GtBox {
+                image_id: ann.image_id,
+                category_id: ann.category_id,
+                bbox: ann.bbox,
+                area: ann.area.unwrap_or(ann.bbox[2] * ann.bbox[3]),
+                iscrowd: ann.iscrowd != 0,
+            });
             let target = if ann.iscrowd != 0 {
                 &mut image.crowd
             } else {
@@ -245,7 +270,11 @@ impl Builder<'_> {
             };
             target.push(CocoBox { class, xyxy });
         }
-        Ok(CocoDataset { images, categories })
+        Ok(CocoDataset {
+            images,
+            categories,
+            ground_truth,
+        })
     }
 }
 

@@ -33,7 +33,7 @@ fn open(annotations: &str) -> Result<CocoDataset, CocoError> {
 fn classes_follow_category_ids_and_boxes_become_corners() {
     let ds = open(
         r#"{"id": 1, "image_id": 7, "category_id": 18, "bbox": [10, 5, 20, 10], "iscrowd": 0},
-           {"id": 2, "image_id": 7, "category_id": 90, "bbox": [90, 40, 30, 30], "iscrowd": 0},
+           {"id": 2, "image_id": 7, "category_id": 90, "bbox": [90, 40, 30, 30], "area": 512.5, "iscrowd": 0},
            {"id": 3, "image_id": 7, "category_id": 1, "bbox": [0, 0, 50, 50], "iscrowd": 1}"#,
     )
     .unwrap();
@@ -70,6 +70,24 @@ fn classes_follow_category_ids_and_boxes_become_corners() {
     // An image with no annotations is kept, with no targets.
     let b = &ds.images()[1];
     assert_eq!((b.id, b.boxes.len(), b.crowd.len()), (3, 0, 0));
+    // Evaluation sees the json's boxes (unclipped) and areas, crowds included, every image
+    // and every category.
+    let gt = ds.ground_truth();
+    assert_eq!(gt.image_ids, [7, 3]);
+    assert_eq!(gt.category_ids, [1, 18, 90]);
+    let seen: Vec<_> = gt
+        .annotations
+        .iter()
+        .map(|a| (a.category_id, a.bbox, a.area, a.iscrowd))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (18, [10.0, 5.0, 20.0, 10.0], 200.0, false),
+            (90, [90.0, 40.0, 30.0, 30.0], 512.5, false),
+            (1, [0.0, 0.0, 50.0, 50.0], 2500.0, true),
+        ]
+    );
 }
 
 #[test]

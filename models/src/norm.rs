@@ -2,16 +2,23 @@
 
 use burn::nn::BatchNorm;
 use burn::prelude::*;
+use burn::tensor::{DType, FloatDType};
 
 /// `bn(x)` for `[N, C, H, W]` with burn's `BatchNorm` semantics (batch statistics and a
 /// momentum update of the running statistics on an autodiff backend, running statistics
 /// otherwise), computed on the `[N·C, H·W]` view: burn-flex broadcasts a `[N·C, 1]` column
 /// about 5× faster than a `[1, C, 1, 1]` tensor (a `[32, 64, 112, 112]` multiply: 70 ms
 /// against 372 ms), and burn's own forward makes four or five such passes.
+///
+/// Half-precision inputs (mixed-precision training) are normalised in f32, as PyTorch's
+/// autocast runs BatchNorm, and the result is cast back; f32 inputs pass through unchanged.
 pub(crate) fn batch_norm<B: Backend>(bn: &BatchNorm<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
     let device = x.device();
+    let dtype = x.dtype();
     let [n, c, h, w] = x.dims();
-    let rows = x.reshape([n * c, h * w]);
+    let rows = to_f32(x).reshape([n * c, h * w]);
+    let gamma = to_f32(bn.gamma.val());
+    let beta = to_f32(bn.beta.val());
     // A per-channel vector `[C]` as one value per row of the `[N·C, H·W]` view.
     let per_row = |v: Tensor<B, 1>| v.unsqueeze_dim::<2>(0).repeat_dim(0, n).reshape([n * c, 1]);
     // The per-channel mean of per-row values `[N·C, 1]` (every row holds H·W values).
@@ -21,16 +28,30 @@ pub(crate) fn batch_norm<B: Backend>(bn: &BatchNorm<B>, x: Tensor<B, 4>) -> Tens
         let centered = rows.sub(per_row(mean.clone()));
         let var = channel_mean(centered.clone().square().mean_dim(1));
         update_running(bn, mean, var.clone(), &device);
-        let scale = bn.gamma.val().div(var.add_scalar(bn.epsilon).sqrt());
-        centered.mul(per_row(scale)).add(per_row(bn.beta.val()))
+        let scale = gamma.div(var.add_scalar(bn.epsilon).sqrt());
+        centered.mul(per_row(scale)).add(per_row(beta))
     } else {
         let mean = bn.running_mean.value().to_device(&device);
         let var = bn.running_var.value().to_device(&device);
-        let scale = bn.gamma.val().div(var.add_scalar(bn.epsilon).sqrt());
-        let shift = bn.beta.val().sub(mean.mul(scale.clone()));
+        let scale = gamma.div(var.add_scalar(bn.epsilon).sqrt());
+        let shift = beta.sub(mean.mul(scale.clone()));
         rows.mul(per_row(scale)).add(per_row(shift))
     };
-    y.reshape([n, c, h, w])
+    let y = y.reshape([n, c, h, w]);
+    if dtype == DType::F32 {
+        y
+    } else {
+        y.cast(dtype)
+    }
+}
+
+/// `t` in f32 (itself, with no extra graph node, when it already is).
+fn to_f32<B: Backend, const D: usize>(t: Tensor<B, D>) -> Tensor<B, D> {
+    if t.dtype() == DType::F32 {
+        t
+    } else {
+        t.cast(FloatDType::F32)
+    }
 }
 
 /// burn's (and torch's) running-statistics update: `running = (1 − m) · running + m · batch`

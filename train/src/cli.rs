@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use kiln_models::ResNetArch;
+use kiln_models::{ResNetArch, YoloxVariant};
 
 use crate::dist::{DeviceSpec, DistArgs};
 
@@ -28,6 +28,10 @@ pub enum Job {
     /// checkpoints with exact resume, Acc@1/Acc@5, model package out.
     #[command(args_override_self = true)]
     Imagenet(ImagenetArgs),
+    /// YOLOX on COCO (Megvii's `tools/train.py`): mosaic/mixup augmentation, SimOTA,
+    /// yoloxwarmcos, EMA, COCO mAP, checkpoints with exact resume, detection package out.
+    #[command(args_override_self = true)]
+    Yolox(YoloxArgs),
 }
 
 /// Flags of `kiln-train mnist`; defaults are the guide's `train.py`.
@@ -146,6 +150,62 @@ pub struct ImagenetArgs {
     /// Distributed training (main.py's flags and YOLOX's).
     #[command(flatten)]
     pub dist: DistArgs,
+}
+
+/// Flags of `kiln-train yolox`; YOLOX's `tools/train.py` flags. Experiment settings (epochs,
+/// sizes, augmentation) are the variant's YOLOX defaults, changed by trailing `key value`
+/// pairs like YOLOX's `opts`.
+#[derive(Debug, Clone, Args)]
+pub struct YoloxArgs {
+    /// COCO folder: `annotations/instances_{train,val}2017.json`, `train2017/`, `val2017/`.
+    #[arg(long, default_value = "/home/ma-user/coco")]
+    pub data: PathBuf,
+    /// Model variant: yolox-nano, yolox-tiny, yolox-s, yolox-m, yolox-l or yolox-x.
+    #[arg(short = 'n', long = "name", default_value = "yolox-s")]
+    pub name: YoloxVariant,
+    /// Total batch size over every device of every node.
+    #[arg(short = 'b', long = "batch-size", visible_alias = "batch_size", default_value_t = 64, value_parser = positive)]
+    pub batch_size: usize,
+    /// Mixed precision on CUDA (f16 compute, f32 master weights, dynamic loss scaling).
+    #[arg(long)]
+    pub fp16: bool,
+    /// Checkpoint file: the one `--resume` continues, or initial weights without `--resume`.
+    #[arg(short = 'c', long = "ckpt", value_name = "FILE")]
+    pub ckpt: Option<PathBuf>,
+    /// Resume training from `--ckpt` (default: the experiment folder's `latest_ckpt.pth`).
+    #[arg(long)]
+    pub resume: bool,
+    /// Epoch to resume from (default: the checkpoint's).
+    #[arg(short = 'e', long = "start_epoch", visible_alias = "start-epoch")]
+    pub start_epoch: Option<usize>,
+    /// Experiment name: outputs go to `<output>/<experiment-name>/` (default: the model name).
+    #[arg(long = "experiment-name", visible_alias = "expn")]
+    pub experiment_name: Option<String>,
+    /// Folder holding the experiment folders (YOLOX's `output_dir`).
+    #[arg(long, default_value = "YOLOX_outputs")]
+    pub output: PathBuf,
+    /// Accepted for the guide's command line; kiln allocates GPU memory as it needs it.
+    #[arg(short = 'o', long)]
+    pub occupy: bool,
+    /// Accepted for YOLOX's command line; the loader decodes in parallel instead of caching.
+    #[arg(long, num_args = 0..=1, default_missing_value = "ram")]
+    pub cache: Option<String>,
+    /// YOLOX's experiment file: kiln has no Python; use `-n` and trailing `key value` pairs.
+    #[arg(short = 'f', long = "exp_file", visible_alias = "exp-file")]
+    pub exp_file: Option<PathBuf>,
+    /// Seed for weights, data order and augmentation (random when not given; a resumed run
+    /// keeps its checkpoint's seed).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Device: auto, cpu, cpu:N (N CPU workers), cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    pub device: DeviceSpec,
+    /// Distributed training (`--devices`, `--num_machines`, `--machine_rank`, `--dist-url`).
+    #[command(flatten)]
+    pub dist: DistArgs,
+    /// Experiment settings to change, as `key value` pairs (`max_epoch 30 input_size 320,320`).
+    #[arg(trailing_var_arg = true, num_args = 0.., value_name = "KEY VALUE")]
+    pub opts: Vec<String>,
 }
 
 impl ImagenetArgs {

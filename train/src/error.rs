@@ -11,6 +11,12 @@ pub enum TrainError {
     /// The ImageFolder data is missing or malformed.
     #[error(transparent)]
     ImageFolder(#[from] kiln_data::ImageFolderError),
+    /// The COCO data is missing or malformed.
+    #[error(transparent)]
+    Coco(#[from] kiln_data::CocoError),
+    /// A COCO image cannot be loaded or augmented.
+    #[error(transparent)]
+    Detect(#[from] kiln_data::DetectError),
     /// The data loader's settings are unusable.
     #[error("data loader: {0}")]
     Loader(#[from] kiln_data::LoaderError),

@@ -78,6 +78,16 @@ fn run(job: Job) -> Result<(), TrainError> {
             )
             .map(drop))
         }
+        Job::Yolox(args) => {
+            let plan = plan(args.device, false, &args.dist)?;
+            tracing::info!(device = %plan.device, workers = plan.world_size(), "kiln-train yolox");
+            on_backend!(plan.device, |B, dev| dist::launch::<B, _, _>(
+                &plan,
+                dev,
+                move |c, d| { jobs::yolox::run::<B>(&args, &c, d).map(drop) }
+            )
+            .map(drop))
+        }
     }
 }
 

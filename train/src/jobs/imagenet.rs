@@ -241,7 +241,7 @@ impl<'a, B: AutodiffBackend> RunSetup<'a, B> {
         let seed = args
             .seed
             .or(checkpoint.as_ref().map(|c| c.state.seed))
-            .unwrap_or_else(random_seed);
+            .unwrap_or_else(super::random_seed);
         let seed = dist.share_u64(seed, device)?;
         B::seed(device, seed);
         let mut model = ResNetConfig::new(args.arch, classes.len()).init::<B>(device);
@@ -368,14 +368,6 @@ fn set_input_size(config: &mut PackageConfig, size: usize) {
 /// The recipe's validation resize for crop `size`: 256 for 224, in proportion otherwise.
 fn eval_resize(size: usize) -> usize {
     size * 256 / 224
-}
-
-fn random_seed() -> u64 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
-    nanos ^ (std::process::id() as u64) << 32
 }
 
 /// A batch moved onto the device: images `[n, 3, S, S]` and class indices `[n]`.

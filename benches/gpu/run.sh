@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# The CUDA checks of benches/README.md, in one run on a GPU machine with PyTorch installed.
+#
+#   BIN=<folder holding kiln-train and kiln-bench built with --features cuda>
+#   COCO=<a COCO folder such as ../shared/data/coco-mini>   (optional)
+#   OUT=<folder for the results>   benches/gpu/run.sh
+#
+# Each step has its own time limit, so one slow step cannot starve the others; every step's
+# output goes to $OUT/gpu.log and its JSON results to $OUT.
+set -u
+BIN=${BIN:?folder of the CUDA binaries}
+OUT=${OUT:?results folder}
+mkdir -p "$OUT"
+log="$OUT/gpu.log"
+step() {
+  local limit=$1
+  shift
+  echo "### $* (limit ${limit}s)" | tee -a "$log"
+  local started=$SECONDS
+  timeout "$limit" "$@" 2>&1 | tee -a "$log" | tail -n 25
+  echo "### exit ${PIPESTATUS[0]} after $((SECONDS - started)) s" | tee -a "$log"
+}
+
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee -a "$log"
+python3 -c 'import torch; print("torch", torch.__version__, torch.cuda.get_device_name(0))' | tee -a "$log"
+# burn autotunes each new kernel shape once; the minimal level keeps that short.
+export CUBECL_AUTOTUNE_LEVEL=${CUBECL_AUTOTUNE_LEVEL:-minimal}
+
+# YOLOX-s training step at 640, f32 then mixed precision (the guide trains with --fp16).
+step 100 "$BIN/kiln-bench" yolox --device cuda -n yolox-s -b 32 --steps 5 --json "$OUT/yolox-h200.json"
+step 80 "$BIN/kiln-bench" yolox --device cuda -n yolox-s -b 32 --steps 5 --fp16 --json "$OUT/yolox-h200-fp16.json"
+# The whole YOLOX job on a real COCO subset, with mixed precision.
+if [ -n "${COCO:-}" ]; then
+  step 100 "$BIN/kiln-train" yolox -n yolox-nano -b 16 --fp16 --device cuda --seed 1 --data "$COCO" \
+    --output "$OUT/yolox" max_epoch 30 warmup_epochs 2 no_aug_epochs 10 eval_interval 5 \
+    print_interval 5 val_split train2017 save_history_ckpt false
+fi
+# The guide's MNIST recipe, kiln vs PyTorch on the same GPU (epoch 1 includes autotuning).
+step 120 "$BIN/kiln-bench" mnist --device cuda --epochs 3 --compare-pytorch --json "$OUT/mnist-h200.json"
+# ResNet-50 training step and evaluation forward, kiln vs torchvision.
+step 80 "$BIN/kiln-bench" imagenet --device cuda -a resnet50 -b 64 --steps 10 --compare-pytorch --json "$OUT/imagenet-h200.json"

@@ -1,0 +1,196 @@
+//! End-to-end runs of `kiln-train yolox` on a tiny COCO folder written by the test: 64×64
+//! images of coloured rectangles (two categories with COCO's sparse ids), yolox-nano at a
+//! 64×64 input so a CPU trains a few epochs in seconds.
+
+use std::fs;
+use std::path::Path;
+use std::process::{Command, Output};
+
+use image::{Rgb, RgbImage};
+use kiln_models::PackageConfig;
+use serde_json::{json, Value};
+
+/// `root/annotations/instances_train2017.json` and `root/train2017/*.png`: `n` images, each
+/// with a red (category 1) and a blue (category 3) rectangle at positions that vary.
+fn coco_folder(root: &Path, n: usize) {
+    let images_dir = root.join("train2017");
+    fs::create_dir_all(&images_dir).unwrap();
+    fs::create_dir_all(root.join("annotations")).unwrap();
+    let mut images = Vec::new();
+    let mut annotations = Vec::new();
+    for i in 0..n {
+        let mut img = RgbImage::from_pixel(64, 64, Rgb([200, 200, 200]));
+        let boxes = [
+            (1, [4 + 3 * (i % 5) as u32, 6 + 2 * (i % 4) as u32, 24, 20], Rgb([220, 30, 30])),
+            (3, [34 - 2 * (i % 3) as u32, 30 + (i % 6) as u32, 22, 28], Rgb([30, 30, 220])),
+        ];
+        for (k, (category, [x, y, w, h], colour)) in boxes.into_iter().enumerate() {
+            for py in y..y + h {
+                for px in x..x + w {
+                    img.put_pixel(px, py, colour);
+                }
+            }
+            annotations.push(json!({
+                "id": i * 2 + k + 1, "image_id": i + 1, "category_id": category,
+                "bbox": [x, y, w, h], "area": w * h, "iscrowd": 0
+            }));
+        }
+        let file = format!("{i:03}.png");
+        img.save(images_dir.join(&file)).unwrap();
+        images.push(json!({"id": i + 1, "file_name": file, "width": 64, "height": 64}));
+    }
+    let doc = json!({
+        "images": images,
+        "annotations": annotations,
+        "categories": [{"id": 1, "name": "red"}, {"id": 3, "name": "blue"}],
+    });
+    fs::write(
+        root.join("annotations/instances_train2017.json"),
+        serde_json::to_string(&doc).unwrap(),
+    )
+    .unwrap();
+}
+
+fn kiln_train(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kiln-train"))
+        .arg("yolox")
+        .args(args)
+        .env("KILN_LOG", "warn")
+        .output()
+        .unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    assert!(
+        o.status.success(),
+        "kiln-train failed: {}\n{}",
+        String::from_utf8_lossy(&o.stderr),
+        String::from_utf8_lossy(&o.stdout)
+    );
+    String::from_utf8(o.stdout.clone()).unwrap()
+}
+
+/// A small seeded run on `data` into `<output>/<name>`, with extra flags before the opts.
+fn run(data: &Path, output: &Path, name: &str, extra: &[&str]) -> String {
+    let (data, output) = (data.to_str().unwrap(), output.to_str().unwrap());
+    let mut args = vec![
+        "-n",
+        "yolox-nano",
+        "-b",
+        "4",
+        "--device",
+        "cpu",
+        "--seed",
+        "3",
+        "--data",
+        data,
+        "--output",
+        output,
+        "--experiment-name",
+        name,
+    ];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&[
+        "max_epoch",
+        "3",
+        "warmup_epochs",
+        "1",
+        "no_aug_epochs",
+        "1",
+        "input_size",
+        "64,64",
+        "test_size",
+        "64,64",
+        "eval_interval",
+        "1",
+        "print_interval",
+        "1",
+        "data_num_workers",
+        "2",
+        "val_split",
+        "train2017",
+        "basic_lr_per_img",
+        "0.002",
+    ]);
+    stdout(&kiln_train(&args))
+}
+
+fn metrics(dir: &Path) -> Vec<Value> {
+    fs::read_to_string(dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn trains_evaluates_checkpoints_and_resumes_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("coco");
+    coco_folder(&data, 8);
+    let out = dir.path().join("outputs");
+    let log = run(&data, &out, "full", &[]);
+
+    // YOLOX's log lines, the switch to the no-augmentation epoch, and COCO's summary.
+    assert!(log.contains("epoch: 1/3, iter: 1/2, mem: "), "{log}");
+    assert!(log.contains("epoch: 3/3, iter: 2/2"), "{log}");
+    assert!(log.contains("--->No mosaic aug now!"), "{log}");
+    assert_eq!(
+        log.matches(" Average Precision  (AP) @[ IoU=0.50:0.95 | area=   all | maxDets=100 ] = ").count(),
+        3,
+        "{log}"
+    );
+    let full = out.join("full");
+    let epochs = metrics(&full);
+    assert_eq!(epochs.len(), 3);
+    for (i, m) in epochs.iter().enumerate() {
+        assert_eq!(m["epoch"], i + 1);
+        let total = m["total_loss"].as_f64().unwrap();
+        assert!(total.is_finite() && total > 0.0, "{m}");
+        assert!(m["ap50_95"].as_f64().unwrap() >= 0.0, "{m}");
+    }
+    // The L1 term is only on in the last, no-augmentation epoch.
+    assert_eq!(epochs[1]["l1_loss"], 0.0);
+    assert!(epochs[2]["l1_loss"].as_f64().unwrap() > 0.0);
+    for file in ["latest_ckpt.pth", "best_ckpt.pth", "epoch_2_ckpt.pth", "epoch_3_ckpt.pth"] {
+        assert!(full.join(file).is_file(), "{file} missing");
+    }
+    // The detection package of the best EMA weights.
+    let package = PackageConfig::read(&full.join("model")).unwrap();
+    assert_eq!(package.kiln.architecture, "yolox-nano");
+    assert_eq!(package.kiln.labels, [json!("red"), json!("blue")]);
+
+    // Resuming epoch 3 from epoch 2's checkpoint repeats it exactly.
+    let resumed_dir = out.join("resumed");
+    fs::create_dir_all(&resumed_dir).unwrap();
+    let ckpt = full.join("epoch_2_ckpt.pth");
+    let log = run(&data, &out, "resumed", &["--resume", "-c", ckpt.to_str().unwrap()]);
+    assert!(log.contains("=> loaded checkpoint"), "{log}");
+    let resumed = metrics(&resumed_dir);
+    assert_eq!(resumed.len(), 1);
+    for key in ["epoch", "lr", "total_loss", "iou_loss", "conf_loss", "cls_loss", "l1_loss", "ap50_95"] {
+        assert_eq!(resumed[0][key], epochs[2][key], "{key}");
+    }
+}
+
+#[test]
+fn bad_flags_and_data_are_named_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nowhere");
+    let out = kiln_train(&["--data", missing.to_str().unwrap(), "--device", "cpu"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("instances_train2017.json"), "{err}");
+
+    let out = kiln_train(&["-f", "exps/yolox_s.py", "--device", "cpu"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("kiln has no Python experiment files"), "{err}");
+
+    let out = kiln_train(&["--device", "cpu", "max_epoch"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("\"max_epoch\" has no value"), "{err}");
+
+    let out = kiln_train(&["-n", "yolov5", "--device", "cpu"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unknown model \"yolov5\""), "{err}");
+}
