@@ -213,7 +213,7 @@ mod tests {
     /// YOLOX's input: letterboxed to the top-left, grey 114 below, raw values, blue first.
     #[test]
     fn letterbox_input_is_raw_bgr_with_grey_padding() {
-        let spec = kiln_models::yolox_package_config(kiln_models::YoloxVariant::Nano, (32, 32), &["a".into()])
+        let spec = kiln_models::yolox_package_config(kiln_models::YoloxVariant::Nano, (32, 32), &["a"])
             .kiln
             .input;
         let img = RgbImage::from_pixel(40, 20, Rgb([10, 20, 30]));

@@ -183,7 +183,7 @@ mod tests {
 
     #[test]
     fn yolox_inputs_must_be_letterboxed_multiples_of_32() {
-        let names = ["a".to_string()];
+        let names = ["a"];
         let config = kiln_models::yolox_package_config(YoloxVariant::Nano, (64, 48), &names);
         let msg = refusal(&config);
         assert!(msg.contains("yolox-nano") && msg.contains("multiples of 32"), "{msg}");
@@ -194,7 +194,7 @@ mod tests {
 
     #[test]
     fn unknown_architectures_name_the_known_ones() {
-        let mut config = kiln_models::yolox_package_config(YoloxVariant::S, (64, 64), &["a".to_string()]);
+        let mut config = kiln_models::yolox_package_config(YoloxVariant::S, (64, 64), &["a"]);
         config.kiln.architecture = "yolov8".into();
         let msg = refusal(&config);
         assert!(

@@ -74,8 +74,7 @@ fn package(dir: &std::path::Path) -> (Yolox<Flex>, PackageConfig) {
     let device = Default::default();
     Flex::seed(&device, 5);
     let model = Yolox::<Flex>::new(YoloxVariant::Nano, LABELS.len(), &device).map(&mut ScaleKernels(2.2));
-    let names: Vec<String> = LABELS.iter().map(|s| s.to_string()).collect();
-    let mut config = yolox_package_config(YoloxVariant::Nano, (SIDE, SIDE), &names);
+    let mut config = yolox_package_config(YoloxVariant::Nano, (SIDE, SIDE), &LABELS);
     let all = DetectionSpec { conf: 0.0, nms: 0.45 };
     let (found, _) = model_detections(&model, &picture(90, 50, 0), all);
     assert!(found.len() > 10, "{} boxes", found.len());

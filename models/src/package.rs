@@ -414,12 +414,13 @@ impl PackageConfig {
 /// The package configuration for a trained YOLOX (the official `ValTransform` and demo):
 /// architecture `variant`'s name (`yolox-s`, ...), 3-channel inputs letterboxed to
 /// `input_size` = `(height, width)` (YOLOX's `test_size` order; multiples of 32), raw 0..255
-/// values in BGR order without normalisation, `class_names` (COCO's, in class-index order) as
-/// labels, and the [`DetectionSpec::default`] thresholds.
-pub fn yolox_package_config(
+/// values in BGR order without normalisation, `class_names` (COCO's, in class-index order, as
+/// `CocoDataset::class_names` gives them) as labels, and the [`DetectionSpec::default`]
+/// thresholds.
+pub fn yolox_package_config<S: AsRef<str>>(
     variant: YoloxVariant,
     input_size: (usize, usize),
-    class_names: &[String],
+    class_names: &[S],
 ) -> PackageConfig {
     let (height, width) = input_size;
     let input = InputSpec {
@@ -433,7 +434,10 @@ pub fn yolox_package_config(
         std: vec![1.0; 3],
         channel_order: ChannelOrder::Bgr,
     };
-    let labels = class_names.iter().cloned().map(serde_json::Value::from).collect();
+    let labels = class_names
+        .iter()
+        .map(|n| serde_json::Value::from(n.as_ref()))
+        .collect();
     PackageConfig::object_detection(&variant.to_string(), input, labels, DetectionSpec::default())
 }
 
@@ -625,13 +629,6 @@ mod tests {
         assert!(matches!(e, PackageError::Io { .. }), "{e}");
     }
 
-    fn coco_names(n: usize) -> Vec<String> {
-        ["person", "bicycle", "car", "dog"][..n]
-            .iter()
-            .map(|s| s.to_string())
-            .collect()
-    }
-
     #[test]
     fn yolox_round_trip_gives_identical_outputs() {
         let device = Default::default();
@@ -640,7 +637,7 @@ mod tests {
             Flex::seed(&device, seed);
             let model = Yolox::<Flex>::new(variant, 3, &device);
             let pkg = dir.path().join(variant.to_string());
-            let config = yolox_package_config(variant, (64, 96), &coco_names(3));
+            let config = yolox_package_config(variant, (64, 96), &["person", "bicycle", "car"]);
             write_package(&pkg, &config, &model).unwrap();
 
             let read = PackageConfig::read(&pkg).unwrap();
@@ -718,7 +715,7 @@ mod tests {
 
     #[test]
     fn detection_config_has_the_platform_fields() {
-        let config = yolox_package_config(YoloxVariant::S, (640, 640), &coco_names(2));
+        let config = yolox_package_config(YoloxVariant::S, (640, 640), &["person", "bicycle"]);
         let v = serde_json::to_value(&config).unwrap();
         assert_eq!(v["model_algorithm"], "object_detection");
         assert_eq!(v["apis"][0]["request"]["data"]["properties"]["images"]["type"], "file");
@@ -746,7 +743,7 @@ mod tests {
     #[test]
     fn inconsistent_inputs_and_thresholds_are_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let config = yolox_package_config(YoloxVariant::Nano, (64, 64), &coco_names(2));
+        let config = yolox_package_config(YoloxVariant::Nano, (64, 64), &["person", "bicycle"]);
         let refused = |edit: &dyn Fn(&mut serde_json::Value), expected: &str| {
             let mut v = serde_json::to_value(&config).unwrap();
             edit(&mut v);
