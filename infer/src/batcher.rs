@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 use crate::metrics::Metrics;
-use crate::registry::ImageModel;
+use crate::registry::{ImageModel, Prediction};
 
 /// Batching limits.
 #[derive(Debug, Clone, Copy)]
@@ -25,7 +25,7 @@ pub struct BatchPolicy {
 /// One image waiting for the model.
 struct Job {
     input: Vec<f32>,
-    reply: oneshot::Sender<Vec<f32>>,
+    reply: oneshot::Sender<Prediction>,
 }
 
 /// The queue is full: the caller should answer 429.
@@ -80,8 +80,8 @@ impl Batcher {
         Preparing(self.preparing.clone())
     }
 
-    /// Queues one prepared image; the receiver yields its class probabilities.
-    pub fn submit(&self, input: Vec<f32>) -> Result<oneshot::Receiver<Vec<f32>>, Overloaded> {
+    /// Queues one prepared image; the receiver yields the model's prediction for it.
+    pub fn submit(&self, input: Vec<f32>) -> Result<oneshot::Receiver<Prediction>, Overloaded> {
         let (reply, rx) = oneshot::channel();
         match self.tx.try_send(Job { input, reply }) {
             Ok(()) => {
@@ -100,7 +100,6 @@ fn serve_batches(
     preparing: &AtomicUsize,
     metrics: &Metrics,
 ) {
-    let classes = model.num_classes();
     while let Ok(first) = rx.recv() {
         let mut jobs = vec![first];
         let deadline = Instant::now() + policy.max_delay;
@@ -124,12 +123,12 @@ fn serve_batches(
             replies.push(job.reply);
         }
         let started = Instant::now();
-        let probs = model.probabilities(inputs, n);
+        let predictions = model.predict(inputs, n);
         metrics.batch_size.observe(n as f64);
         metrics.inference_seconds.observe(started.elapsed().as_secs_f64());
-        for (reply, row) in replies.into_iter().zip(probs.chunks(classes)) {
+        for (reply, prediction) in replies.into_iter().zip(predictions) {
             // A client that went away no longer needs its answer.
-            let _ = reply.send(row.to_vec());
+            let _ = reply.send(prediction);
         }
     }
 }

@@ -9,6 +9,7 @@ pub mod metrics;
 pub mod preprocess;
 pub mod process;
 pub mod registry;
+pub mod response;
 pub mod routes;
 pub mod server;
 pub mod tls;

@@ -1,11 +1,14 @@
-//! Upload → model input, with torchvision's semantics: decode, convert (PIL "L" or RGB),
-//! resize the shorter side (bilinear, antialiased), centre-crop, /255, normalise; CHW f32.
+//! Upload → model input, as the package's [`InputSpec`] says: decode, then either
+//! torchvision's evaluation transform (convert to PIL "L" or RGB, resize the shorter side
+//! (bilinear, antialiased), centre-crop, /255, normalise) or YOLOX's (letterbox with grey 114,
+//! raw 0..255 values, BGR); CHW f32.
 
 use std::io::Cursor;
 
-use image::{DynamicImage, ImageBuffer, ImageReader, Limits, Pixel};
-use kiln_data::transforms::{to_pil_luma, to_tensor_normalized, CenterCrop, Resize};
-use kiln_models::package::InputSpec;
+use image::{DynamicImage, GenericImageView, ImageBuffer, ImageReader, Limits, Pixel};
+use kiln_data::letterbox;
+use kiln_data::transforms::{to_pil_luma, CenterCrop, Resize};
+use kiln_models::package::{ChannelOrder, InputSpec, ResizeMode};
 
 /// Why an upload cannot be turned into a model input.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -30,6 +33,19 @@ pub enum PreprocessError {
     },
 }
 
+/// One upload, ready for the model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prepared {
+    /// The model input, `[C, H, W]` row-major.
+    pub input: Vec<f32>,
+    /// The uploaded image's `[width, height]` in pixels.
+    pub size: [u32; 2],
+    /// Model-input pixels per image pixel: the letterbox ratio, by which model-input
+    /// coordinates map back onto the image (for centre crops the resize factor, before the
+    /// crop's offset).
+    pub ratio: f32,
+}
+
 /// Turns uploaded image bytes into normalised `[C, H, W]` tensors for one model.
 #[derive(Debug, Clone)]
 pub struct Preprocessor {
@@ -49,11 +65,27 @@ impl Preprocessor {
     }
 
     /// Decodes and transforms one upload.
-    pub fn prepare(&self, bytes: &[u8]) -> Result<Vec<f32>, PreprocessError> {
+    pub fn prepare(&self, bytes: &[u8]) -> Result<Prepared, PreprocessError> {
         let image = self.decode(bytes)?;
-        Ok(match self.spec.channels {
-            1 => self.transform(to_pil_luma(image)),
-            _ => self.transform(image.into_rgb8()),
+        let (width, height) = image.dimensions();
+        let spec = &self.spec;
+        let (input, ratio) = match spec.resize {
+            ResizeMode::Letterbox => {
+                let boxed = letterbox(&image.into_rgb8(), &[], spec.width as u32, spec.height as u32);
+                (self.to_chw(&boxed.image), boxed.ratio)
+            }
+            ResizeMode::CenterCrop => {
+                let input = match spec.channels {
+                    1 => self.center_crop(to_pil_luma(image)),
+                    _ => self.center_crop(image.into_rgb8()),
+                };
+                (input, spec.resize_shorter as f32 / width.min(height) as f32)
+            }
+        };
+        Ok(Prepared {
+            input,
+            size: [width, height],
+            ratio,
         })
     }
 
@@ -85,9 +117,9 @@ impl Preprocessor {
         r.decode().map_err(|e| undecodable(&e))
     }
 
-    /// The training job's evaluation transform (kiln-data's): resize the shorter side,
-    /// centre-crop, /255, normalise.
-    fn transform<P>(&self, img: ImageBuffer<P, Vec<u8>>) -> Vec<f32>
+    /// The classification job's evaluation transform (kiln-data's): resize the shorter side,
+    /// centre-crop, then [`Self::to_chw`].
+    fn center_crop<P>(&self, img: ImageBuffer<P, Vec<u8>>) -> Vec<f32>
     where
         P: Pixel<Subpixel = u8> + 'static,
     {
@@ -99,7 +131,30 @@ impl Preprocessor {
             size: self.spec.height as u32,
         }
         .apply(&resized);
-        to_tensor_normalized(&cropped, &self.spec.mean, &self.spec.std)
+        self.to_chw(&cropped)
+    }
+
+    /// `[C, H, W]` values `(scaled pixel − mean) / std`, colour channels in the spec's order
+    /// (on the unit scale exactly torchvision's `ToTensor` + `Normalize`).
+    fn to_chw<P>(&self, img: &ImageBuffer<P, Vec<u8>>) -> Vec<f32>
+    where
+        P: Pixel<Subpixel = u8>,
+    {
+        let spec = &self.spec;
+        let order: &[usize] = match (P::CHANNEL_COUNT, spec.channel_order) {
+            (1, _) => &[0],
+            (_, ChannelOrder::Rgb) => &[0, 1, 2],
+            (_, ChannelOrder::Bgr) => &[2, 1, 0],
+        };
+        let plane = img.width() as usize * img.height() as usize;
+        let mut out = vec![0f32; order.len() * plane];
+        for (i, px) in img.pixels().enumerate() {
+            let px = px.channels();
+            for (c, &source) in order.iter().enumerate() {
+                out[c * plane + i] = (spec.scale.apply(px[source]) - spec.mean[c]) / spec.std[c];
+            }
+        }
+        out
     }
 }
 
@@ -109,14 +164,7 @@ mod tests {
     use image::{GrayImage, ImageFormat, Luma, Rgb, RgbImage};
 
     fn mnist_spec() -> InputSpec {
-        InputSpec {
-            channels: 1,
-            height: 28,
-            width: 28,
-            resize_shorter: 28,
-            mean: vec![0.1307],
-            std: vec![0.3081],
-        }
+        InputSpec::center_crop(1, 28, 28, vec![0.1307], vec![0.3081])
     }
 
     fn encode(img: &DynamicImage, fmt: ImageFormat) -> Vec<u8> {
@@ -131,7 +179,9 @@ mod tests {
         g.put_pixel(3, 5, Luma([255]));
         g.put_pixel(27, 27, Luma([51]));
         let bytes = encode(&DynamicImage::ImageLuma8(g), ImageFormat::Png);
-        let v = Preprocessor::new(mnist_spec(), 1 << 20).prepare(&bytes).unwrap();
+        let prepared = Preprocessor::new(mnist_spec(), 1 << 20).prepare(&bytes).unwrap();
+        assert_eq!((prepared.size, prepared.ratio), ([28, 28], 1.0));
+        let v = prepared.input;
         assert_eq!(v.len(), 784);
         let norm = |p: f32| (p / 255.0 - 0.1307) / 0.3081;
         assert_eq!(v[5 * 28 + 3], norm(255.0));
@@ -154,10 +204,30 @@ mod tests {
             },
         );
         let bytes = encode(&DynamicImage::ImageRgb8(img), ImageFormat::Png);
-        let v = Preprocessor::new(mnist_spec(), 1 << 20).prepare(&bytes).unwrap();
+        let v = Preprocessor::new(mnist_spec(), 1 << 20).prepare(&bytes).unwrap().input;
         let norm = |p: f32| (p / 255.0 - 0.1307) / 0.3081;
         assert_eq!(v[10 * 28 + 2], norm(255.0));
         assert_eq!(v[10 * 28 + 25], norm(0.0));
+    }
+
+    /// YOLOX's input: letterboxed to the top-left, grey 114 below, raw values, blue first.
+    #[test]
+    fn letterbox_input_is_raw_bgr_with_grey_padding() {
+        let spec = kiln_models::yolox_package_config(kiln_models::YoloxVariant::Nano, (32, 32), &["a"])
+            .kiln
+            .input;
+        let img = RgbImage::from_pixel(40, 20, Rgb([10, 20, 30]));
+        let bytes = encode(&DynamicImage::ImageRgb8(img), ImageFormat::Png);
+        let prepared = Preprocessor::new(spec, 1 << 20).prepare(&bytes).unwrap();
+        // min(32 / 20, 32 / 40) = 0.8: the image becomes 32×16 at the top.
+        assert_eq!((prepared.size, prepared.ratio), ([40, 20], 0.8));
+        let v = prepared.input;
+        assert_eq!(v.len(), 3 * 32 * 32);
+        let at = |c: usize, y: usize, x: usize| v[(c * 32 + y) * 32 + x];
+        for x in [0, 17, 31] {
+            assert_eq!([at(0, 3, x), at(1, 3, x), at(2, 3, x)], [30.0, 20.0, 10.0]);
+            assert_eq!([at(0, 16, x), at(1, 31, x), at(2, 20, x)], [114.0; 3]);
+        }
     }
 
     #[test]

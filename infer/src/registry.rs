@@ -1,20 +1,31 @@
 //! The model registry: one [`ImageModel`] entry per architecture family, chosen by the
-//! package's `kiln.architecture`.
+//! package's `kiln.architecture`: classifiers (MNIST `Net`, ResNets) answer class
+//! probabilities, detectors (YOLOX) boxes.
 
 use std::path::Path;
 
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
-use kiln_models::{load_weights, NetConfig, PackageConfig, PackageError, ResNetArch, ResNetConfig, NET_ARCHITECTURE};
+use kiln_models::package::{ResizeMode, CONFIG_FILE};
+use kiln_models::yolox::{decode, Detected, STRIDES};
+use kiln_models::{
+    load_weights, DetectionSpec, NetConfig, PackageConfig, PackageError, ResNetArch, ResNetConfig, Yolox, YoloxVariant,
+    NET_ARCHITECTURE,
+};
 
-/// A loaded model that maps a batch of prepared images to class probabilities.
+/// What a model says about one image.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Prediction {
+    /// Class probabilities in label order.
+    Classes(Vec<f32>),
+    /// Detected objects in model-input pixels, best first.
+    Objects(Vec<Detected>),
+}
+
+/// A loaded model that maps a batch of prepared images to one prediction each.
 pub trait ImageModel {
-    /// Probabilities `[n, classes]` (row-major) for `n` prepared images laid end to end
-    /// (`[n, C, H, W]`).
-    fn probabilities(&self, inputs: Vec<f32>, n: usize) -> Vec<f32>;
-
-    /// Number of output classes.
-    fn num_classes(&self) -> usize;
+    /// One prediction per image for `n` prepared images laid end to end (`[n, C, H, W]`).
+    fn predict(&self, inputs: Vec<f32>, n: usize) -> Vec<Prediction>;
 }
 
 /// Builds the model a package describes, on `device`, with its weights loaded.
@@ -37,11 +48,15 @@ pub fn load_model<B: Backend>(
         let resnet = load_weights(dir, config, ResNetConfig::new(arch, classes).init::<B>(device))?;
         return Ok(Classifier::boxed(config, device, false, move |x| resnet.forward(x)));
     }
+    if let Ok(variant) = architecture.parse::<YoloxVariant>() {
+        return Detector::<B>::boxed(dir, config, device, variant);
+    }
     let known: Vec<String> = std::iter::once(NET_ARCHITECTURE.to_string())
         .chain(ResNetArch::ALL.iter().map(|a| a.to_string()))
+        .chain(YoloxVariant::ALL.iter().map(|v| v.to_string()))
         .collect();
     Err(PackageError::Unsupported {
-        path: dir.join(kiln_models::package::CONFIG_FILE),
+        path: dir.join(CONFIG_FILE),
         msg: format!(
             "kiln.architecture {architecture:?} is not one this server can build (known: {})",
             known.join(", ")
@@ -79,7 +94,7 @@ impl<B: Backend> Classifier<B> {
 }
 
 impl<B: Backend> ImageModel for Classifier<B> {
-    fn probabilities(&self, inputs: Vec<f32>, n: usize) -> Vec<f32> {
+    fn predict(&self, inputs: Vec<f32>, n: usize) -> Vec<Prediction> {
         let [c, h, w] = self.input;
         let x = Tensor::<B, 4>::from_data(TensorData::new(inputs, [n, c, h, w]), &self.device);
         let scores = (self.forward)(x);
@@ -88,10 +103,103 @@ impl<B: Backend> ImageModel for Classifier<B> {
         } else {
             softmax(scores, 1)
         };
-        probs.into_data().convert::<f32>().to_vec().expect("f32 probabilities")
+        let probs: Vec<f32> = probs.into_data().convert::<f32>().to_vec().expect("f32 probabilities");
+        probs
+            .chunks(self.classes)
+            .map(|row| Prediction::Classes(row.to_vec()))
+            .collect()
+    }
+}
+
+/// YOLOX: the raw level outputs decoded into boxes (score = objectness × class probability
+/// of at least `conf`, class-wise NMS at IoU `nms`), in model-input pixels.
+struct Detector<B: Backend> {
+    model: Yolox<B>,
+    /// `[height, width]` of the letterboxed input.
+    input: [usize; 2],
+    thresholds: DetectionSpec,
+    device: B::Device,
+}
+
+impl<B: Backend> Detector<B> {
+    /// Loads a YOLOX package: 3-channel letterboxed inputs whose sides are multiples of the
+    /// largest stride (32).
+    fn boxed(
+        dir: &Path,
+        config: &PackageConfig,
+        device: &B::Device,
+        variant: YoloxVariant,
+    ) -> Result<Box<dyn ImageModel>, PackageError> {
+        let input = &config.kiln.input;
+        let stride = STRIDES[STRIDES.len() - 1];
+        if input.resize != ResizeMode::Letterbox
+            || input.channels != 3
+            || !input.height.is_multiple_of(stride)
+            || !input.width.is_multiple_of(stride)
+        {
+            return Err(PackageError::Unsupported {
+                path: dir.join(CONFIG_FILE),
+                msg: format!(
+                    "kiln.input: {variant} takes 3-channel letterboxed inputs with sides that are multiples of {stride} \
+                     (got {} channels, {}x{}, resize {:?})",
+                    input.channels, input.width, input.height, input.resize
+                ),
+            });
+        }
+        let model = load_weights(dir, config, Yolox::<B>::new(variant, config.kiln.labels.len(), device))?;
+        Ok(Box::new(Self {
+            model,
+            input: [input.height, input.width],
+            thresholds: config.kiln.detection.unwrap_or_default(),
+            device: device.clone(),
+        }))
+    }
+}
+
+impl<B: Backend> ImageModel for Detector<B> {
+    fn predict(&self, inputs: Vec<f32>, n: usize) -> Vec<Prediction> {
+        let [h, w] = self.input;
+        let x = Tensor::<B, 4>::from_data(TensorData::new(inputs, [n, 3, h, w]), &self.device);
+        let DetectionSpec { conf, nms } = self.thresholds;
+        decode(&self.model.forward(x), &STRIDES, conf, nms)
+            .into_iter()
+            .map(Prediction::Objects)
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn_flex::Flex;
+
+    fn refusal(config: &PackageConfig) -> String {
+        match load_model::<Flex>(Path::new("/nonexistent"), config, &Default::default()) {
+            Err(e @ PackageError::Unsupported { .. }) => e.to_string(),
+            Err(e) => panic!("not an Unsupported error: {e}"),
+            Ok(_) => panic!("loaded"),
+        }
     }
 
-    fn num_classes(&self) -> usize {
-        self.classes
+    #[test]
+    fn yolox_inputs_must_be_letterboxed_multiples_of_32() {
+        let names = ["a"];
+        let config = kiln_models::yolox_package_config(YoloxVariant::Nano, (64, 48), &names);
+        let msg = refusal(&config);
+        assert!(msg.contains("yolox-nano") && msg.contains("multiples of 32"), "{msg}");
+        let mut config = kiln_models::yolox_package_config(YoloxVariant::Nano, (64, 64), &names);
+        config.kiln.input.resize = ResizeMode::CenterCrop;
+        assert!(refusal(&config).contains("letterboxed"));
+    }
+
+    #[test]
+    fn unknown_architectures_name_the_known_ones() {
+        let mut config = kiln_models::yolox_package_config(YoloxVariant::S, (64, 64), &["a"]);
+        config.kiln.architecture = "yolov8".into();
+        let msg = refusal(&config);
+        assert!(
+            msg.contains("\"yolov8\"") && msg.contains("resnet50, ") && msg.contains("yolox-x"),
+            "{msg}"
+        );
     }
 }

@@ -96,7 +96,7 @@ where
             metrics.clone(),
             move || {
                 let model = loader()?;
-                model.probabilities(vec![0.0; input_len], 1); // warm-up pass
+                model.predict(vec![0.0; input_len], 1); // warm-up pass
                 metrics.model_load_seconds.set(started.elapsed().as_secs_f64());
                 Ok(model)
             },

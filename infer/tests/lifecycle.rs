@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use common::{encode_digit, test_digits};
 use image::ImageFormat;
 use kiln_infer::batcher::BatchPolicy;
-use kiln_infer::registry::ImageModel;
+use kiln_infer::registry::{ImageModel, Prediction};
 use kiln_infer::tls::TlsMode;
 use kiln_infer::{serve, ServeConfig, ServeError};
 use reqwest::multipart::{Form, Part};
@@ -23,17 +23,12 @@ struct SlowModel {
 }
 
 impl ImageModel for SlowModel {
-    fn probabilities(&self, inputs: Vec<f32>, n: usize) -> Vec<f32> {
+    fn predict(&self, inputs: Vec<f32>, n: usize) -> Vec<Prediction> {
         assert_eq!(inputs.len(), n * 784);
         std::thread::sleep(self.delay);
         self.batches.lock().unwrap().push(n);
-        (0..n)
-            .flat_map(|_| (0..10).map(|k| if k == 3 { 1.0 } else { 0.0 }))
-            .collect()
-    }
-
-    fn num_classes(&self) -> usize {
-        10
+        let one_hot: Vec<f32> = (0..10).map(|k| if k == 3 { 1.0 } else { 0.0 }).collect();
+        vec![Prediction::Classes(one_hot); n]
     }
 }
 

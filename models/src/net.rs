@@ -78,14 +78,7 @@ pub const NET_ARCHITECTURE: &str = "mnist_net";
 /// resized to 28, MNIST normalisation, labels 0–9 (the guide's `customize_service`).
 pub fn net_package_config(config: &NetConfig) -> PackageConfig {
     use kiln_data::mnist::{MNIST_MEAN, MNIST_SIDE, MNIST_STD};
-    let input = InputSpec {
-        channels: 1,
-        height: MNIST_SIDE,
-        width: MNIST_SIDE,
-        resize_shorter: MNIST_SIDE,
-        mean: vec![MNIST_MEAN],
-        std: vec![MNIST_STD],
-    };
+    let input = InputSpec::center_crop(1, MNIST_SIDE, MNIST_SIDE, vec![MNIST_MEAN], vec![MNIST_STD]);
     let labels = (0..config.num_classes).map(serde_json::Value::from).collect();
     PackageConfig::image_classification(NET_ARCHITECTURE, input, labels)
 }

@@ -8,7 +8,14 @@
 //!
 //! A package is written into a temporary sibling folder and renamed into place, so a
 //! reader never sees half a package. Tensor names are PyTorch's state_dict keys (for a ResNet
-//! torchvision's: `layer2.0.downsample.0.weight`, `bn1.running_var`, `fc.weight`, ...).
+//! torchvision's: `layer2.0.downsample.0.weight`, `bn1.running_var`, `fc.weight`, ...; for
+//! YOLOX the official `yolox` package's: `backbone.backbone.stem.conv.conv.weight`,
+//! `head.cls_preds.0.weight`, ...).
+//!
+//! Two families share the format: image classification (`model_algorithm`
+//! `image_classification`, centre-cropped inputs, class probabilities) and object detection
+//! (`object_detection`, YOLOX: letterboxed BGR inputs of raw pixel values, boxes, with the
+//! serving thresholds in `kiln.detection`).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -18,14 +25,22 @@ use burn::tensor::backend::Backend;
 use burn_store::{BurnToPyTorchAdapter, ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore};
 use serde::{Deserialize, Serialize};
 
-use crate::torch_keys::{check_load, load_remapper, save_remapper};
+use crate::torch_keys::KeyScheme;
+use crate::yolox::YoloxVariant;
 
 /// The package's configuration file name.
 pub const CONFIG_FILE: &str = "config.json";
 /// The weights file name.
 pub const WEIGHTS_FILE: &str = "model.safetensors";
-/// The version of the `kiln` section this code writes and reads.
+/// The version of the `kiln` section this code writes and reads. Fields added since version 1
+/// (`input.resize`, `input.scale`, `input.channel_order`, `detection`) have defaults that
+/// keep the meaning of packages written before them.
 pub const FORMAT_VERSION: u32 = 1;
+
+/// The platform's `model_algorithm` of a classifier.
+pub const IMAGE_CLASSIFICATION: &str = "image_classification";
+/// The platform's `model_algorithm` of a detector.
+pub const OBJECT_DETECTION: &str = "object_detection";
 
 /// `config.json`: the platform's fields (`model_algorithm`, `model_type`, `runtime`, `apis`)
 /// and the `kiln` section a server needs to rebuild the model without guessing.
@@ -78,25 +93,127 @@ pub struct ModelSpec {
     pub weights: String,
     /// How an uploaded image becomes the model's input.
     pub input: InputSpec,
-    /// Output labels in class-index order (numbers for MNIST, names for ImageFolder classes).
+    /// Output labels in class-index order (numbers for MNIST, names for ImageFolder or COCO
+    /// classes).
     pub labels: Vec<serde_json::Value>,
+    /// A detector's serving thresholds; absent for classifiers (a detector without them
+    /// serves with [`DetectionSpec::default`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detection: Option<DetectionSpec>,
 }
 
-/// How images are turned into the model's input tensor.
+/// How a detector's raw outputs become the boxes a server answers with.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct DetectionSpec {
+    /// Least score (objectness × class probability) of a reported box.
+    pub conf: f32,
+    /// IoU above which class-wise NMS drops the weaker of two boxes of one class.
+    pub nms: f32,
+}
+
+impl Default for DetectionSpec {
+    /// The YOLOX README's demo command (`tools/demo.py image ... --conf 0.25 --nms 0.45`).
+    fn default() -> Self {
+        Self { conf: 0.25, nms: 0.45 }
+    }
+}
+
+/// How images are turned into the model's input tensor: resized to `height × width` by
+/// `resize`, each value `(scaled pixel − mean) / std`, channels in `channel_order`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InputSpec {
-    /// Colour channels: 1 (8-bit grayscale, PIL's "L") or 3 (RGB).
+    /// Colour channels: 1 (8-bit grayscale, PIL's "L") or 3 (colour, in `channel_order`).
     pub channels: usize,
-    /// Input height in pixels (inputs are square centre crops: equal to `width`).
+    /// Input height in pixels (centre crops are square: equal to `width`).
     pub height: usize,
     /// Input width in pixels.
     pub width: usize,
-    /// The shorter image side is resized (bilinear) to this before cropping.
+    /// How the image is brought to the input size (default: centre crop).
+    #[serde(default)]
+    pub resize: ResizeMode,
+    /// Centre crop only: the shorter image side is resized (bilinear) to this before cropping.
+    /// Absent (0) for letterboxed inputs.
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub resize_shorter: usize,
-    /// Per-channel mean subtracted after scaling pixels to [0, 1].
+    /// The pixel values' range before normalisation (default: [0, 1]).
+    #[serde(default)]
+    pub scale: PixelScale,
+    /// Per-channel mean subtracted from the scaled values.
     pub mean: Vec<f32>,
     /// Per-channel standard deviation divided by after subtracting the mean.
     pub std: Vec<f32>,
+    /// Colour channel order of 3-channel inputs (default: RGB).
+    #[serde(default)]
+    pub channel_order: ChannelOrder,
+}
+
+/// How an image is brought to the input size.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResizeMode {
+    /// torchvision's evaluation transform: the shorter side resized to `resize_shorter`
+    /// (bilinear, antialiased), then the centre `height × width` cropped.
+    #[default]
+    CenterCrop,
+    /// YOLOX's `preproc` (kiln-data's `letterbox`): scaled by `min(height / h, width / w)`,
+    /// keeping the aspect ratio, pasted at the top-left of a `width × height` canvas of grey
+    /// 114.
+    Letterbox,
+}
+
+/// The range of pixel values before `mean` and `std` apply.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PixelScale {
+    /// Divided by 255 into [0, 1] (torchvision's `ToTensor`).
+    #[default]
+    Unit,
+    /// The raw 8-bit values 0..255 as floats (YOLOX).
+    Raw,
+}
+
+impl PixelScale {
+    /// An 8-bit pixel value on this scale.
+    pub fn apply(self, value: u8) -> f32 {
+        match self {
+            Self::Unit => value as f32 / 255.0,
+            Self::Raw => value as f32,
+        }
+    }
+}
+
+/// The order of a colour input's channels.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChannelOrder {
+    /// Red, green, blue (PIL, torchvision).
+    #[default]
+    Rgb,
+    /// Blue, green, red (OpenCV's `imread`, which YOLOX's pipeline reads with).
+    Bgr,
+}
+
+impl InputSpec {
+    /// A classifier's input (torchvision's evaluation transform): the shorter side resized to
+    /// `resize_shorter`, the centre `size × size` cropped, pixels /255, normalised with `mean`
+    /// and `std`, RGB (or grayscale for 1 channel).
+    pub fn center_crop(channels: usize, size: usize, resize_shorter: usize, mean: Vec<f32>, std: Vec<f32>) -> Self {
+        Self {
+            channels,
+            height: size,
+            width: size,
+            resize: ResizeMode::CenterCrop,
+            resize_shorter,
+            scale: PixelScale::Unit,
+            mean,
+            std,
+            channel_order: ChannelOrder::Rgb,
+        }
+    }
+}
+
+fn is_zero(v: &usize) -> bool {
+    *v == 0
 }
 
 /// What went wrong reading or writing a package.
@@ -144,10 +261,55 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> PackageError + '_ {
 }
 
 impl PackageConfig {
-    /// An image-classification package answering `POST /` with multipart/form-data → JSON.
+    /// An image-classification package answering `POST /` (multipart/form-data, field
+    /// `image`) with JSON.
     pub fn image_classification(architecture: &str, input: InputSpec, labels: Vec<serde_json::Value>) -> Self {
+        Self::new(IMAGE_CLASSIFICATION, "image", None, architecture, input, labels, None)
+    }
+
+    /// An object-detection package answering `POST /` (multipart/form-data, the platform's
+    /// field `images`) with the platform's detection body, served with `detection`'s
+    /// thresholds.
+    pub fn object_detection(
+        architecture: &str,
+        input: InputSpec,
+        labels: Vec<serde_json::Value>,
+        detection: DetectionSpec,
+    ) -> Self {
+        // The platform's built-in object-detection output, with numeric scores.
+        let response = serde_json::json!({
+            "type": "object",
+            "properties": {
+                "detection_classes": { "type": "array", "items": { "type": "string" } },
+                "detection_boxes": {
+                    "type": "array",
+                    "items": { "type": "array", "minItems": 4, "maxItems": 4, "items": { "type": "number" } }
+                },
+                "detection_scores": { "type": "array", "items": { "type": "number" } }
+            }
+        });
+        Self::new(
+            OBJECT_DETECTION,
+            "images",
+            Some(response),
+            architecture,
+            input,
+            labels,
+            Some(detection),
+        )
+    }
+
+    fn new(
+        algorithm: &str,
+        field: &str,
+        response: Option<serde_json::Value>,
+        architecture: &str,
+        input: InputSpec,
+        labels: Vec<serde_json::Value>,
+        detection: Option<DetectionSpec>,
+    ) -> Self {
         Self {
-            model_algorithm: "image_classification".into(),
+            model_algorithm: algorithm.into(),
             model_type: "Custom".into(),
             runtime: format!("kiln_{}-burn_0.21.0", env!("CARGO_PKG_VERSION")),
             apis: vec![ApiSpec {
@@ -157,12 +319,12 @@ impl PackageConfig {
                     content_type: "multipart/form-data".into(),
                     data: Some(serde_json::json!({
                         "type": "object",
-                        "properties": { "image": { "type": "file" } }
+                        "properties": { field: { "type": "file" } }
                     })),
                 },
                 response: BodySpec {
                     content_type: "application/json".into(),
-                    data: None,
+                    data: response,
                 },
             }],
             kiln: ModelSpec {
@@ -171,6 +333,7 @@ impl PackageConfig {
                 weights: WEIGHTS_FILE.into(),
                 input,
                 labels,
+                detection,
             },
         }
     }
@@ -208,14 +371,32 @@ impl PackageConfig {
                 i.channels, i.mean, i.std
             ));
         }
-        if i.std.iter().any(|s| *s <= 0.0) || i.height == 0 || i.width == 0 || i.resize_shorter == 0 {
+        if i.std.iter().any(|s| *s <= 0.0) || i.height == 0 || i.width == 0 {
             return unsupported("kiln.input: sizes and std must be positive".into());
         }
-        if i.height != i.width {
-            return unsupported(format!(
-                "kiln.input: {}x{} is not square (inputs are centre crops of one size)",
-                i.width, i.height
-            ));
+        match i.resize {
+            ResizeMode::CenterCrop if i.resize_shorter == 0 => {
+                return unsupported("kiln.input: a centre crop needs a positive resize_shorter".into());
+            }
+            ResizeMode::CenterCrop if i.height != i.width => {
+                return unsupported(format!(
+                    "kiln.input: {}x{} is not square (inputs are centre crops of one size)",
+                    i.width, i.height
+                ));
+            }
+            ResizeMode::Letterbox if i.channels != 3 => {
+                return unsupported("kiln.input: letterboxed inputs have 3 channels".into());
+            }
+            _ => {}
+        }
+        if let Some(d) = &k.detection {
+            let unit = 0.0..=1.0;
+            if !unit.contains(&d.conf) || !unit.contains(&d.nms) {
+                return unsupported(format!(
+                    "kiln.detection: conf {} and nms {} must be within [0, 1]",
+                    d.conf, d.nms
+                ));
+            }
         }
         if k.labels.is_empty() {
             return unsupported("kiln.labels is empty".into());
@@ -228,6 +409,36 @@ impl PackageConfig {
         }
         Ok(())
     }
+}
+
+/// The package configuration for a trained YOLOX (the official `ValTransform` and demo):
+/// architecture `variant`'s name (`yolox-s`, ...), 3-channel inputs letterboxed to
+/// `input_size` = `(height, width)` (YOLOX's `test_size` order; multiples of 32), raw 0..255
+/// values in BGR order without normalisation, `class_names` (COCO's, in class-index order, as
+/// `CocoDataset::class_names` gives them) as labels, and the [`DetectionSpec::default`]
+/// thresholds.
+pub fn yolox_package_config<S: AsRef<str>>(
+    variant: YoloxVariant,
+    input_size: (usize, usize),
+    class_names: &[S],
+) -> PackageConfig {
+    let (height, width) = input_size;
+    let input = InputSpec {
+        channels: 3,
+        height,
+        width,
+        resize: ResizeMode::Letterbox,
+        resize_shorter: 0,
+        scale: PixelScale::Raw,
+        mean: vec![0.0; 3],
+        std: vec![1.0; 3],
+        channel_order: ChannelOrder::Bgr,
+    };
+    let labels = class_names
+        .iter()
+        .map(|n| serde_json::Value::from(n.as_ref()))
+        .collect();
+    PackageConfig::object_detection(&variant.to_string(), input, labels, DetectionSpec::default())
 }
 
 /// Writes `model`'s weights and `config` as a package at `dir`, atomically: everything goes
@@ -270,7 +481,7 @@ fn fill_package<B: Backend, M: Module<B>>(dir: &Path, config: &PackageConfig, mo
     let weights = dir.join(&config.kiln.weights);
     let mut store = SafetensorsStore::from_file(&weights)
         .with_to_adapter(BurnToPyTorchAdapter)
-        .remap(save_remapper())
+        .remap(KeyScheme::for_architecture(&config.kiln.architecture).save_remapper())
         .skip_enum_variants(true)
         .metadata("architecture", config.kiln.architecture.clone());
     model.save_into(&mut store).map_err(|e| PackageError::Weights {
@@ -301,9 +512,10 @@ pub fn load_weights<B: Backend, M: Module<B>>(
             source: std::io::Error::new(std::io::ErrorKind::NotFound, "weights file missing"),
         });
     }
+    let scheme = KeyScheme::for_architecture(&config.kiln.architecture);
     let mut store = SafetensorsStore::from_file(&path)
         .with_from_adapter(PyTorchToBurnAdapter)
-        .remap(load_remapper())
+        .remap(scheme.load_remapper())
         .skip_enum_variants(true)
         .validate(false)
         .allow_partial(true);
@@ -312,7 +524,7 @@ pub fn load_weights<B: Backend, M: Module<B>>(
         msg,
     };
     let result = model.load_from(&mut store).map_err(|e| weights_err(e.to_string()))?;
-    check_load(&result, &[]).map_err(weights_err)?;
+    scheme.check_load(&result, &[]).map_err(weights_err)?;
     Ok(model)
 }
 
@@ -320,8 +532,10 @@ pub fn load_weights<B: Backend, M: Module<B>>(
 mod tests {
     use super::*;
     use crate::net::{net_package_config, NetConfig};
+    use crate::yolox::Yolox;
     use burn::prelude::*;
     use burn_flex::Flex;
+    use burn_store::ModuleStore;
 
     #[test]
     fn round_trip_gives_identical_outputs() {
@@ -413,5 +627,154 @@ mod tests {
         assert!(e.to_string().contains("format_version 99"), "{e}");
         let e = PackageConfig::read(dir.path()).unwrap_err();
         assert!(matches!(e, PackageError::Io { .. }), "{e}");
+    }
+
+    #[test]
+    fn yolox_round_trip_gives_identical_outputs() {
+        let device = Default::default();
+        let dir = tempfile::tempdir().unwrap();
+        for (variant, seed) in [(YoloxVariant::Nano, 1), (YoloxVariant::S, 2)] {
+            Flex::seed(&device, seed);
+            let model = Yolox::<Flex>::new(variant, 3, &device);
+            let pkg = dir.path().join(variant.to_string());
+            let config = yolox_package_config(variant, (64, 96), &["person", "bicycle", "car"]);
+            write_package(&pkg, &config, &model).unwrap();
+
+            let read = PackageConfig::read(&pkg).unwrap();
+            assert_eq!(read, config);
+            // A fresh model from another seed: equal outputs mean every tensor was loaded.
+            Flex::seed(&device, seed + 10);
+            let loaded = load_weights(&pkg, &read, Yolox::<Flex>::new(variant, 3, &device)).unwrap();
+            let x = Tensor::<Flex, 4>::random([1, 3, 64, 96], burn::tensor::Distribution::Uniform(0.0, 255.0), &device);
+            for (a, b) in model.forward(x.clone()).into_iter().zip(loaded.forward(x)) {
+                assert_eq!(a.into_data(), b.into_data(), "{variant}");
+            }
+        }
+    }
+
+    /// The weights of yolox-nano (depthwise) and yolox-s (plain convs) are the official
+    /// model's state_dict: every key with its shape, as the `yolox` 0.3.0 package's PyTorch
+    /// modules list them (`tests/fixtures/`).
+    #[test]
+    fn yolox_weights_are_the_official_state_dict() {
+        let device = Default::default();
+        let dir = tempfile::tempdir().unwrap();
+        let official = [
+            (YoloxVariant::Nano, include_str!("../tests/fixtures/yolox-nano-80.keys")),
+            (YoloxVariant::S, include_str!("../tests/fixtures/yolox-s-80.keys")),
+        ];
+        let names: Vec<String> = (0..80).map(|i| i.to_string()).collect();
+        for (variant, fixture) in official {
+            let pkg = dir.path().join(variant.to_string());
+            let config = yolox_package_config(variant, (64, 64), &names);
+            write_package(&pkg, &config, &Yolox::<Flex>::new(variant, 80, &device)).unwrap();
+            let mut store = SafetensorsStore::from_file(pkg.join(WEIGHTS_FILE));
+            let ours: Vec<String> = store
+                .get_all_snapshots()
+                .unwrap()
+                .iter()
+                .map(|(key, s)| {
+                    let shape: Vec<String> = s.shape.iter().map(usize::to_string).collect();
+                    format!("{key} {}", shape.join(","))
+                })
+                .collect();
+            let theirs: Vec<&str> = fixture.lines().filter(|l| !l.starts_with('#')).collect();
+            assert_eq!(ours, theirs, "{variant}");
+        }
+    }
+
+    #[test]
+    fn a_classification_config_written_before_the_detection_fields_still_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = format!(
+            r#"{{
+  "model_algorithm": "image_classification",
+  "model_type": "Custom",
+  "runtime": "kiln_{}-burn_0.21.0",
+  "apis": [{{"url": "/", "method": "post",
+             "request": {{"Content-type": "multipart/form-data",
+                          "data": {{"type": "object", "properties": {{"image": {{"type": "file"}}}}}}}},
+             "response": {{"Content-type": "application/json"}}}}],
+  "kiln": {{"format_version": 1, "architecture": "mnist_net", "weights": "model.safetensors",
+            "input": {{"channels": 1, "height": 28, "width": 28, "resize_shorter": 28,
+                       "mean": [0.1307], "std": [0.3081]}},
+            "labels": [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]}}
+}}"#,
+            env!("CARGO_PKG_VERSION")
+        );
+        fs::write(dir.path().join(CONFIG_FILE), old).unwrap();
+        let read = PackageConfig::read(dir.path()).unwrap();
+        assert_eq!(read, net_package_config(&NetConfig::new()));
+        let input = &read.kiln.input;
+        assert_eq!(
+            (input.resize, input.scale, input.channel_order),
+            (ResizeMode::CenterCrop, PixelScale::Unit, ChannelOrder::Rgb)
+        );
+        assert_eq!(read.kiln.detection, None);
+    }
+
+    #[test]
+    fn detection_config_has_the_platform_fields() {
+        let config = yolox_package_config(YoloxVariant::S, (640, 640), &["person", "bicycle"]);
+        let v = serde_json::to_value(&config).unwrap();
+        assert_eq!(v["model_algorithm"], "object_detection");
+        assert_eq!(v["apis"][0]["request"]["data"]["properties"]["images"]["type"], "file");
+        let response = &v["apis"][0]["response"]["data"]["properties"];
+        assert_eq!(response["detection_boxes"]["items"]["maxItems"], 4);
+        assert_eq!(response["detection_scores"]["items"]["type"], "number");
+        let k = &v["kiln"];
+        assert_eq!(k["architecture"], "yolox-s");
+        assert_eq!(k["labels"], serde_json::json!(["person", "bicycle"]));
+        let text = serde_json::to_string(&config).unwrap();
+        assert!(text.contains(r#""detection":{"conf":0.25,"nms":0.45}"#), "{text}");
+        assert_eq!(
+            k["input"],
+            serde_json::json!({
+                "channels": 3, "height": 640, "width": 640, "resize": "letterbox", "scale": "raw",
+                "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0], "channel_order": "bgr"
+            })
+        );
+        // Classification packages say nothing about detection.
+        let v = serde_json::to_value(net_package_config(&NetConfig::new())).unwrap();
+        assert!(v["kiln"].get("detection").is_none());
+        assert_eq!(v["kiln"]["input"]["resize"], "center_crop");
+    }
+
+    #[test]
+    fn inconsistent_inputs_and_thresholds_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = yolox_package_config(YoloxVariant::Nano, (64, 64), &["person", "bicycle"]);
+        let refused = |edit: &dyn Fn(&mut serde_json::Value), expected: &str| {
+            let mut v = serde_json::to_value(&config).unwrap();
+            edit(&mut v);
+            fs::write(dir.path().join(CONFIG_FILE), v.to_string()).unwrap();
+            let e = PackageConfig::read(dir.path()).unwrap_err();
+            assert!(
+                matches!(e, PackageError::Unsupported { .. }) && e.to_string().contains(expected),
+                "{e}"
+            );
+        };
+        refused(&|v| v["kiln"]["detection"]["conf"] = 1.5.into(), "conf 1.5");
+        refused(&|v| v["kiln"]["detection"]["nms"] = (-0.1).into(), "nms -0.1");
+        refused(
+            &|v| {
+                v["kiln"]["input"]["channels"] = 1.into();
+                v["kiln"]["input"]["mean"] = serde_json::json!([0.0]);
+                v["kiln"]["input"]["std"] = serde_json::json!([1.0]);
+            },
+            "letterboxed inputs have 3 channels",
+        );
+        refused(
+            &|v| v["kiln"]["input"]["resize"] = "center_crop".into(),
+            "resize_shorter",
+        );
+        let mut v = serde_json::to_value(&config).unwrap();
+        v["kiln"]["input"]["resize"] = "stretch".into();
+        fs::write(dir.path().join(CONFIG_FILE), v.to_string()).unwrap();
+        let e = PackageConfig::read(dir.path()).unwrap_err();
+        assert!(
+            matches!(e, PackageError::Config { .. }) && e.to_string().contains("stretch"),
+            "{e}"
+        );
     }
 }

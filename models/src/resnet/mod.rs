@@ -121,14 +121,7 @@ impl<B: Backend> ResNet<B> {
 /// crop 224×224, ImageNet normalisation (torchvision's evaluation transform); the labels are
 /// the class names in class-index order.
 pub fn resnet_package_config(arch: ResNetArch, class_names: &[String]) -> PackageConfig {
-    let input = InputSpec {
-        channels: 3,
-        height: 224,
-        width: 224,
-        resize_shorter: 256,
-        mean: vec![0.485, 0.456, 0.406],
-        std: vec![0.229, 0.224, 0.225],
-    };
+    let input = InputSpec::center_crop(3, 224, 256, vec![0.485, 0.456, 0.406], vec![0.229, 0.224, 0.225]);
     let labels = class_names.iter().cloned().map(serde_json::Value::from).collect();
     PackageConfig::image_classification(arch.name(), input, labels)
 }

@@ -9,7 +9,7 @@ use burn_store::{ModuleSnapshot, ModuleStore, PyTorchToBurnAdapter, PytorchStore
 
 use super::ResNet;
 use crate::package::PackageError;
-use crate::torch_keys::{check_load, load_remapper};
+use crate::torch_keys::KeyScheme;
 
 /// What [`load_pretrained`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,7 +58,7 @@ pub fn load_pretrained<B: Backend>(
         Some("pth" | "pt") => {
             // PytorchStore always applies the PyTorch → burn adapter.
             let store = PytorchStore::from_file(path)
-                .remap(load_remapper())
+                .remap(KeyScheme::Torchvision.load_remapper())
                 .skip_enum_variants(true)
                 .validate(false)
                 .allow_partial(true);
@@ -67,7 +67,7 @@ pub fn load_pretrained<B: Backend>(
         Some("safetensors") => {
             let store = SafetensorsStore::from_file(path)
                 .with_from_adapter(PyTorchToBurnAdapter)
-                .remap(load_remapper())
+                .remap(KeyScheme::Torchvision.load_remapper())
                 .skip_enum_variants(true)
                 .validate(false)
                 .allow_partial(true);
@@ -115,7 +115,9 @@ fn apply<B: Backend, S: ModuleStore>(
         &[]
     };
     let result = model.load_from(&mut store).map_err(|e| weights_err(e.to_string()))?;
-    let summary = check_load(&result, tolerated).map_err(weights_err)?;
+    let summary = KeyScheme::Torchvision
+        .check_load(&result, tolerated)
+        .map_err(weights_err)?;
     Ok(PretrainedReport {
         loaded: summary.loaded,
         ignored: summary.ignored,

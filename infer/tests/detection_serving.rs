@@ -1,0 +1,220 @@
+//! `kiln-serve` with a YOLOX package: letterboxed BGR inputs, decoded and NMS-filtered boxes
+//! mapped back onto the uploaded image, the platform's object-detection body.
+
+mod common;
+
+use std::io::Cursor;
+
+use burn::backend::Flex;
+use burn::module::{ModuleMapper, Param};
+use burn::prelude::*;
+use common::ServeProcess;
+use image::{DynamicImage, ImageFormat, RgbImage};
+use kiln_data::letterbox;
+use kiln_models::yolox::{decode, Detected, STRIDES};
+use kiln_models::{write_package, yolox_package_config, DetectionSpec, PackageConfig, Yolox, YoloxVariant};
+use reqwest::multipart::{Form, Part};
+use serde_json::{json, Value};
+
+/// The letterboxed input side: small, a multiple of 32.
+const SIDE: usize = 64;
+const LABELS: [&str; 3] = ["cat", "dog", "person"];
+
+/// A colourful test picture, `w`×`h`, different for each `seed`.
+fn picture(w: u32, h: u32, seed: u32) -> RgbImage {
+    RgbImage::from_fn(w, h, |x, y| {
+        let v = (x * 7 + y * 13 + seed * 31) % 256;
+        image::Rgb([v as u8, (255 - v) as u8, ((x * y + seed) % 256) as u8])
+    })
+}
+
+fn png(img: &RgbImage) -> Vec<u8> {
+    let mut buf = Cursor::new(Vec::new());
+    DynamicImage::ImageRgb8(img.clone())
+        .write_to(&mut buf, ImageFormat::Png)
+        .unwrap();
+    buf.into_inner()
+}
+
+/// YOLOX's input for `img`, computed here independently of the server: letterboxed, channels
+/// blue, green, red, raw 0..255 values. Also the letterbox ratio.
+fn yolox_input(img: &RgbImage) -> (Tensor<Flex, 4>, f32) {
+    let boxed = letterbox(img, &[], SIDE as u32, SIDE as u32);
+    let mut values = Vec::with_capacity(3 * SIDE * SIDE);
+    for channel in [2, 1, 0] {
+        values.extend(boxed.image.pixels().map(|p| p.0[channel] as f32));
+    }
+    let x = Tensor::from_data(TensorData::new(values, [1, 3, SIDE, SIDE]), &Default::default());
+    (x, boxed.ratio)
+}
+
+/// The model's own detections on `img` at `thresholds`, in model-input pixels.
+fn model_detections(model: &Yolox<Flex>, img: &RgbImage, thresholds: DetectionSpec) -> (Vec<Detected>, f32) {
+    let (x, ratio) = yolox_input(img);
+    let found = decode(&model.forward(x), &STRIDES, thresholds.conf, thresholds.nms);
+    (found.into_iter().next().unwrap(), ratio)
+}
+
+/// Multiplies every convolution kernel by a factor.
+struct ScaleKernels(f32);
+
+impl ModuleMapper<Flex> for ScaleKernels {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<Flex, D>>) -> Param<Tensor<Flex, D>> {
+        let (id, tensor, mapper) = param.consume();
+        let factor = if D == 4 { self.0 } else { 1.0 };
+        Param::from_mapped_value(id, tensor * factor, mapper)
+    }
+}
+
+/// A yolox-nano package with random weights whose confidence threshold keeps the ten best
+/// boxes of picture 0 (random weights score far below YOLOX's 0.25). YOLOX's initialisation
+/// leaves an untrained network's outputs almost constant (every score about 1e-4, boxes on
+/// the grid); kernels × 2.2 make scores and boxes depend on the picture.
+fn package(dir: &std::path::Path) -> (Yolox<Flex>, PackageConfig) {
+    let device = Default::default();
+    Flex::seed(&device, 5);
+    let model = Yolox::<Flex>::new(YoloxVariant::Nano, LABELS.len(), &device).map(&mut ScaleKernels(2.2));
+    let mut config = yolox_package_config(YoloxVariant::Nano, (SIDE, SIDE), &LABELS);
+    let all = DetectionSpec { conf: 0.0, nms: 0.45 };
+    let (found, _) = model_detections(&model, &picture(90, 50, 0), all);
+    assert!(found.len() > 10, "{} boxes", found.len());
+    let mut scores: Vec<f32> = found.iter().map(|d| d.score).collect();
+    scores.sort_by(|a, b| b.total_cmp(a));
+    config.kiln.detection = Some(DetectionSpec {
+        conf: scores[9],
+        nms: 0.45,
+    });
+    write_package(dir, &config, &model).unwrap();
+    (model, config)
+}
+
+fn form(field: &str, images: &[&RgbImage]) -> Form {
+    images.iter().enumerate().fold(Form::new(), |form, (i, img)| {
+        form.part(field.to_string(), Part::bytes(png(img)).file_name(format!("p{i}.png")))
+    })
+}
+
+async fn post(base: &str, query: &str, form: Form) -> (u16, Value) {
+    let r = reqwest::Client::new()
+        .post(format!("{base}/{query}"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+/// Checks one detection body against the model's own detections of `img`.
+fn assert_matches_model(body: &Value, model: &Yolox<Flex>, img: &RgbImage, thresholds: DetectionSpec, what: &str) {
+    let mut keys: Vec<&String> = body.as_object().unwrap().keys().collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        ["detection_boxes", "detection_classes", "detection_scores"],
+        "{what}"
+    );
+    let (want, ratio) = model_detections(model, img, thresholds);
+    let classes = body["detection_classes"].as_array().unwrap();
+    let boxes = body["detection_boxes"].as_array().unwrap();
+    let scores: Vec<f32> = serde_json::from_value(body["detection_scores"].clone()).unwrap();
+    assert_eq!(
+        (classes.len(), boxes.len(), scores.len()),
+        (want.len(), want.len(), want.len()),
+        "{what}: {body}"
+    );
+    assert!(scores.windows(2).all(|s| s[0] >= s[1]), "{what}: not sorted {scores:?}");
+    let (w, h) = (img.width() as f32, img.height() as f32);
+    for (i, d) in want.iter().enumerate() {
+        assert_eq!(classes[i], LABELS[d.class], "{what}: box {i}");
+        assert!(
+            (scores[i] - d.score).abs() <= 1e-6 * d.score.max(1e-3),
+            "{what}: {} vs {}",
+            scores[i],
+            d.score
+        );
+        let got: [f32; 4] = serde_json::from_value(boxes[i].clone()).unwrap();
+        let [x1, y1, x2, y2] = d.xyxy.map(|v| v / ratio);
+        let expected = [y1.clamp(0.0, h), x1.clamp(0.0, w), y2.clamp(0.0, h), x2.clamp(0.0, w)];
+        for (g, e) in got.iter().zip(expected) {
+            assert!((g - e).abs() < 1e-3, "{what}: box {i} {got:?} vs {expected:?}");
+        }
+        let [ymin, xmin, ymax, xmax] = got;
+        assert!(
+            0.0 <= ymin && ymin <= ymax && ymax <= h && 0.0 <= xmin && xmin <= xmax && xmax <= w,
+            "{what}: box {i} {got:?} outside {w}x{h}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn boxes_match_the_model_in_the_platform_body() {
+    let dir = tempfile::tempdir().unwrap();
+    let pkg = dir.path().join("model");
+    let (model, config) = package(&pkg);
+    let thresholds = config.kiln.detection.unwrap();
+    let server = ServeProcess::start(&pkg, &[]).await;
+    let health: Value = reqwest::get(format!("{}/health", server.base))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health, json!({ "status": "OK" }));
+
+    // Wide, tall and larger-than-input pictures: padding right, below, and downscaling.
+    let pictures = [picture(90, 50, 0), picture(40, 70, 1), picture(130, 100, 2)];
+    for (i, img) in pictures.iter().enumerate() {
+        let (status, body) = post(&server.base, "", form("images", &[img])).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body.as_array().map(Vec::len), Some(1), "{body}");
+        assert_matches_model(&body[0], &model, img, thresholds, &format!("picture {i}"));
+        if i == 0 {
+            // The package's threshold applies: exactly the ten best boxes are left.
+            assert_eq!(body[0]["detection_scores"].as_array().unwrap().len(), 10, "{body}");
+        }
+    }
+
+    // One object per field, for its first file; with detail, every file by name.
+    let two_fields =
+        form("images", &[&pictures[1], &pictures[2]]).part("other", Part::bytes(png(&pictures[0])).file_name("o.png"));
+    let (status, body) = post(&server.base, "", two_fields).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body.as_array().map(Vec::len), Some(2), "{body}");
+    assert_matches_model(&body[0], &model, &pictures[1], thresholds, "field images");
+    assert_matches_model(&body[1], &model, &pictures[0], thresholds, "field other");
+    let (status, detail) = post(
+        &server.base,
+        "?detail=true",
+        form("images", &[&pictures[1], &pictures[2]]),
+    )
+    .await;
+    assert_eq!(status, 200, "{detail}");
+    assert_eq!(detail[0]["field"], "images");
+    for (i, img) in pictures[1..].iter().enumerate() {
+        let mut file = detail[0]["files"][i].clone();
+        assert_eq!(file["filename"], format!("p{i}.png"));
+        file.as_object_mut().unwrap().remove("filename");
+        assert_matches_model(&file, &model, img, thresholds, &format!("detail file {i}"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_uploads_get_the_json_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let pkg = dir.path().join("model");
+    package(&pkg);
+    let server = ServeProcess::start(&pkg, &[]).await;
+    let not_an_image = Form::new().part("images", Part::bytes(b"not a picture".to_vec()).file_name("x.png"));
+    let (status, body) = post(&server.base, "", not_an_image).await;
+    assert_eq!(status, 400);
+    assert_eq!(body["error_code"], "KILN.400");
+    let msg = body["error_msg"].as_str().unwrap();
+    assert!(
+        msg.contains("\"images\" (x.png)") && msg.contains("not a decodable image"),
+        "{msg}"
+    );
+    // A good picture afterwards is still answered.
+    let (status, body) = post(&server.base, "", form("images", &[&picture(30, 30, 4)])).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body[0]["detection_boxes"].is_array(), "{body}");
+}
