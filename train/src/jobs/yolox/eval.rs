@@ -147,6 +147,49 @@ mod tests {
     use super::*;
 
     #[test]
+    fn letterboxed_ground_truth_maps_back_to_a_perfect_score() {
+        let dir = tempfile::tempdir().unwrap();
+        let json = dir.path().join("instances.json");
+        std::fs::write(
+            &json,
+            r#"{"images": [{"id": 42, "file_name": "a.jpg", "width": 200, "height": 100}],
+                "annotations": [
+                    {"id": 1, "image_id": 42, "category_id": 7, "bbox": [20, 10, 50, 40], "area": 1500},
+                    {"id": 2, "image_id": 42, "category_id": 9, "bbox": [120, 30, 60, 60], "area": 3000}],
+                "categories": [{"id": 7, "name": "cat"}, {"id": 9, "name": "dog"}]}"#,
+        )
+        .unwrap();
+        let dataset = CocoDataset::from_files(&json, dir.path()).unwrap();
+        // A 64×64 letterbox of the 200×100 image scales by 0.32.
+        let ratio = 0.32;
+        let detections: Vec<Detection> = dataset.images()[0]
+            .boxes
+            .iter()
+            .map(|b| Detected {
+                class: b.class,
+                score: 0.9,
+                xyxy: b.xyxy.map(|v| v * ratio),
+            })
+            .filter_map(|d| to_coco(&d, 42, ratio, &dataset))
+            .collect();
+        assert_eq!(detections[0].category_id, 7);
+        for (got, want) in detections[1].bbox.iter().zip([120.0, 30.0, 60.0, 60.0]) {
+            assert!((got - want).abs() < 1e-3, "{:?}", detections[1].bbox);
+        }
+        let stats = coco_evaluate(dataset.ground_truth(), &detections).unwrap();
+        assert!((stats.stats[0] - 1.0).abs() < 1e-9, "{:?}", stats.stats);
+        // Off by a class, nothing matches.
+        let wrong: Vec<Detection> = detections
+            .iter()
+            .map(|d| Detection {
+                category_id: 16 - d.category_id,
+                ..d.clone()
+            })
+            .collect();
+        assert_eq!(coco_evaluate(dataset.ground_truth(), &wrong).unwrap().stats[0], 0.0);
+    }
+
+    #[test]
     fn summary_lines_look_like_pycocotools() {
         let mut stats = CocoStats { stats: [0.0; 12] };
         stats.stats[0] = 0.4567;

@@ -26,7 +26,7 @@ use serde::Serialize;
 
 use kiln_data::{CocoDataset, DetectLoader, DetectMode, EpochSampler, LoaderConfig, YoloxAugConfig};
 use kiln_models::yolox::Yolox;
-use kiln_models::{write_package, PackageConfig};
+use kiln_models::{write_package, yolox_package_config, PackageConfig};
 
 use crate::checkpoint::{copy_atomic, CheckpointRecord, RunState};
 use crate::cli::YoloxArgs;
@@ -328,7 +328,7 @@ impl<'a, B: AutodiffBackend> RunSetup<'a, B> {
                 seed,
                 classes: classes.clone(),
             },
-            package: detection_package(exp, &classes),
+            package: yolox_package_config(exp.variant, exp.test_size, &classes),
             device: device.clone(),
         };
         if let (Some(path), Some(checkpoint)) = (checkpoint_path.as_deref(), checkpoint) {
@@ -445,16 +445,3 @@ impl<'a, B: AutodiffBackend> RunSetup<'a, B> {
     }
 }
 
-/// TEMPORARY until the detection package lands: the package this run writes.
-fn detection_package(exp: &Exp, classes: &[String]) -> PackageConfig {
-    let input = kiln_models::package::InputSpec {
-        channels: 3,
-        height: exp.test_size.0,
-        width: exp.test_size.1,
-        resize_shorter: exp.test_size.0,
-        mean: vec![0.0; 3],
-        std: vec![1.0; 3],
-    };
-    let labels = classes.iter().map(|c| serde_json::Value::from(c.as_str())).collect();
-    PackageConfig::image_classification(&exp.variant.to_string(), input, labels)
-}
