@@ -29,13 +29,17 @@ export CUBECL_AUTOTUNE_LEVEL=${CUBECL_AUTOTUNE_LEVEL:-minimal}
 # YOLOX-s training step at 640, f32 then mixed precision (the guide trains with --fp16).
 step 100 "$BIN/kiln-bench" yolox --device cuda -n yolox-s -b 32 --steps 5 --json "$OUT/yolox-h200.json"
 step 80 "$BIN/kiln-bench" yolox --device cuda -n yolox-s -b 32 --steps 5 --fp16 --json "$OUT/yolox-h200-fp16.json"
-# The whole YOLOX job on a real COCO subset, with mixed precision.
+# The whole YOLOX job on a real COCO subset, with mixed precision: overfitting its training
+# images (evaluated on them), so mAP must rise.
 if [ -n "${COCO:-}" ]; then
-  step 100 "$BIN/kiln-train" yolox -n yolox-nano -b 16 --fp16 --device cuda --seed 1 --data "$COCO" \
-    --output "$OUT/yolox" max_epoch 30 warmup_epochs 2 no_aug_epochs 10 eval_interval 5 \
-    print_interval 5 val_split train2017 save_history_ckpt false
+  step 150 "$BIN/kiln-train" yolox -n yolox-nano -b 16 --fp16 --device cuda --seed 1 --data "$COCO" \
+    --output /tmp/kiln-yolox max_epoch 100 warmup_epochs 3 no_aug_epochs 80 eval_interval 10 \
+    print_interval 5 val_split train2017 basic_lr_per_img 0.000625 min_lr_ratio 0.5 save_history_ckpt false
+  cp /tmp/kiln-yolox/yolox_nano/metrics.jsonl "$OUT/yolox-coco-mini-h200.jsonl"
 fi
 # The guide's MNIST recipe, kiln vs PyTorch on the same GPU (epoch 1 includes autotuning).
 step 120 "$BIN/kiln-bench" mnist --device cuda --epochs 3 --compare-pytorch --json "$OUT/mnist-h200.json"
 # ResNet-50 training step and evaluation forward, kiln vs torchvision.
 step 80 "$BIN/kiln-bench" imagenet --device cuda -a resnet50 -b 64 --steps 10 --compare-pytorch --json "$OUT/imagenet-h200.json"
+# The charts are redrawn from the JSON files with `kiln-bench chart`.
+rm -f "$OUT"/*.svg

@@ -1,5 +1,6 @@
 //! Training curves from the `metrics.jsonl` files kiln-train's jobs write (one JSON object per
-//! epoch): loss and accuracy per epoch, one line per run and figure.
+//! epoch): loss and accuracy per epoch, one line per run and figure (for `kiln-train yolox`,
+//! the total loss and COCO AP@[.50:.95] in percent as the accuracy).
 
 use std::path::Path;
 
@@ -23,6 +24,10 @@ struct MetricsLine {
     acc1: Option<f64>,
     /// `kiln-train imagenet`'s training Acc@1, in percent.
     train_acc1: Option<f64>,
+    /// `kiln-train yolox`'s mean total training loss.
+    total_loss: Option<f64>,
+    /// `kiln-train yolox`'s COCO AP@[.50:.95], in [0, 1], on epochs that evaluated.
+    ap50_95: Option<f64>,
 }
 
 /// One epoch of a run, accuracies in percent.
@@ -44,10 +49,13 @@ impl From<MetricsLine> for Epoch {
     fn from(m: MetricsLine) -> Self {
         Self {
             epoch: m.epoch,
-            train_loss: m.train_loss,
+            train_loss: m.train_loss.or(m.total_loss),
             eval_loss: m.test_loss.or(m.val_loss),
             train_accuracy: m.train_acc1,
-            eval_accuracy: m.acc1.or(m.accuracy.map(|a| 100.0 * a)),
+            eval_accuracy: m
+                .acc1
+                .or(m.accuracy.map(|a| 100.0 * a))
+                .or(m.ap50_95.map(|ap| 100.0 * ap)),
         }
     }
 }
@@ -119,7 +127,7 @@ pub fn panels(runs: &[Run]) -> [LinePanel; 2] {
         LinePanel {
             title: "Accuracy per epoch".into(),
             x_label: "epoch".into(),
-            y_label: "accuracy, %".into(),
+            y_label: "accuracy (YOLOX: COCO AP), %".into(),
             legend: SeriesLabelPosition::LowerRight,
             lines: lines([("train", |e| e.train_accuracy), ("test/val", |e| e.eval_accuracy)]),
         },
@@ -152,6 +160,18 @@ mod tests {
             (e.eval_loss, e.train_accuracy, e.eval_accuracy),
             (Some(1.16), Some(51.15), Some(50.0))
         );
+    }
+
+    #[test]
+    fn yolox_metrics_give_total_loss_and_ap_in_percent() {
+        let yolox = r#"{"epoch":9,"lr":0.005,"total_loss":11.0,"iou_loss":3.9,"conf_loss":4.7,"cls_loss":2.5,"l1_loss":0.0,"ap50_95":null,"ap50":null,"train_seconds":18.0,"seconds":18.5,"images_per_second":4.4}
+{"epoch":10,"lr":0.005,"total_loss":10.8,"iou_loss":3.9,"conf_loss":4.5,"cls_loss":2.4,"l1_loss":0.0,"ap50_95":0.0183,"ap50":0.0405,"train_seconds":18.0,"seconds":24.0,"images_per_second":4.4}"#;
+        let run = parse_run("nano".into(), yolox).unwrap();
+        assert_eq!(
+            (run.epochs[0].train_loss, run.epochs[0].eval_accuracy),
+            (Some(11.0), None)
+        );
+        assert!((run.epochs[1].eval_accuracy.unwrap() - 1.83).abs() < 1e-9);
     }
 
     #[test]

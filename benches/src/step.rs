@@ -223,7 +223,7 @@ fn measure<B: AutodiffBackend>(
 }
 
 /// Mean seconds of `step` over `steps` runs after one warm-up run.
-fn per_step_seconds(steps: usize, step: &mut dyn FnMut()) -> f64 {
+pub(crate) fn per_step_seconds(steps: usize, step: &mut dyn FnMut()) -> f64 {
     step();
     let started = Instant::now();
     for _ in 0..steps {

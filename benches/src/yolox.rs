@@ -4,8 +4,6 @@
 //! measured; and the guide's Table 4-2 YOLOX row (10 COCO epochs on one V100) beside kiln's
 //! projection for the same work on the device measured.
 
-use std::time::Instant;
-
 use burn::module::AutodiffModule;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
@@ -19,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::chart::BarChart;
 use crate::report::Report;
+use crate::step::per_step_seconds;
 
 /// COCO 2017's training images.
 const COCO_TRAIN_IMAGES: usize = 118_287;
@@ -95,7 +94,10 @@ impl Report for YoloxReport {
     fn chart(&self) -> BarChart {
         let groups = self.results.iter().flat_map(|r| {
             let precision = if r.fp16 { "fp16" } else { "f32" };
-            let head = format!("{} {precision} b{} at {} on {}", r.variant, r.batch, r.input_size, r.device);
+            let head = format!(
+                "{} {precision} b{} at {} on {}",
+                r.variant, r.batch, r.input_size, r.device
+            );
             [
                 (format!("{head}: train step"), vec![Some(r.train_images_per_second)]),
                 (format!("{head}: eval forward"), vec![Some(r.eval_images_per_second)]),
@@ -113,7 +115,10 @@ impl Report for YoloxReport {
 /// Runs the benchmark and prints a Markdown table.
 pub fn run(args: YoloxBench) -> Result<(), String> {
     if args.input_size == 0 || args.input_size % 32 != 0 {
-        return Err(format!("--input-size {}: must be a positive multiple of 32", args.input_size));
+        return Err(format!(
+            "--input-size {}: must be a positive multiple of 32",
+            args.input_size
+        ));
     }
     if args.batch == 0 || args.steps == 0 {
         return Err("--batch-size and --steps must be at least 1".into());
@@ -168,7 +173,12 @@ fn synthetic_boxes(i: usize, count: usize, size: usize) -> Vec<CocoBox> {
 }
 
 /// kiln's train-step and eval-forward throughput for `variant` on backend `B`.
-fn measure<B: AutodiffBackend>(args: &YoloxBench, variant: YoloxVariant, device: &B::Device, choice: DeviceChoice) -> YoloxResult {
+fn measure<B: AutodiffBackend>(
+    args: &YoloxBench,
+    variant: YoloxVariant,
+    device: &B::Device,
+    choice: DeviceChoice,
+) -> YoloxResult {
     B::seed(device, 0);
     let exp = Exp::new(variant);
     let mut trainer = Trainer::<B>::new(&exp, 80, args.fp16, device);
@@ -201,16 +211,6 @@ fn measure<B: AutodiffBackend>(args: &YoloxBench, variant: YoloxVariant, device:
         eval_images_per_second: args.batch as f64 / eval,
         projected_10_epochs_seconds: (DOCUMENTED_EPOCHS * COCO_TRAIN_IMAGES) as f64 / train_ips,
     }
-}
-
-/// Mean seconds of `step` over `steps` runs after one warm-up run.
-fn per_step_seconds(steps: usize, step: &mut dyn FnMut()) -> f64 {
-    step();
-    let started = Instant::now();
-    for _ in 0..steps {
-        step();
-    }
-    started.elapsed().as_secs_f64() / steps as f64
 }
 
 /// `H:MM:SS`.

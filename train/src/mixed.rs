@@ -73,7 +73,11 @@ impl<B: AutodiffBackend> ModuleMapper<B> for ToHalf {
 }
 
 /// The f16 gradients of `half`'s parameters as f32, divided by `scale`.
-pub fn unscale<B: AutodiffBackend, M: AutodiffModule<B>>(grads: GradientsParams, half: &M, scale: f64) -> GradientsParams {
+pub fn unscale<B: AutodiffBackend, M: AutodiffModule<B>>(
+    grads: GradientsParams,
+    half: &M,
+    scale: f64,
+) -> GradientsParams {
     let mut visitor = Unscale::<B> {
         grads,
         inv_scale: 1.0 / scale,
@@ -102,9 +106,7 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for Unscale<B> {
 pub fn all_finite<B: AutodiffBackend, M: AutodiffModule<B>>(grads: &GradientsParams, module: &M) -> bool {
     let mut visitor = AbsSum::<B> { grads, total: None };
     module.visit(&mut visitor);
-    visitor
-        .total
-        .is_none_or(|t| t.into_scalar().elem::<f64>().is_finite())
+    visitor.total.is_none_or(|t| t.into_scalar().elem::<f64>().is_finite())
 }
 
 struct AbsSum<'a, B: AutodiffBackend> {

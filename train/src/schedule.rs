@@ -115,7 +115,11 @@ mod tests {
             (40, 0.0005),
         ];
         for (iter, lr) in want {
-            assert!((lrs[iter - 1] - lr).abs() < 1e-15, "iter {iter}: {} vs {lr}", lrs[iter - 1]);
+            assert!(
+                (lrs[iter - 1] - lr).abs() < 1e-15,
+                "iter {iter}: {} vs {lr}",
+                lrs[iter - 1]
+            );
         }
         // Resuming from a record continues the sequence.
         let record = LrScheduler::to_record::<Flex>(&s);

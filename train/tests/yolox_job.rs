@@ -21,8 +21,16 @@ fn coco_folder(root: &Path, n: usize) {
     for i in 0..n {
         let mut img = RgbImage::from_pixel(64, 64, Rgb([200, 200, 200]));
         let boxes = [
-            (1, [4 + 3 * (i % 5) as u32, 6 + 2 * (i % 4) as u32, 24, 20], Rgb([220, 30, 30])),
-            (3, [34 - 2 * (i % 3) as u32, 30 + (i % 6) as u32, 22, 28], Rgb([30, 30, 220])),
+            (
+                1,
+                [4 + 3 * (i % 5) as u32, 6 + 2 * (i % 4) as u32, 24, 20],
+                Rgb([220, 30, 30]),
+            ),
+            (
+                3,
+                [34 - 2 * (i % 3) as u32, 30 + (i % 6) as u32, 22, 28],
+                Rgb([30, 30, 220]),
+            ),
         ];
         for (k, (category, [x, y, w, h], colour)) in boxes.into_iter().enumerate() {
             for py in y..y + h {
@@ -136,7 +144,8 @@ fn trains_evaluates_checkpoints_and_resumes_exactly() {
     assert!(log.contains("epoch: 3/3, iter: 2/2"), "{log}");
     assert!(log.contains("--->No mosaic aug now!"), "{log}");
     assert_eq!(
-        log.matches(" Average Precision  (AP) @[ IoU=0.50:0.95 | area=   all | maxDets=100 ] = ").count(),
+        log.matches(" Average Precision  (AP) @[ IoU=0.50:0.95 | area=   all | maxDets=100 ] = ")
+            .count(),
         3,
         "{log}"
     );
@@ -152,7 +161,12 @@ fn trains_evaluates_checkpoints_and_resumes_exactly() {
     // The L1 term is only on in the last, no-augmentation epoch.
     assert_eq!(epochs[1]["l1_loss"], 0.0);
     assert!(epochs[2]["l1_loss"].as_f64().unwrap() > 0.0);
-    for file in ["latest_ckpt.pth", "best_ckpt.pth", "epoch_2_ckpt.pth", "epoch_3_ckpt.pth"] {
+    for file in [
+        "latest_ckpt.pth",
+        "best_ckpt.pth",
+        "epoch_2_ckpt.pth",
+        "epoch_3_ckpt.pth",
+    ] {
         assert!(full.join(file).is_file(), "{file} missing");
     }
     // The detection package of the best EMA weights.
@@ -168,7 +182,16 @@ fn trains_evaluates_checkpoints_and_resumes_exactly() {
     assert!(log.contains("=> loaded checkpoint"), "{log}");
     let resumed = metrics(&resumed_dir);
     assert_eq!(resumed.len(), 1);
-    for key in ["epoch", "lr", "total_loss", "iou_loss", "conf_loss", "cls_loss", "l1_loss", "ap50_95"] {
+    for key in [
+        "epoch",
+        "lr",
+        "total_loss",
+        "iou_loss",
+        "conf_loss",
+        "cls_loss",
+        "l1_loss",
+        "ap50_95",
+    ] {
         assert_eq!(resumed[0][key], epochs[2][key], "{key}");
     }
 }

@@ -226,7 +226,10 @@ mod tests {
     #[test]
     fn variants_take_yolox_defaults() {
         let s = Exp::new(YoloxVariant::S);
-        assert_eq!((s.input_size, s.mosaic_scale, s.enable_mixup), ((640, 640), (0.1, 2.0), true));
+        assert_eq!(
+            (s.input_size, s.mosaic_scale, s.enable_mixup),
+            ((640, 640), (0.1, 2.0), true)
+        );
         assert_eq!((s.max_epoch, s.warmup_epochs, s.no_aug_epochs), (300, 5, 15));
         let nano = Exp::new(YoloxVariant::Nano);
         assert_eq!(
@@ -234,7 +237,10 @@ mod tests {
             ((416, 416), (0.5, 1.5), false, 0.5)
         );
         let tiny = Exp::new(YoloxVariant::Tiny);
-        assert_eq!((tiny.input_size, tiny.test_size, tiny.mosaic_prob), ((640, 640), (416, 416), 1.0));
+        assert_eq!(
+            (tiny.input_size, tiny.test_size, tiny.mosaic_prob),
+            ((640, 640), (416, 416), 1.0)
+        );
     }
 
     #[test]

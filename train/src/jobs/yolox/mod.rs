@@ -314,8 +314,15 @@ impl<'a, B: AutodiffBackend> RunSetup<'a, B> {
         let classes: Vec<String> = train_set.class_names().iter().map(|s| s.to_string()).collect();
         let root = dist.is_root();
         let lr = exp.basic_lr_per_img * args.batch_size as f64;
-        let scheduler = YoloxWarmCos::new(lr, iters_per_epoch, exp.max_epoch, exp.warmup_epochs, exp.no_aug_epochs, exp.min_lr_ratio)
-            .map_err(TrainError::Flag)?;
+        let scheduler = YoloxWarmCos::new(
+            lr,
+            iters_per_epoch,
+            exp.max_epoch,
+            exp.warmup_epochs,
+            exp.no_aug_epochs,
+            exp.min_lr_ratio,
+        )
+        .map_err(TrainError::Flag)?;
         let mut run = Self {
             dist,
             trainer: Trainer::new(exp, classes.len(), args.fp16, device),
@@ -382,7 +389,13 @@ impl<'a, B: AutodiffBackend> RunSetup<'a, B> {
     }
 
     /// One pass over the training set.
-    fn train_epoch(&mut self, exp: &Exp, epoch: usize, loader: &DetectLoader, no_aug: bool) -> Result<Pass, TrainError> {
+    fn train_epoch(
+        &mut self,
+        exp: &Exp,
+        epoch: usize,
+        loader: &DetectLoader,
+        no_aug: bool,
+    ) -> Result<Pass, TrainError> {
         let iters = loader.num_batches();
         let root = self.dist.is_root();
         let progress = PassProgress::new(iters, format!("epoch {}", epoch + 1), root);
@@ -444,4 +457,3 @@ impl<'a, B: AutodiffBackend> RunSetup<'a, B> {
         Ok(())
     }
 }
-

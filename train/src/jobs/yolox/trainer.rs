@@ -112,3 +112,63 @@ impl<B: AutodiffBackend> Trainer<B> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::Autodiff;
+    use burn::module::ModuleVisitor;
+    use burn::module::Param;
+    use burn_flex::Flex;
+    use kiln_models::YoloxVariant;
+
+    type B = Autodiff<Flex>;
+
+    /// Σ |w| over a model's floats, to see that a step changed them, and whether all are f32.
+    struct AbsSum(f64, bool);
+
+    impl<Bk: Backend> ModuleVisitor<Bk> for AbsSum {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<Bk, D>>) {
+            let value = param.val();
+            self.1 &= value.dtype() == burn::tensor::DType::F32;
+            self.0 += value.abs().sum().into_scalar().elem::<f64>();
+        }
+    }
+
+    fn weights(model: &Yolox<B>) -> (f64, bool) {
+        let mut sum = AbsSum(0.0, true);
+        model.visit(&mut sum);
+        (sum.0, sum.1)
+    }
+
+    #[test]
+    fn f32_and_mixed_precision_steps_train_and_agree_on_the_loss() {
+        let device = Default::default();
+        let exp = Exp::new(YoloxVariant::Nano);
+        let images = Tensor::<B, 4>::random([2, 3, 64, 64], burn::tensor::Distribution::Uniform(0.0, 255.0), &device);
+        let targets = vec![
+            vec![CocoBox {
+                class: 1,
+                xyxy: [8.0, 8.0, 40.0, 30.0],
+            }],
+            vec![],
+        ];
+        let dist = Collective::single();
+        let mut losses = Vec::new();
+        for fp16 in [false, true] {
+            B::seed(&device, 7);
+            let mut trainer = Trainer::<B>::new(&exp, 3, fp16, &device);
+            let before = weights(&trainer.model);
+            let parts = trainer.step(images.clone(), &targets, 0.01, true, &dist).unwrap();
+            assert!(parts.total().is_finite() && parts.total() > 0.0, "{parts:?}");
+            assert_eq!(parts.num_gt, 1);
+            let (after, all_f32) = weights(&trainer.model);
+            assert_ne!(after, before.0, "fp16 {fp16}: the step changed nothing");
+            // The master weights stay f32.
+            assert!(all_f32 && before.1);
+            losses.push(parts.total());
+        }
+        // The same seed and batch: f16 compute gives nearly the f32 loss.
+        assert!((losses[0] - losses[1]).abs() < 0.05 * losses[0], "{losses:?}");
+    }
+}
