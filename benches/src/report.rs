@@ -110,7 +110,7 @@ mod tests {
         let err = |v: &str| chart_of(serde_json::from_str(v).unwrap()).unwrap_err();
         assert!(err(r#"{"x": 1}"#).contains("no `bench` field"));
         assert!(err(r#"{"bench": 3}"#).contains("`bench` is 3"));
-        assert!(err(r#"{"bench": "yolox"}"#).contains("unknown bench \"yolox\""));
+        assert!(err(r#"{"bench": "nope"}"#).contains("unknown bench \"nope\""));
         let e = err(r#"{"bench": "mnist", "device": "cpu", "threads": 2}"#);
         assert!(e.contains("`mnist`") && e.contains("missing field `kiln`"), "{e}");
     }
