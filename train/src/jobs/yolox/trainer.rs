@@ -162,8 +162,19 @@ mod tests {
             let parts = trainer.step(images.clone(), &targets, 0.01, true, &dist).unwrap();
             assert!(parts.total().is_finite() && parts.total() > 0.0, "{parts:?}");
             assert_eq!(parts.num_gt, 1);
+            // A mixed-precision step whose scaled gradients overflow f16 is skipped and the
+            // scale halved (GradScaler): within a few steps one is taken.
+            let mut steps = 1;
+            while weights(&trainer.model).0 == before.0 && steps < 20 {
+                trainer.step(images.clone(), &targets, 0.01, true, &dist).unwrap();
+                steps += 1;
+            }
             let (after, all_f32) = weights(&trainer.model);
-            assert_ne!(after, before.0, "fp16 {fp16}: the step changed nothing");
+            assert_ne!(after, before.0, "fp16 {fp16}: {steps} steps changed nothing");
+            assert_eq!(
+                steps == 1,
+                !fp16 || trainer.scaler.as_ref().unwrap().scale() == 65_536.0
+            );
             // The master weights stay f32.
             assert!(all_f32 && before.1);
             losses.push(parts.total());
