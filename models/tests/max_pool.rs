@@ -1,7 +1,7 @@
-//! Max pooling of kiln's CPU backend. burn-flex is vendored with a row-wise 2D max-pool kernel
-//! and a parallel backward (vendor/README.md); these tests hold its output, indices and
-//! gradient to a naive loop with the same semantics (the first maximum in kernel scan order
-//! wins), at the model families' pooling shapes and with padding, dilation and ceil mode.
+//! Max pooling of kiln's CPU backend. burn-flex is vendored with a parallel max-pool backward
+//! (vendor/README.md); these tests hold the output, indices and gradient to a naive loop with
+//! the same semantics (the first maximum in kernel scan order wins), at the model families'
+//! pooling shapes and with padding, dilation and ceil mode.
 
 use burn::backend::Autodiff;
 use burn::prelude::*;

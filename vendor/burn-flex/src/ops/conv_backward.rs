@@ -1,10 +1,11 @@
 //! Backward pass of 2D convolution: the input, weight and bias gradients.
 //!
 //! burn's generic defaults compute the input gradient with a transposed
-//! convolution (single-threaded here) and the weight gradient with a forward
-//! convolution over batch-swapped tensors whose "kernel" is the whole output
-//! gradient plane, once per group. This module computes both as explicit gemm
-//! calls on the im2col matrix of one group of one image,
+//! convolution (image by image, with a single-threaded scatter, in burn-flex)
+//! and the weight gradient with a forward convolution over batch-swapped
+//! tensors whose "kernel" is the whole output gradient plane, once per group.
+//! This module computes both as explicit gemm calls on the im2col matrix of
+//! one group of one image,
 //! `col[(ci, kh, kw), (oh, ow)] = x[ci, oh·sh + kh·dh − ph, ow·sw + kw·dw − pw]`:
 //!
 //! - weight: `dW_g = Σ_b dY_{b,g} · col(x_{b,g})ᵀ`, i.e.

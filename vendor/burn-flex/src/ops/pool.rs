@@ -225,34 +225,6 @@ where
     let spatial_out = out_d * out_h * out_w;
     let x_data: &[T] = x.storage();
 
-    // 1D and 2D pooling (a single depth plane): the row-wise kernel below.
-    if in_d == 1 && kernel_d == 1 && out_d == 1 && pad_d == 0 {
-        let out_shape = Shape::from(vec![batch_size, channels, out_d, out_h, out_w]);
-        let (output, indices) = max_pool_planes_with_indices(
-            x_data,
-            batch_size * channels,
-            [in_h, in_w],
-            [out_h, out_w],
-            [kernel_h, kernel_w],
-            [stride_h, stride_w],
-            [pad_h, pad_w],
-            [dilation_h, dilation_w],
-            neg_inf,
-        );
-        return (
-            FlexTensor::new(
-                Bytes::from_elems(output),
-                Layout::contiguous(out_shape.clone()),
-                dtype,
-            ),
-            FlexTensor::new(
-                Bytes::from_elems(indices),
-                Layout::contiguous(out_shape),
-                DType::I64,
-            ),
-        );
-    }
-
     let (output, indices) = {
         #[cfg(feature = "rayon")]
         {
@@ -402,103 +374,6 @@ where
     );
 
     (output_tensor, indices_tensor)
-}
-
-/// Max pooling with indices over `planes` independent `[in_h, in_w]` planes
-/// (flattened batch × channels), one plane per rayon task.
-///
-/// Same results as the generic 3D loop (the first maximum in kernel scan
-/// order wins, a NaN only when it is the first valid tap), but with the valid
-/// kernel taps of every output row and column precomputed, so the inner loop
-/// has no padding checks, and a branch-free running max: the generic loop's
-/// data-dependent branch mispredicts on about every other tap of real
-/// activations.
-#[allow(clippy::too_many_arguments)]
-fn max_pool_planes_with_indices<T>(
-    x: &[T],
-    planes: usize,
-    [in_h, in_w]: [usize; 2],
-    [out_h, out_w]: [usize; 2],
-    [kernel_h, kernel_w]: [usize; 2],
-    [stride_h, stride_w]: [usize; 2],
-    [pad_h, pad_w]: [usize; 2],
-    [dilation_h, dilation_w]: [usize; 2],
-    neg_inf: T,
-) -> (Vec<T>, Vec<i64>)
-where
-    T: Copy + PartialOrd + Send + Sync,
-{
-    let (in_plane, out_plane) = (in_h * in_w, out_h * out_w);
-    let mut output = vec![neg_inf; planes * out_plane];
-    let mut indices = vec![-1i64; planes * out_plane];
-    // The kernel taps `[first, end)` whose input index lies inside the input,
-    // for every output position along one axis.
-    let taps = |out_size: usize,
-                kernel: usize,
-                stride: usize,
-                dilation: usize,
-                pad: usize,
-                in_size: usize| {
-        (0..out_size)
-            .map(|o| {
-                let valid = |k: &usize| {
-                    (o * stride + k * dilation)
-                        .checked_sub(pad)
-                        .is_some_and(|i| i < in_size)
-                };
-                let first = (0..kernel).find(valid).unwrap_or(kernel);
-                let end = first + (first..kernel).take_while(valid).count();
-                (first, end)
-            })
-            .collect::<Vec<(usize, usize)>>()
-    };
-    let kh_taps = taps(out_h, kernel_h, stride_h, dilation_h, pad_h, in_h);
-    let kw_taps = taps(out_w, kernel_w, stride_w, dilation_w, pad_w, in_w);
-    let pool_plane = |plane: usize, out: &mut [T], idx: &mut [i64]| {
-        let x = &x[plane * in_plane..(plane + 1) * in_plane];
-        let rows = out.chunks_exact_mut(out_w).zip(idx.chunks_exact_mut(out_w));
-        for (oh, (out_row, idx_row)) in rows.enumerate() {
-            let (kh_first, kh_end) = kh_taps[oh];
-            for (ow, (out, idx)) in out_row.iter_mut().zip(idx_row).enumerate() {
-                let (kw_first, kw_end) = kw_taps[ow];
-                let (mut best, mut best_at) = (neg_inf, -1i64);
-                for kh in kh_first..kh_end {
-                    let row = (oh * stride_h + kh * dilation_h - pad_h) * in_w;
-                    for kw in kw_first..kw_end {
-                        let at = row + ow * stride_w + kw * dilation_w - pad_w;
-                        // `|`, not `||`, and selects on registers: no
-                        // data-dependent branch.
-                        let take = (best_at < 0) | (x[at] > best);
-                        best = if take { x[at] } else { best };
-                        best_at = if take { at as i64 } else { best_at };
-                    }
-                }
-                *out = best;
-                *idx = best_at;
-            }
-        }
-    };
-    if out_plane == 0 {
-        return (output, indices);
-    }
-    #[cfg(feature = "rayon")]
-    {
-        use rayon::prelude::*;
-        output
-            .par_chunks_mut(out_plane)
-            .zip(indices.par_chunks_mut(out_plane))
-            .enumerate()
-            .for_each(|(plane, (out, idx))| pool_plane(plane, out, idx));
-    }
-    #[cfg(not(feature = "rayon"))]
-    for (plane, (out, idx)) in output
-        .chunks_mut(out_plane)
-        .zip(indices.chunks_mut(out_plane))
-        .enumerate()
-    {
-        pool_plane(plane, out, idx);
-    }
-    (output, indices)
 }
 
 /// 3D max pooling (without returning indices) for f32.
