@@ -15,4 +15,4 @@ pub use device::DeviceChoice;
 pub use net::{net_package_config, Net, NetConfig, NET_ARCHITECTURE};
 pub use package::{load_weights, write_package, PackageConfig, PackageError};
 pub use resnet::{load_pretrained, resnet_package_config, PretrainedReport, ResNet, ResNetArch, ResNetConfig};
-pub use yolox::{Yolox, YoloxVariant};
+pub use yolox::{Yolox, YoloxLoss, YoloxVariant};

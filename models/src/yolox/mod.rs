@@ -1,11 +1,15 @@
 //! YOLOX (Megvii's `yolox` package): CSPDarknet backbone, PAFPN neck and decoupled head, in
 //! the variants nano, tiny, s, m, l and x. The forward pass gives each level's raw
-//! predictions; [`decode`] turns them into boxes (confidence filter and class-wise NMS).
+//! predictions; [`decode`] turns them into boxes (confidence filter and class-wise NMS), and
+//! [`YoloxLoss`] scores them against targets for training, with SimOTA ([`Candidates`])
+//! choosing the foreground cells.
 
+mod assign;
 mod blocks;
 mod darknet;
 mod decode;
 mod head;
+mod loss;
 mod pafpn;
 
 use std::fmt;
@@ -13,9 +17,11 @@ use std::str::FromStr;
 
 use burn::prelude::*;
 
+pub use assign::{grid_cells, Assignment, Candidates, Cell, Match};
 pub use blocks::space_to_depth;
 pub use decode::{box_iou, decode, nms, Detected};
 use head::YoloxHead;
+pub use loss::{LossParts, YoloxLoss, YoloxLossOutput};
 use pafpn::YoloPafpn;
 
 /// The strides of the three output levels.
