@@ -1,7 +1,7 @@
-//! SimOTA label assignment, as YOLOX 0.3.0's `YOLOXHead.get_assignments` (`get_in_boxes_info`
-//! + `dynamic_k_matching`), on host data without gradients. (Upstream's main branch later
-//! replaced the geometry with `get_geometry_constraint`: centre square of 1.5 strides only,
-//! penalty 1e6; that is not what the released 0.3.0 package does, nor what this module does.)
+//! SimOTA label assignment, as YOLOX 0.3.0's `YOLOXHead.get_assignments` (its
+//! `get_in_boxes_info` and `dynamic_k_matching`), on host data without gradients. Upstream's
+//! main branch later replaced the geometry with `get_geometry_constraint` (centre square of 1.5
+//! strides only, penalty 1e6); neither the released 0.3.0 package nor this module does that.
 //!
 //! Conventions:
 //! - A *cell* is one grid position of one level. Cells are numbered level by level, in the

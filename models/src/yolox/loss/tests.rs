@@ -1,11 +1,8 @@
 use burn::backend::Autodiff;
-use burn::optim::momentum::MomentumConfig;
-use burn::optim::{GradientsParams, Optimizer, SgdConfig};
-use burn::tensor::Distribution;
 use burn_flex::Flex;
 
 use super::*;
-use crate::yolox::{Yolox, YoloxVariant, STRIDES};
+use crate::yolox::STRIDES;
 
 type Ad = Autodiff<Flex>;
 
@@ -161,11 +158,16 @@ fn images_without_gts_have_only_the_objectness_term() {
 
 #[test]
 fn gradients_reach_every_level_and_are_finite() {
+    // Deterministic inputs in [−1.5, 1.5), not burn's process-wide RNG (tests run concurrently).
     let device = Default::default();
-    Ad::seed(&device, 7);
     let levels: Vec<Tensor<Ad, 4>> = [[8, 8], [4, 4], [2, 2]]
         .iter()
-        .map(|&[h, w]| Tensor::random([2, 8, h, w], Distribution::Normal(0.0, 1.0), &device).require_grad())
+        .map(|&[h, w]| {
+            let values: Vec<f32> = (0..2 * 8 * h * w)
+                .map(|i| ((i * 7919 + h) % 3000) as f32 / 1000.0 - 1.5)
+                .collect();
+            Tensor::<Ad, 4>::from_data(TensorData::new(values, [2, 8, h, w]), &device).require_grad()
+        })
         .collect();
     let targets = vec![
         vec![
@@ -197,76 +199,4 @@ fn gradients_reach_every_level_and_are_finite() {
     let at = 64 * 8 + 4 * 64 + 9; // image 1, channel 4, cell 9
     let sigmoid = 1.0 / (1.0 + (-x[at] as f64).exp());
     close(grad[at] as f64, sigmoid / p.num_fg as f64, 1e-5);
-}
-
-#[test]
-fn a_nano_model_overfits_a_small_batch() {
-    // Two 64×64 images, gray with flat coloured rectangles, one box per rectangle, 2 classes;
-    // 30 steps of SGD with momentum on the same batch. Halving YOLOX's loss takes longer than
-    // that from scratch: SimOTA keeps moving the foreground, the IoU term learns slowly and the
-    // IoU-aware class targets rise with the IoU (the official PyTorch YOLOX-nano, same data,
-    // lr, and steps, ends at 0.55–0.76 of its first loss over 6 seeds; kiln at 0.52–0.70 over
-    // 8). So: the total falls by a quarter, objectness by half, and the IoU term falls.
-    let device = Default::default();
-    Ad::seed(&device, 0);
-    let targets = vec![
-        vec![
-            CocoBox {
-                class: 0,
-                xyxy: [6.0, 8.0, 30.0, 40.0],
-            },
-            CocoBox {
-                class: 1,
-                xyxy: [34.0, 28.0, 58.0, 56.0],
-            },
-        ],
-        vec![CocoBox {
-            class: 1,
-            xyxy: [16.0, 12.0, 48.0, 44.0],
-        }],
-    ];
-    let colour = [[0.9f32, 0.1, 0.1], [0.1, 0.2, 0.9]];
-    let mut pixels = vec![0.5f32; 2 * 3 * 64 * 64];
-    for (i, boxes) in targets.iter().enumerate() {
-        for b in boxes {
-            let [x1, y1, x2, y2] = b.xyxy.map(|v| v as usize);
-            for (c, value) in colour[b.class].iter().enumerate() {
-                for y in y1..y2 {
-                    pixels[((i * 3 + c) * 64 + y) * 64 + x1..((i * 3 + c) * 64 + y) * 64 + x2].fill(*value);
-                }
-            }
-        }
-    }
-    let images = Tensor::<Ad, 4>::from_data(TensorData::new(pixels, [2, 3, 64, 64]), &device);
-
-    let mut model = Yolox::<Ad>::new(YoloxVariant::Nano, 2, &device);
-    let mut optim = SgdConfig::new()
-        .with_momentum(Some(MomentumConfig {
-            momentum: 0.9,
-            dampening: 0.0,
-            nesterov: false,
-        }))
-        .init::<Ad, Yolox<Ad>>();
-    let loss = YoloxLoss::default();
-    let mut history = Vec::new();
-    for _ in 0..30 {
-        let out = loss.forward(&model.forward(images.clone()), &STRIDES, &targets);
-        history.push(out.parts);
-        let grads = GradientsParams::from_grads(out.loss.backward(), &model);
-        model = optim.step(0.002, model, grads);
-    }
-    let (first, last) = (
-        history[0],
-        loss.forward(&model.forward(images), &STRIDES, &targets).parts,
-    );
-    eprintln!("overfit: first {first:?}\n         last {last:?}");
-    assert!(history.iter().all(|p| p.total().is_finite()));
-    assert!(
-        last.total() < 0.75 * first.total(),
-        "total {} → {}",
-        first.total(),
-        last.total()
-    );
-    assert!(last.obj < 0.5 * first.obj, "objectness {} → {}", first.obj, last.obj);
-    assert!(last.iou < first.iou, "IoU term {} → {}", first.iou, last.iou);
 }
