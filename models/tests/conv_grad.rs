@@ -1,8 +1,9 @@
-//! Convolution gradients of kiln's CPU backend. burn-flex is vendored with its own gemm-based
-//! `conv2d_{x,weight,bias}_backward` (vendor/README.md); these tests hold them to burn's generic
-//! default implementations (rebuilt here from public ops, as burn-backend 0.21 writes them) and
-//! to a naive f64 loop, at every convolution shape the model families use, through the ops and
-//! through `Autodiff<Flex>` and `burn::nn::conv::Conv2d`.
+//! Convolutions of kiln's CPU backend. burn-flex is vendored with its own gemm-based
+//! `conv2d` forward and `conv2d_{x,weight,bias}_backward` (vendor/README.md); these tests hold
+//! them to a naive f64 loop and the gradients also to burn's generic default implementations
+//! (rebuilt here from public ops, as burn-backend 0.21 writes them), at every convolution shape
+//! the model families use, through the ops and through `Autodiff<Flex>` and
+//! `burn::nn::conv::Conv2d`.
 //!
 //! "Equal" means: every element within 1e-4 of the reference, relative to the reference
 //! tensor's largest magnitude.
@@ -220,6 +221,43 @@ fn naive(case: &Case, inputs: &Inputs) -> Grads<f64> {
     grads
 }
 
+/// The convolution's output by its definition, in f64, with or without the bias.
+fn naive_forward(case: &Case, inputs: &Inputs, bias: bool) -> Vec<f64> {
+    let [batch, c_in, h, w] = case.x_shape();
+    let [c_out, in_per_group, kh, kw] = case.weight_shape();
+    let [_, _, oh_len, ow_len] = case.out_shape();
+    let out_per_group = c_out / case.groups;
+    let mut y = vec![0.0; batch * c_out * oh_len * ow_len];
+    for b in 0..batch {
+        for co in 0..c_out {
+            let group = co / out_per_group;
+            for oh in 0..oh_len {
+                for ow in 0..ow_len {
+                    let mut acc = if bias { inputs.bias[co] as f64 } else { 0.0 };
+                    for cl in 0..in_per_group {
+                        let ci = group * in_per_group + cl;
+                        for i in 0..kh {
+                            let ih = (oh * case.stride[0] + i * case.dilation[0]) as isize - case.padding[0] as isize;
+                            for j in 0..kw {
+                                let iw =
+                                    (ow * case.stride[1] + j * case.dilation[1]) as isize - case.padding[1] as isize;
+                                if ih < 0 || iw < 0 || ih >= h as isize || iw >= w as isize {
+                                    continue;
+                                }
+                                let x_at = ((b * c_in + ci) * h + ih as usize) * w + iw as usize;
+                                let w_at = ((co * in_per_group + cl) * kh + i) * kw + j;
+                                acc += inputs.x[x_at] as f64 * inputs.weight[w_at] as f64;
+                            }
+                        }
+                    }
+                    y[((b * c_out + co) * oh_len + oh) * ow_len + ow] = acc;
+                }
+            }
+        }
+    }
+    y
+}
+
 fn tensor<B: Backend, const D: usize>(values: &[f32], shape: [usize; D]) -> Tensor<B, D> {
     Tensor::from_data(TensorData::new(values.to_vec(), shape), &Default::default())
 }
@@ -397,6 +435,29 @@ fn widen(grads: Grads<f32>) -> Grads<f64> {
 }
 
 #[test]
+fn flex_forward_matches_the_definition() {
+    let mut failures = Vec::new();
+    for case in CASES {
+        let inputs = case.inputs();
+        for bias in [false, true] {
+            let output = Flex::conv2d(
+                primitive(tensor::<Flex, 4>(&inputs.x, case.x_shape())),
+                primitive(tensor::<Flex, 4>(&inputs.weight, case.weight_shape())),
+                bias.then(|| primitive(tensor::<Flex, 1>(&inputs.bias, [case.channels[1]]))),
+                case.options(),
+            );
+            let output = from_primitive::<4>(output);
+            assert_eq!(output.dims(), case.out_shape(), "{}", case.name);
+            let what = format!("{} (bias {bias}) forward", case.name);
+            if let Err(failure) = check_close(&what, &values(output), &naive_forward(case, &inputs, bias)) {
+                failures.push(failure);
+            }
+        }
+    }
+    assert_no_failures(failures);
+}
+
+#[test]
 fn flex_backward_ops_match_burn_defaults_and_the_definition() {
     let mut failures = Vec::new();
     for case in CASES {
@@ -438,12 +499,14 @@ fn autodiff_conv2d_module_gradients_match_the_definition() {
     assert_no_failures(failures);
 }
 
-/// burn-flex computes f64 natively and f16 through f32.
+/// burn-flex computes f64 natively, f16 gradients through f32 and the f16 forward on its own
+/// f16 path.
 #[test]
 fn other_float_dtypes_are_computed_too() {
     let case = &CASES[5]; // strided, padded, odd size
     let inputs = case.inputs();
     let want = naive(case, &inputs);
+    let want_output = naive_forward(case, &inputs, false);
     let make = |values: &[f32], shape: [usize; 4], dtype: DType| {
         let data = TensorData::new(values.to_vec(), shape);
         FlexTensor::from_data(match dtype {
@@ -457,6 +520,11 @@ fn other_float_dtypes_are_computed_too() {
         let weight = || make(&inputs.weight, case.weight_shape(), dtype);
         let dy = || make(&inputs.output_grad, case.out_shape(), dtype);
         for (what, grad, want) in [
+            (
+                "forward",
+                Flex::conv2d(x(), weight(), None, case.options()),
+                &want_output,
+            ),
             (
                 "x",
                 Flex::conv2d_x_backward(x(), weight(), dy(), case.options()),

@@ -5,19 +5,13 @@
 //! and the weight gradient with a forward convolution over batch-swapped
 //! tensors whose "kernel" is the whole output gradient plane, once per group.
 //! This module computes both as explicit gemm calls on the im2col matrix of
-//! one group of one image,
-//! `col[(ci, kh, kw), (oh, ow)] = x[ci, oh·sh + kh·dh − ph, ow·sw + kw·dw − pw]`:
+//! one group of one image (`conv_gemm`), tile by tile of output rows:
 //!
 //! - weight: `dW_g = Σ_b dY_{b,g} · col(x_{b,g})ᵀ`, i.e.
 //!   `[c_out/g, OH·OW] × [OH·OW, c_in/g·KH·KW]`, summed over the batch;
 //! - input: `dx_{b,g} = col2im(W_gᵀ · dY_{b,g})`, i.e.
 //!   `[c_in/g·KH·KW, c_out/g] × [c_out/g, OH·OW]`, scattered back onto the input;
 //! - bias: `db[c] = Σ_{b, oh, ow} dY[b, c, oh, ow]`.
-//!
-//! The weight layout `[c_out, c_in/g, KH, KW]` is already the row-major
-//! `[c_out, c_in/g·KH·KW]` matrix these products need, so no weight reordering
-//! is done. Columns are built for a tile of whole output rows at a time
-//! (at most [`COL_TILE_ELEMS`] elements) so the buffer stays in L2.
 //!
 //! Fast paths:
 //! - pointwise (1×1, stride 1, no padding): the input plane *is* the im2col
@@ -37,25 +31,15 @@ use alloc::vec;
 use alloc::vec::Vec;
 use core::ops::Range;
 
+use burn_backend::DType;
 use burn_backend::ops::ConvOptions;
-use burn_backend::ops::conv::calculate_conv_output_size;
-use burn_backend::{DType, Element};
 use burn_std::{Bytes, Shape, bf16, f16};
-use num_traits::Float;
 
-use super::conv::valid_out_range;
+use super::conv_gemm::{
+    GemmElement, Geometry, MatRef, for_each_chunk, gemm, im2col, num_threads,
+};
 use super::module::{cast_from_f32, cast_to_f32};
 use crate::{FlexTensor, Layout};
-
-/// Largest im2col tile, in elements (1 MiB of f32), so that the tile and the
-/// gemm packing buffers fit in L2. A tile always holds at least one output row.
-const COL_TILE_ELEMS: usize = 256 * 1024;
-
-/// gemm problems at least this large (m·n·k) use gemm's own rayon parallelism
-/// when the batch alone cannot keep the thread pool busy (same threshold as
-/// burn-flex's forward convolution).
-#[cfg(feature = "rayon")]
-const GEMM_PARALLEL_THRESHOLD: usize = 192 * 192 * 192;
 
 /// Runs the f32 kernel `$kernel(args…)` for half-precision `$half` tensors:
 /// every `FlexTensor` argument (passed by reference) is converted to f32, and
@@ -85,7 +69,7 @@ pub fn conv2d_x_backward(
     output_grad: FlexTensor,
     options: &ConvOptions<2>,
 ) -> FlexTensor {
-    let geometry = Geometry::new(x.layout().shape(), &weight, &output_grad, options);
+    let geometry = Geometry::for_backward(x.layout().shape(), &weight, &output_grad, options);
     match x.dtype() {
         DType::F32 => x_backward::<f32>(&geometry, &weight, &output_grad),
         DType::F64 => x_backward::<f64>(&geometry, &weight, &output_grad),
@@ -102,7 +86,7 @@ pub fn conv2d_weight_backward(
     output_grad: FlexTensor,
     options: &ConvOptions<2>,
 ) -> FlexTensor {
-    let geometry = Geometry::new(x.layout().shape(), &weight, &output_grad, options);
+    let geometry = Geometry::for_backward(x.layout().shape(), &weight, &output_grad, options);
     match x.dtype() {
         DType::F32 => weight_backward::<f32>(&geometry, &x, &output_grad),
         DType::F64 => weight_backward::<f64>(&geometry, &x, &output_grad),
@@ -126,160 +110,8 @@ pub fn conv2d_bias_backward(bias: FlexTensor, output_grad: FlexTensor) -> FlexTe
     grad.reshape(bias_shape)
 }
 
-/// Element types the kernels run on natively.
-trait GradElement: Float + bytemuck::Pod + Element + Send + Sync + 'static {}
-impl GradElement for f32 {}
-impl GradElement for f64 {}
-
-/// Shapes and options of one 2D convolution, read from the input, weight and
-/// output-gradient shapes.
-#[derive(Debug, Clone, Copy)]
-struct Geometry {
-    batch: usize,
-    channels_in: usize,
-    in_h: usize,
-    in_w: usize,
-    channels_out: usize,
-    groups: usize,
-    /// Input channels per group (the weight's second dimension).
-    in_per_group: usize,
-    out_per_group: usize,
-    kernel_h: usize,
-    kernel_w: usize,
-    out_h: usize,
-    out_w: usize,
-    stride: [usize; 2],
-    padding: [usize; 2],
-    dilation: [usize; 2],
-}
-
-impl Geometry {
-    fn new(
-        x_shape: &[usize],
-        weight: &FlexTensor,
-        output_grad: &FlexTensor,
-        options: &ConvOptions<2>,
-    ) -> Self {
-        let w_shape = weight.layout().shape();
-        let dy_shape = output_grad.layout().shape();
-        assert!(
-            x_shape.len() == 4 && w_shape.len() == 4 && dy_shape.len() == 4,
-            "conv2d backward: expected 4D input, weight and output gradient"
-        );
-        let groups = options.groups;
-        assert!(groups > 0, "conv2d backward: groups must be positive");
-        let geometry = Self {
-            batch: x_shape[0],
-            channels_in: x_shape[1],
-            in_h: x_shape[2],
-            in_w: x_shape[3],
-            channels_out: w_shape[0],
-            groups,
-            in_per_group: w_shape[1],
-            out_per_group: w_shape[0] / groups,
-            kernel_h: w_shape[2],
-            kernel_w: w_shape[3],
-            out_h: dy_shape[2],
-            out_w: dy_shape[3],
-            stride: options.stride,
-            padding: options.padding,
-            dilation: options.dilation,
-        };
-        assert!(
-            geometry.channels_in == groups * geometry.in_per_group
-                && geometry.channels_out == groups * geometry.out_per_group,
-            "conv2d backward: {groups} groups do not fit input {x_shape:?} and weight {w_shape:?}"
-        );
-        let expected_out = [0, 1].map(|axis| {
-            calculate_conv_output_size(
-                w_shape[2 + axis],
-                options.stride[axis],
-                options.padding[axis],
-                options.dilation[axis],
-                x_shape[2 + axis],
-            )
-        });
-        assert!(
-            dy_shape[..2] == [geometry.batch, geometry.channels_out]
-                && dy_shape[2..] == expected_out,
-            "conv2d backward: output gradient {dy_shape:?} does not match input {x_shape:?} and weight {w_shape:?}"
-        );
-        geometry
-    }
-
-    fn in_plane(&self) -> usize {
-        self.in_h * self.in_w
-    }
-
-    fn out_plane(&self) -> usize {
-        self.out_h * self.out_w
-    }
-
-    fn kernel_plane(&self) -> usize {
-        self.kernel_h * self.kernel_w
-    }
-
-    /// Rows of the im2col matrix of one group: `in_per_group · KH · KW`.
-    fn col_rows(&self) -> usize {
-        self.in_per_group * self.kernel_plane()
-    }
-
-    /// 1×1 kernel, stride 1, no padding: im2col is the identity.
-    fn is_pointwise(&self) -> bool {
-        self.kernel_h == 1 && self.kernel_w == 1 && self.stride == [1, 1] && self.padding == [0, 0]
-    }
-
-    /// One input and one output channel per group.
-    fn is_depthwise(&self) -> bool {
-        self.in_per_group == 1 && self.out_per_group == 1
-    }
-
-    /// Output rows per im2col tile: as many as fit in [`COL_TILE_ELEMS`], at least one.
-    fn tile_rows(&self) -> usize {
-        (COL_TILE_ELEMS / (self.col_rows() * self.out_w).max(1)).clamp(1, self.out_h.max(1))
-    }
-
-    /// Elements of the im2col scratch buffer (none for pointwise convolutions).
-    fn col_tile_len(&self) -> usize {
-        if self.is_pointwise() {
-            0
-        } else {
-            self.col_rows() * self.tile_rows() * self.out_w
-        }
-    }
-
-    /// Output-row tiles covering `0..out_h`.
-    fn row_tiles(&self) -> impl Iterator<Item = Range<usize>> + '_ {
-        let step = self.tile_rows();
-        (0..self.out_h)
-            .step_by(step)
-            .map(move |start| start..(start + step).min(self.out_h))
-    }
-
-    /// Output positions along `axis` (0: height, 1: width) whose input index
-    /// for kernel offset `k` lies inside the input, and the input index of the first.
-    fn valid(&self, axis: usize, k: usize) -> (Range<usize>, usize) {
-        let (in_size, out_size) = if axis == 0 {
-            (self.in_h, self.out_h)
-        } else {
-            (self.in_w, self.out_w)
-        };
-        let (start, end) = valid_out_range(
-            k,
-            self.dilation[axis],
-            self.padding[axis],
-            self.stride[axis],
-            in_size,
-            out_size,
-        );
-        let first_in = (start * self.stride[axis] + k * self.dilation[axis])
-            .saturating_sub(self.padding[axis]);
-        (start..end, first_in)
-    }
-}
-
 /// Input gradient: `[batch, channels_in, in_h, in_w]`.
-fn x_backward<T: GradElement>(
+fn x_backward<T: GemmElement>(
     geometry: &Geometry,
     weight: &FlexTensor,
     output_grad: &FlexTensor,
@@ -299,7 +131,7 @@ fn x_backward<T: GradElement>(
 }
 
 /// Input gradient through `W_gᵀ · dY` and col2im, one image per task.
-fn x_backward_gemm<T: GradElement>(g: &Geometry, w: &[T], dy: &[T], dx: &mut [T]) {
+fn x_backward_gemm<T: GemmElement>(g: &Geometry, w: &[T], dy: &[T], dx: &mut [T]) {
     let col_rows = g.col_rows();
     let inner_parallel = g.batch < num_threads();
     for_each_chunk(
@@ -343,7 +175,7 @@ fn x_backward_gemm<T: GradElement>(g: &Geometry, w: &[T], dy: &[T], dx: &mut [T]
 
 /// Depthwise input gradient: `dx[b, c] += w[c, i, j] · dY[b, c]` shifted by
 /// each kernel offset, one `(b, c)` plane per task.
-fn x_backward_depthwise<T: GradElement>(g: &Geometry, w: &[T], dy: &[T], dx: &mut [T]) {
+fn x_backward_depthwise<T: GemmElement>(g: &Geometry, w: &[T], dy: &[T], dx: &mut [T]) {
     let [stride_h, stride_w] = g.stride;
     for_each_chunk(
         dx,
@@ -378,7 +210,7 @@ fn x_backward_depthwise<T: GradElement>(g: &Geometry, w: &[T], dy: &[T], dx: &mu
 }
 
 /// Weight gradient: `[channels_out, in_per_group, kernel_h, kernel_w]`.
-fn weight_backward<T: GradElement>(
+fn weight_backward<T: GemmElement>(
     geometry: &Geometry,
     x: &FlexTensor,
     output_grad: &FlexTensor,
@@ -400,7 +232,7 @@ fn weight_backward<T: GradElement>(
 /// contiguous chunk per thread, each accumulating its own partial gradient;
 /// the partials are then summed in chunk order (deterministic for a given
 /// thread count).
-fn weight_backward_gemm<T: GradElement>(g: &Geometry, x: &[T], dy: &[T]) -> Vec<T> {
+fn weight_backward_gemm<T: GemmElement>(g: &Geometry, x: &[T], dy: &[T]) -> Vec<T> {
     let col_rows = g.col_rows();
     let w_len = g.channels_out * col_rows;
     let threads = num_threads();
@@ -461,7 +293,7 @@ fn weight_backward_gemm<T: GradElement>(g: &Geometry, x: &[T], dy: &[T]) -> Vec<
 
 /// Depthwise weight gradient: `dw[c, i, j] = Σ_b ⟨dY[b, c], x[b, c] shifted by (i, j)⟩`,
 /// one channel per task.
-fn weight_backward_depthwise<T: GradElement>(g: &Geometry, x: &[T], dy: &[T]) -> Vec<T> {
+fn weight_backward_depthwise<T: GemmElement>(g: &Geometry, x: &[T], dy: &[T]) -> Vec<T> {
     let [stride_h, stride_w] = g.stride;
     let mut dw = vec![T::zero(); g.channels_out * g.kernel_plane()];
     for_each_chunk(
@@ -497,7 +329,7 @@ fn weight_backward_depthwise<T: GradElement>(g: &Geometry, x: &[T], dy: &[T]) ->
 }
 
 /// Bias gradient: `[channels_out]`, one channel per task.
-fn bias_backward<T: GradElement>(output_grad: &FlexTensor) -> FlexTensor {
+fn bias_backward<T: GemmElement>(output_grad: &FlexTensor) -> FlexTensor {
     let output_grad = output_grad.to_contiguous();
     let shape = output_grad.layout().shape();
     assert_eq!(
@@ -525,46 +357,10 @@ fn bias_backward<T: GradElement>(output_grad: &FlexTensor) -> FlexTensor {
     )
 }
 
-/// Fills `col` (`[col_rows, rows.len() · out_w]`, row-major) with the im2col
-/// matrix of one group of one image (`x_group`: `[in_per_group, in_h, in_w]`)
-/// for output rows `rows`; taps that fall in the padding are zero.
-fn im2col<T: GradElement>(g: &Geometry, x_group: &[T], rows: Range<usize>, col: &mut [T]) {
-    let n = rows.len() * g.out_w;
-    let [stride_h, stride_w] = g.stride;
-    for (r, col_row) in col.chunks_exact_mut(n).enumerate() {
-        let (channel, i, j) = (
-            r / g.kernel_plane(),
-            (r / g.kernel_w) % g.kernel_h,
-            r % g.kernel_w,
-        );
-        let x_plane = &x_group[channel * g.in_plane()..][..g.in_plane()];
-        let (oh_range, ih_first) = g.valid(0, i);
-        let (ow_range, iw_first) = g.valid(1, j);
-        for (oh, dst) in rows.clone().zip(col_row.chunks_exact_mut(g.out_w)) {
-            if !oh_range.contains(&oh) || ow_range.is_empty() {
-                dst.fill(T::zero());
-                continue;
-            }
-            let ih = ih_first + (oh - oh_range.start) * stride_h;
-            let src = &x_plane[ih * g.in_w + iw_first..(ih + 1) * g.in_w];
-            dst[..ow_range.start].fill(T::zero());
-            dst[ow_range.end..].fill(T::zero());
-            let dst = &mut dst[ow_range.clone()];
-            if stride_w == 1 {
-                dst.copy_from_slice(&src[..dst.len()]);
-            } else {
-                for (d, &s) in dst.iter_mut().zip(src.iter().step_by(stride_w)) {
-                    *d = s;
-                }
-            }
-        }
-    }
-}
-
 /// Adds the columns `col` (`[col_rows, rows.len() · out_w]`) for output rows
 /// `rows` back onto the input gradient of one group of one image
 /// (`dx_group`: `[in_per_group, in_h, in_w]`): the adjoint of [`im2col`].
-fn col2im_add<T: GradElement>(g: &Geometry, col: &[T], rows: Range<usize>, dx_group: &mut [T]) {
+fn col2im_add<T: GemmElement>(g: &Geometry, col: &[T], rows: Range<usize>, dx_group: &mut [T]) {
     let n = rows.len() * g.out_w;
     let [stride_h, stride_w] = g.stride;
     for (r, col_row) in col.chunks_exact(n).enumerate() {
@@ -596,7 +392,7 @@ fn col2im_add<T: GradElement>(g: &Geometry, col: &[T], rows: Range<usize>, dx_gr
 
 /// `dst[i · stride] += scale · src[i]` for every `i` of `src`; the unit-stride
 /// case is written separately so that it vectorizes.
-fn axpy<T: GradElement>(dst: &mut [T], src: &[T], scale: T, stride: usize) {
+fn axpy<T: GemmElement>(dst: &mut [T], src: &[T], scale: T, stride: usize) {
     if stride == 1 {
         for (d, &s) in dst[..src.len()].iter_mut().zip(src) {
             *d = *d + scale * s;
@@ -610,7 +406,7 @@ fn axpy<T: GradElement>(dst: &mut [T], src: &[T], scale: T, stride: usize) {
 
 /// `Σ a[i] · b[i · stride]`, with eight independent accumulators when `stride`
 /// is 1 so that the loop vectorizes and rounding errors stay small.
-fn dot<T: GradElement>(a: &[T], b: &[T], stride: usize) -> T {
+fn dot<T: GemmElement>(a: &[T], b: &[T], stride: usize) -> T {
     if stride != 1 {
         return a
             .iter()
@@ -634,7 +430,7 @@ fn dot<T: GradElement>(a: &[T], b: &[T], stride: usize) -> T {
 }
 
 /// `Σ a[i]`, with eight independent accumulators.
-fn sum<T: GradElement>(a: &[T]) -> T {
+fn sum<T: GemmElement>(a: &[T]) -> T {
     let mut lanes = [T::zero(); 8];
     let chunks = a.chunks_exact(8);
     let tail = chunks.remainder().iter().fold(T::zero(), |acc, &x| acc + x);
@@ -644,126 +440,4 @@ fn sum<T: GradElement>(a: &[T]) -> T {
         }
     }
     lanes.iter().fold(tail, |acc, &l| acc + l)
-}
-
-/// A read-only strided matrix over a slice: element `(i, j)` is
-/// `data[i · row_stride + j · col_stride]`.
-#[derive(Clone, Copy)]
-struct MatRef<'a, T> {
-    data: &'a [T],
-    rows: usize,
-    cols: usize,
-    row_stride: usize,
-    col_stride: usize,
-}
-
-impl<'a, T> MatRef<'a, T> {
-    /// Panics unless every element lies inside `data`.
-    fn new(data: &'a [T], rows: usize, cols: usize, row_stride: usize, col_stride: usize) -> Self {
-        if rows > 0 && cols > 0 {
-            assert!(
-                (rows - 1) * row_stride + (cols - 1) * col_stride < data.len(),
-                "MatRef: {rows}×{cols} matrix with strides ({row_stride}, {col_stride}) overruns {} elements",
-                data.len()
-            );
-        }
-        Self {
-            data,
-            rows,
-            cols,
-            row_stride,
-            col_stride,
-        }
-    }
-}
-
-/// `dst = lhs · rhs`, or `dst += lhs · rhs` when `accumulate`, with `dst` the
-/// row-major `[lhs.rows, rhs.cols]` matrix at the start of the slice. `parallel`
-/// lets gemm use the rayon pool for large products.
-fn gemm<T: GradElement>(
-    dst: &mut [T],
-    accumulate: bool,
-    lhs: MatRef<'_, T>,
-    rhs: MatRef<'_, T>,
-    parallel: bool,
-) {
-    let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
-    assert_eq!(k, rhs.rows, "gemm: inner dimensions differ");
-    assert!(dst.len() >= m * n, "gemm: destination too small");
-    #[cfg(feature = "rayon")]
-    let parallelism = if parallel && m * n * k >= GEMM_PARALLEL_THRESHOLD {
-        gemm::Parallelism::Rayon(0)
-    } else {
-        gemm::Parallelism::None
-    };
-    #[cfg(not(feature = "rayon"))]
-    let parallelism = {
-        let _ = parallel;
-        gemm::Parallelism::None
-    };
-    // SAFETY: `MatRef::new` checked that every element of `lhs` and `rhs` lies
-    // inside its slice, and the assert above that `dst` holds the row-major
-    // m×n result; `dst` is a unique borrow, so it aliases neither operand.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
-            accumulate,
-            lhs.data.as_ptr(),
-            lhs.col_stride as isize,
-            lhs.row_stride as isize,
-            rhs.data.as_ptr(),
-            rhs.col_stride as isize,
-            rhs.row_stride as isize,
-            T::one(),
-            T::one(),
-            false,
-            false,
-            false,
-            parallelism,
-        );
-    }
-}
-
-/// Threads of the rayon pool (1 without rayon).
-fn num_threads() -> usize {
-    #[cfg(feature = "rayon")]
-    {
-        rayon::current_num_threads()
-    }
-    #[cfg(not(feature = "rayon"))]
-    {
-        1
-    }
-}
-
-/// Calls `f(scratch, index, chunk)` for every `chunk_len`-long chunk of `data`,
-/// in parallel with rayon, with one `scratch` value per worker made by `init`.
-fn for_each_chunk<T: Send, S>(
-    data: &mut [T],
-    chunk_len: usize,
-    init: impl Fn() -> S + Sync + Send,
-    f: impl Fn(&mut S, usize, &mut [T]) + Sync + Send,
-) {
-    if chunk_len == 0 {
-        return;
-    }
-    #[cfg(feature = "rayon")]
-    {
-        use rayon::prelude::*;
-        data.par_chunks_mut(chunk_len)
-            .enumerate()
-            .for_each_init(init, |scratch, (index, chunk)| f(scratch, index, chunk));
-    }
-    #[cfg(not(feature = "rayon"))]
-    {
-        let mut scratch = init();
-        for (index, chunk) in data.chunks_mut(chunk_len).enumerate() {
-            f(&mut scratch, index, chunk);
-        }
-    }
 }

@@ -2,7 +2,7 @@
 //!
 //! These operations power neural network modules like convolutions and pooling.
 
-use crate::ops::{conv, conv_backward, conv_transpose, deform_conv, interpolate, pool};
+use crate::ops::{conv, conv_backward, conv_forward, conv_transpose, max_pool2d, deform_conv, interpolate, pool};
 use crate::{Flex, FlexTensor, Layout};
 use burn_backend::{
     DType, Element, TensorMetadata,
@@ -64,6 +64,11 @@ impl ModuleOps<Flex> for Flex {
         bias: Option<FloatTensor<Flex>>,
         options: ConvOptions<2>,
     ) -> FloatTensor<Flex> {
+        // kiln: f32/f64 non-depthwise convolutions go through gemm on NCHW data.
+        let (x, weight, bias) = match conv_forward::conv2d(x, weight, bias, &options) {
+            Ok(output) => return output,
+            Err(inputs) => inputs,
+        };
         match x.dtype() {
             DType::F32 => conv::conv2d_f32(x, weight, bias, &options),
             DType::F64 => conv::conv2d_f64(x, weight, bias, &options),
@@ -454,6 +459,18 @@ impl ModuleOps<Flex> for Flex {
         dilation: [usize; 2],
         ceil_mode: bool,
     ) -> FloatTensor<Flex> {
+        // kiln: f32/f64 go through the 2D kernel with unchecked interior windows.
+        let x = match max_pool2d::max_pool2d_with_indices(
+            x,
+            kernel_size,
+            stride,
+            padding,
+            dilation,
+            ceil_mode,
+        ) {
+            Ok((output, _indices)) => return output,
+            Err(x) => x,
+        };
         match x.dtype() {
             DType::F32 => {
                 pool::max_pool2d_f32(x, kernel_size, stride, padding, dilation, ceil_mode)
@@ -479,6 +496,18 @@ impl ModuleOps<Flex> for Flex {
         dilation: [usize; 2],
         ceil_mode: bool,
     ) -> MaxPool2dWithIndices<Flex> {
+        // kiln: f32/f64 go through the 2D kernel with unchecked interior windows.
+        let x = match max_pool2d::max_pool2d_with_indices(
+            x,
+            kernel_size,
+            stride,
+            padding,
+            dilation,
+            ceil_mode,
+        ) {
+            Ok((output, indices)) => return MaxPool2dWithIndices::new(output, indices),
+            Err(x) => x,
+        };
         let (output, indices) = match x.dtype() {
             DType::F32 => pool::max_pool2d_with_indices_f32(
                 x,

@@ -129,7 +129,7 @@ macro_rules! adaptive_avg_pool3d_backward_typed {
 // ============================================================================
 
 /// Calculate pooling output size for a single dimension.
-fn pool_output_size(
+pub(super) fn pool_output_size(
     input: usize,
     kernel: usize,
     padding: usize,

@@ -1,0 +1,119 @@
+//! Forward 2D convolution as gemm calls on NCHW data, writing straight into
+//! the output: for each image and group, `Y_g = W_g · col(x_g) (+ bias)`, i.e.
+//! `[c_out/g, c_in/g·KH·KW] × [c_in/g·KH·KW, OH·OW]`, computed tile by tile of
+//! whole output rows, each tile's product stored at its place in the
+//! `[c_out, OH·OW]` output image (gemm writes rows `OH·OW` apart).
+//!
+//! burn-flex 0.21.0's generic path instead converts the whole batch to NHWC on
+//! one thread, reorders the weight, allocates a column tile and a result buffer
+//! per tile and group, and scatters every result element back to NCHW. This
+//! path skips all of that; the bias is the gemm's initial destination.
+//!
+//! It handles groups, stride, padding and dilation; pointwise convolutions
+//! (1×1, stride 1, no padding) skip im2col (gemm reads the input plane
+//! directly). Depthwise convolutions and half-precision tensors stay on
+//! burn-flex's own kernels (a direct depthwise loop, native f16 gemm): for
+//! those [`conv2d`] hands its inputs back.
+//!
+//! Parallelism: one image per rayon task; gemm itself uses the pool only when
+//! the batch is smaller than the pool.
+
+use alloc::vec;
+
+use burn_backend::DType;
+use burn_backend::ops::ConvOptions;
+use burn_std::{Bytes, Shape};
+
+use super::conv_gemm::{
+    GemmElement, Geometry, MatRef, for_each_chunk, gemm_strided, im2col, num_threads,
+};
+use crate::{FlexTensor, Layout};
+
+/// `conv2d(x, weight, bias)` for f32 and f64 non-depthwise convolutions, or
+/// `Err` with the inputs handed back for the cases this module leaves to
+/// burn-flex's own kernels.
+pub fn conv2d(
+    x: FlexTensor,
+    weight: FlexTensor,
+    bias: Option<FlexTensor>,
+    options: &ConvOptions<2>,
+) -> Result<FlexTensor, (FlexTensor, FlexTensor, Option<FlexTensor>)> {
+    let geometry = Geometry::new(x.layout().shape(), weight.layout().shape(), options);
+    if geometry.is_depthwise() {
+        return Err((x, weight, bias));
+    }
+    match x.dtype() {
+        DType::F32 => Ok(forward::<f32>(&geometry, &x, &weight, bias.as_ref())),
+        DType::F64 => Ok(forward::<f64>(&geometry, &x, &weight, bias.as_ref())),
+        _ => Err((x, weight, bias)),
+    }
+}
+
+/// The output `[batch, channels_out, out_h, out_w]`.
+fn forward<T: GemmElement>(
+    g: &Geometry,
+    x: &FlexTensor,
+    weight: &FlexTensor,
+    bias: Option<&FlexTensor>,
+) -> FlexTensor {
+    let x = x.to_contiguous();
+    let weight = weight.to_contiguous();
+    let bias = bias.map(FlexTensor::to_contiguous);
+    let (x, w) = (x.storage::<T>(), weight.storage::<T>());
+    let bias = bias.as_ref().map(|b| b.storage::<T>());
+    let mut y = vec![T::zero(); g.batch * g.channels_out * g.out_plane()];
+    forward_gemm(g, x, w, bias, &mut y);
+    let shape = Shape::from(vec![g.batch, g.channels_out, g.out_h, g.out_w]);
+    FlexTensor::new(Bytes::from_elems(y), Layout::contiguous(shape), T::dtype())
+}
+
+/// `Y_{b,g} = W_g · col(x_{b,g}) + bias_g`, one image per task.
+fn forward_gemm<T: GemmElement>(g: &Geometry, x: &[T], w: &[T], bias: Option<&[T]>, y: &mut [T]) {
+    let col_rows = g.col_rows();
+    let plane = g.out_plane();
+    let inner_parallel = g.batch < num_threads();
+    for_each_chunk(
+        y,
+        g.channels_out * plane,
+        || vec![T::zero(); g.col_tile_len()],
+        |col, b, y_image| {
+            if let Some(bias) = bias {
+                for (y_channel, &value) in y_image.chunks_exact_mut(plane).zip(bias) {
+                    y_channel.fill(value);
+                }
+            }
+            for group in 0..g.groups {
+                let w_group = MatRef::new(
+                    &w[group * g.out_per_group * col_rows..][..g.out_per_group * col_rows],
+                    g.out_per_group,
+                    col_rows,
+                    col_rows,
+                    1,
+                );
+                let x_group = &x[(b * g.channels_in + group * g.in_per_group) * g.in_plane()..]
+                    [..g.in_per_group * g.in_plane()];
+                let y_group =
+                    &mut y_image[group * g.out_per_group * plane..][..g.out_per_group * plane];
+                if g.is_pointwise() {
+                    let x_mat = MatRef::new(x_group, g.in_per_group, plane, plane, 1);
+                    gemm_strided(y_group, plane, bias.is_some(), w_group, x_mat, inner_parallel);
+                    continue;
+                }
+                for rows in g.row_tiles() {
+                    let n = rows.len() * g.out_w;
+                    let col = &mut col[..col_rows * n];
+                    im2col(g, x_group, rows.clone(), col);
+                    let col_mat = MatRef::new(col, col_rows, n, n, 1);
+                    gemm_strided(
+                        &mut y_group[rows.start * g.out_w..],
+                        plane,
+                        bias.is_some(),
+                        w_group,
+                        col_mat,
+                        inner_parallel,
+                    );
+                }
+            }
+        },
+    );
+}

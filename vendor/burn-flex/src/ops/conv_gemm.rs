@@ -1,0 +1,364 @@
+//! The shared kit of burn-flex's gemm convolutions (`conv_forward`,
+//! `conv_backward`): the geometry of one 2D convolution, the im2col matrix of
+//! one group of one image for a tile of output rows,
+//! `col[(ci, kh, kw), (oh, ow)] = x[ci, oh·sh + kh·dh − ph, ow·sw + kw·dw − pw]`,
+//! a bounds-checked strided gemm, and the rayon helpers.
+//!
+//! The weight layout `[c_out, c_in/g, KH, KW]` is already the row-major
+//! `[c_out, c_in/g·KH·KW]` matrix that multiplies these columns, so no weight
+//! reordering is ever done. Columns are built for a tile of whole output rows
+//! at a time (at most [`COL_TILE_ELEMS`] elements) so the buffer stays in L2.
+
+use core::ops::Range;
+
+use burn_backend::Element;
+use burn_backend::ops::ConvOptions;
+use burn_backend::ops::conv::calculate_conv_output_size;
+use num_traits::Float;
+
+use super::conv::valid_out_range;
+use crate::FlexTensor;
+
+/// Largest im2col tile, in elements (1 MiB of f32), so that the tile and the
+/// gemm packing buffers fit in L2. A tile always holds at least one output row.
+pub(super) const COL_TILE_ELEMS: usize = 256 * 1024;
+
+/// gemm problems at least this large (m·n·k) use gemm's own rayon parallelism
+/// when the batch alone cannot keep the thread pool busy (same threshold as
+/// burn-flex's forward convolution).
+#[cfg(feature = "rayon")]
+pub(super) const GEMM_PARALLEL_THRESHOLD: usize = 192 * 192 * 192;
+
+/// Element types the kernels run on natively.
+pub(super) trait GemmElement: Float + bytemuck::Pod + Element + Send + Sync + 'static {}
+impl GemmElement for f32 {}
+impl GemmElement for f64 {}
+
+/// Shapes and options of one 2D convolution, read from the input, weight and
+/// output-gradient shapes.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Geometry {
+    pub(super) batch: usize,
+    pub(super) channels_in: usize,
+    pub(super) in_h: usize,
+    pub(super) in_w: usize,
+    pub(super) channels_out: usize,
+    pub(super) groups: usize,
+    /// Input channels per group (the weight's second dimension).
+    pub(super) in_per_group: usize,
+    pub(super) out_per_group: usize,
+    pub(super) kernel_h: usize,
+    pub(super) kernel_w: usize,
+    pub(super) out_h: usize,
+    pub(super) out_w: usize,
+    pub(super) stride: [usize; 2],
+    pub(super) padding: [usize; 2],
+    pub(super) dilation: [usize; 2],
+}
+
+impl Geometry {
+    /// The geometry of `conv2d(x, weight)` for an input of shape `x_shape`,
+    /// with the output size computed from the options.
+    pub(super) fn new(x_shape: &[usize], w_shape: &[usize], options: &ConvOptions<2>) -> Self {
+        assert!(
+            x_shape.len() == 4 && w_shape.len() == 4,
+            "conv2d: expected a 4D input and weight, got {x_shape:?} and {w_shape:?}"
+        );
+        let groups = options.groups;
+        assert!(groups > 0, "conv2d: groups must be positive");
+        let [out_h, out_w] = [0, 1].map(|axis| {
+            calculate_conv_output_size(
+                w_shape[2 + axis],
+                options.stride[axis],
+                options.padding[axis],
+                options.dilation[axis],
+                x_shape[2 + axis],
+            )
+        });
+        let geometry = Self {
+            batch: x_shape[0],
+            channels_in: x_shape[1],
+            in_h: x_shape[2],
+            in_w: x_shape[3],
+            channels_out: w_shape[0],
+            groups,
+            in_per_group: w_shape[1],
+            out_per_group: w_shape[0] / groups,
+            kernel_h: w_shape[2],
+            kernel_w: w_shape[3],
+            out_h,
+            out_w,
+            stride: options.stride,
+            padding: options.padding,
+            dilation: options.dilation,
+        };
+        assert!(
+            geometry.channels_in == groups * geometry.in_per_group
+                && geometry.channels_out == groups * geometry.out_per_group,
+            "conv2d: {groups} groups do not fit input {x_shape:?} and weight {w_shape:?}"
+        );
+        geometry
+    }
+
+    /// The geometry of the convolution whose output gradient is `output_grad`;
+    /// panics unless its shape is the output's.
+    pub(super) fn for_backward(
+        x_shape: &[usize],
+        weight: &FlexTensor,
+        output_grad: &FlexTensor,
+        options: &ConvOptions<2>,
+    ) -> Self {
+        let geometry = Self::new(x_shape, weight.layout().shape(), options);
+        let dy_shape = output_grad.layout().shape();
+        assert!(
+            dy_shape[..] == [geometry.batch, geometry.channels_out, geometry.out_h, geometry.out_w],
+            "conv2d backward: output gradient {dy_shape:?} does not match input {x_shape:?} and weight {:?}",
+            weight.layout().shape()
+        );
+        geometry
+    }
+
+    pub(super) fn in_plane(&self) -> usize {
+        self.in_h * self.in_w
+    }
+
+    pub(super) fn out_plane(&self) -> usize {
+        self.out_h * self.out_w
+    }
+
+    pub(super) fn kernel_plane(&self) -> usize {
+        self.kernel_h * self.kernel_w
+    }
+
+    /// Rows of the im2col matrix of one group: `in_per_group · KH · KW`.
+    pub(super) fn col_rows(&self) -> usize {
+        self.in_per_group * self.kernel_plane()
+    }
+
+    /// 1×1 kernel, stride 1, no padding: im2col is the identity.
+    pub(super) fn is_pointwise(&self) -> bool {
+        self.kernel_h == 1 && self.kernel_w == 1 && self.stride == [1, 1] && self.padding == [0, 0]
+    }
+
+    /// One input and one output channel per group.
+    pub(super) fn is_depthwise(&self) -> bool {
+        self.in_per_group == 1 && self.out_per_group == 1
+    }
+
+    /// Output rows per im2col tile: as many as fit in [`COL_TILE_ELEMS`], at least one.
+    pub(super) fn tile_rows(&self) -> usize {
+        (COL_TILE_ELEMS / (self.col_rows() * self.out_w).max(1)).clamp(1, self.out_h.max(1))
+    }
+
+    /// Elements of the im2col scratch buffer (none for pointwise convolutions).
+    pub(super) fn col_tile_len(&self) -> usize {
+        if self.is_pointwise() {
+            0
+        } else {
+            self.col_rows() * self.tile_rows() * self.out_w
+        }
+    }
+
+    /// Output-row tiles covering `0..out_h`.
+    pub(super) fn row_tiles(&self) -> impl Iterator<Item = Range<usize>> + '_ {
+        let step = self.tile_rows();
+        (0..self.out_h)
+            .step_by(step)
+            .map(move |start| start..(start + step).min(self.out_h))
+    }
+
+    /// Output positions along `axis` (0: height, 1: width) whose input index
+    /// for kernel offset `k` lies inside the input, and the input index of the first.
+    pub(super) fn valid(&self, axis: usize, k: usize) -> (Range<usize>, usize) {
+        let (in_size, out_size) = if axis == 0 {
+            (self.in_h, self.out_h)
+        } else {
+            (self.in_w, self.out_w)
+        };
+        let (start, end) = valid_out_range(
+            k,
+            self.dilation[axis],
+            self.padding[axis],
+            self.stride[axis],
+            in_size,
+            out_size,
+        );
+        let first_in = (start * self.stride[axis] + k * self.dilation[axis])
+            .saturating_sub(self.padding[axis]);
+        (start..end, first_in)
+    }
+}
+/// Fills `col` (`[col_rows, rows.len() · out_w]`, row-major) with the im2col
+/// matrix of one group of one image (`x_group`: `[in_per_group, in_h, in_w]`)
+/// for output rows `rows`; taps that fall in the padding are zero.
+pub(super) fn im2col<T: GemmElement>(g: &Geometry, x_group: &[T], rows: Range<usize>, col: &mut [T]) {
+    let n = rows.len() * g.out_w;
+    let [stride_h, stride_w] = g.stride;
+    for (r, col_row) in col.chunks_exact_mut(n).enumerate() {
+        let (channel, i, j) = (
+            r / g.kernel_plane(),
+            (r / g.kernel_w) % g.kernel_h,
+            r % g.kernel_w,
+        );
+        let x_plane = &x_group[channel * g.in_plane()..][..g.in_plane()];
+        let (oh_range, ih_first) = g.valid(0, i);
+        let (ow_range, iw_first) = g.valid(1, j);
+        for (oh, dst) in rows.clone().zip(col_row.chunks_exact_mut(g.out_w)) {
+            if !oh_range.contains(&oh) || ow_range.is_empty() {
+                dst.fill(T::zero());
+                continue;
+            }
+            let ih = ih_first + (oh - oh_range.start) * stride_h;
+            let src = &x_plane[ih * g.in_w + iw_first..(ih + 1) * g.in_w];
+            dst[..ow_range.start].fill(T::zero());
+            dst[ow_range.end..].fill(T::zero());
+            let dst = &mut dst[ow_range.clone()];
+            if stride_w == 1 {
+                dst.copy_from_slice(&src[..dst.len()]);
+            } else {
+                for (d, &s) in dst.iter_mut().zip(src.iter().step_by(stride_w)) {
+                    *d = s;
+                }
+            }
+        }
+    }
+}
+
+/// A read-only strided matrix over a slice: element `(i, j)` is
+/// `data[i · row_stride + j · col_stride]`.
+#[derive(Clone, Copy)]
+pub(super) struct MatRef<'a, T> {
+    data: &'a [T],
+    rows: usize,
+    cols: usize,
+    row_stride: usize,
+    col_stride: usize,
+}
+
+impl<'a, T> MatRef<'a, T> {
+    /// Panics unless every element lies inside `data`.
+    pub(super) fn new(data: &'a [T], rows: usize, cols: usize, row_stride: usize, col_stride: usize) -> Self {
+        if rows > 0 && cols > 0 {
+            assert!(
+                (rows - 1) * row_stride + (cols - 1) * col_stride < data.len(),
+                "MatRef: {rows}×{cols} matrix with strides ({row_stride}, {col_stride}) overruns {} elements",
+                data.len()
+            );
+        }
+        Self {
+            data,
+            rows,
+            cols,
+            row_stride,
+            col_stride,
+        }
+    }
+}
+
+/// `dst = lhs · rhs`, or `dst += lhs · rhs` when `accumulate`, with `dst` the
+/// row-major `[lhs.rows, rhs.cols]` matrix at the start of the slice. `parallel`
+/// lets gemm use the rayon pool for large products.
+pub(super) fn gemm<T: GemmElement>(
+    dst: &mut [T],
+    accumulate: bool,
+    lhs: MatRef<'_, T>,
+    rhs: MatRef<'_, T>,
+    parallel: bool,
+) {
+    gemm_strided(dst, rhs.cols, accumulate, lhs, rhs, parallel);
+}
+
+/// [`gemm`] into a destination whose rows are `dst_row_stride` elements apart
+/// (e.g. a tile of output rows inside a whole `[channels, plane]` image).
+pub(super) fn gemm_strided<T: GemmElement>(
+    dst: &mut [T],
+    dst_row_stride: usize,
+    accumulate: bool,
+    lhs: MatRef<'_, T>,
+    rhs: MatRef<'_, T>,
+    parallel: bool,
+) {
+    let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
+    assert_eq!(k, rhs.rows, "gemm: inner dimensions differ");
+    assert!(
+        n <= dst_row_stride && (m == 0 || n == 0 || (m - 1) * dst_row_stride + n <= dst.len()),
+        "gemm: destination too small"
+    );
+    #[cfg(feature = "rayon")]
+    let parallelism = if parallel && m * n * k >= GEMM_PARALLEL_THRESHOLD {
+        gemm::Parallelism::Rayon(0)
+    } else {
+        gemm::Parallelism::None
+    };
+    #[cfg(not(feature = "rayon"))]
+    let parallelism = {
+        let _ = parallel;
+        gemm::Parallelism::None
+    };
+    // SAFETY: `MatRef::new` checked that every element of `lhs` and `rhs` lies
+    // inside its slice, and the assert above that `dst` holds the m×n result
+    // with rows `dst_row_stride` apart; `dst` is a unique borrow, so it
+    // aliases neither operand.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            dst_row_stride as isize,
+            accumulate,
+            lhs.data.as_ptr(),
+            lhs.col_stride as isize,
+            lhs.row_stride as isize,
+            rhs.data.as_ptr(),
+            rhs.col_stride as isize,
+            rhs.row_stride as isize,
+            T::one(),
+            T::one(),
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+}
+
+/// Threads of the rayon pool (1 without rayon).
+pub(super) fn num_threads() -> usize {
+    #[cfg(feature = "rayon")]
+    {
+        rayon::current_num_threads()
+    }
+    #[cfg(not(feature = "rayon"))]
+    {
+        1
+    }
+}
+
+/// Calls `f(scratch, index, chunk)` for every `chunk_len`-long chunk of `data`,
+/// in parallel with rayon, with one `scratch` value per worker made by `init`.
+pub(super) fn for_each_chunk<T: Send, S>(
+    data: &mut [T],
+    chunk_len: usize,
+    init: impl Fn() -> S + Sync + Send,
+    f: impl Fn(&mut S, usize, &mut [T]) + Sync + Send,
+) {
+    if chunk_len == 0 {
+        return;
+    }
+    #[cfg(feature = "rayon")]
+    {
+        use rayon::prelude::*;
+        data.par_chunks_mut(chunk_len)
+            .enumerate()
+            .for_each_init(init, |scratch, (index, chunk)| f(scratch, index, chunk));
+    }
+    #[cfg(not(feature = "rayon"))]
+    {
+        let mut scratch = init();
+        for (index, chunk) in data.chunks_mut(chunk_len).enumerate() {
+            f(&mut scratch, index, chunk);
+        }
+    }
+}
