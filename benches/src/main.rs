@@ -39,6 +39,8 @@ enum Bench {
 }
 
 fn main() -> ExitCode {
+    // In-process training steps run under kiln-train's heap policy.
+    kiln_train::heap::keep_freed_memory();
     let cli = Cli::parse();
     let result = match cli.bench {
         Bench::Serve(args) => serve::run(args),

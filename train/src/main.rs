@@ -10,6 +10,7 @@ use kiln_train::dist::{self, DistPlan};
 use kiln_train::{jobs, Cli, DeviceChoice, DeviceSpec, DistArgs, Job, TrainError};
 
 fn main() -> ExitCode {
+    kiln_train::heap::keep_freed_memory();
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)

@@ -20,6 +20,19 @@ use crate::ops::matmul;
 use crate::ops::unary;
 use crate::{Flex, FlexTensor};
 
+/// `TensorData::random::<$elem>` with one sampler for the whole tensor: the
+/// same values from the same generator state (building a sampler draws
+/// nothing), without burn's per-element sampler construction (for a Bernoulli
+/// dropout mask, a `rand::distr::Bernoulli::new` per element). kiln's change.
+macro_rules! sample_all {
+    ($elem:ty, $shape:expr, $distribution:expr, $rng:expr) => {{
+        let shape: Shape = $shape;
+        let mut sampler = $distribution.sampler::<_, $elem>($rng);
+        let values: Vec<$elem> = (0..shape.num_elements()).map(|_| sampler.sample()).collect();
+        TensorData::new(values, shape)
+    }};
+}
+
 impl FloatTensorOps<Flex> for Flex {
     fn float_from_data(data: TensorData, _device: &Device<Flex>) -> FloatTensor<Flex> {
         FlexTensor::from_data(data)
@@ -34,9 +47,9 @@ impl FloatTensorOps<Flex> for Flex {
         let mut seed = crate::backend::SEED.lock().unwrap();
         let mut rng = seed.take().unwrap_or_else(crate::backend::get_seeded_rng);
         let data = match dtype {
-            FloatDType::F64 => TensorData::random::<f64, _, _>(shape, distribution, &mut rng),
+            FloatDType::F64 => sample_all!(f64, shape, distribution, &mut rng),
             FloatDType::F32 | FloatDType::Flex32 => {
-                TensorData::random::<f32, _, _>(shape, distribution, &mut rng)
+                sample_all!(f32, shape, distribution, &mut rng)
             }
             FloatDType::F16 => TensorData::random::<f16, _, _>(shape, distribution, &mut rng),
             FloatDType::BF16 => TensorData::random::<bf16, _, _>(shape, distribution, &mut rng),
