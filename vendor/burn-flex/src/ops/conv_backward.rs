@@ -35,9 +35,7 @@ use burn_backend::DType;
 use burn_backend::ops::ConvOptions;
 use burn_std::{Bytes, Shape, bf16, f16};
 
-use super::conv_gemm::{
-    GemmElement, Geometry, MatRef, for_each_chunk, gemm, im2col, num_threads,
-};
+use super::conv_gemm::{GemmElement, Geometry, MatRef, for_each_chunk, gemm, im2col, num_threads};
 use super::module::{cast_from_f32, cast_to_f32};
 use crate::{FlexTensor, Layout};
 

@@ -96,7 +96,14 @@ fn forward_gemm<T: GemmElement>(g: &Geometry, x: &[T], w: &[T], bias: Option<&[T
                     &mut y_image[group * g.out_per_group * plane..][..g.out_per_group * plane];
                 if g.is_pointwise() {
                     let x_mat = MatRef::new(x_group, g.in_per_group, plane, plane, 1);
-                    gemm_strided(y_group, plane, bias.is_some(), w_group, x_mat, inner_parallel);
+                    gemm_strided(
+                        y_group,
+                        plane,
+                        bias.is_some(),
+                        w_group,
+                        x_mat,
+                        inner_parallel,
+                    );
                     continue;
                 }
                 for rows in g.row_tiles() {

@@ -30,7 +30,10 @@ pub(super) const COL_TILE_ELEMS: usize = 256 * 1024;
 pub(super) const GEMM_PARALLEL_THRESHOLD: usize = 192 * 192 * 192;
 
 /// Element types the kernels run on natively.
-pub(super) trait GemmElement: Float + bytemuck::Pod + Element + Send + Sync + 'static {}
+pub(super) trait GemmElement:
+    Float + bytemuck::Pod + Element + Send + Sync + 'static
+{
+}
 impl GemmElement for f32 {}
 impl GemmElement for f64 {}
 
@@ -111,7 +114,13 @@ impl Geometry {
         let geometry = Self::new(x_shape, weight.layout().shape(), options);
         let dy_shape = output_grad.layout().shape();
         assert!(
-            dy_shape[..] == [geometry.batch, geometry.channels_out, geometry.out_h, geometry.out_w],
+            dy_shape[..]
+                == [
+                    geometry.batch,
+                    geometry.channels_out,
+                    geometry.out_h,
+                    geometry.out_w
+                ],
             "conv2d backward: output gradient {dy_shape:?} does not match input {x_shape:?} and weight {:?}",
             weight.layout().shape()
         );
@@ -191,7 +200,12 @@ impl Geometry {
 /// Fills `col` (`[col_rows, rows.len() · out_w]`, row-major) with the im2col
 /// matrix of one group of one image (`x_group`: `[in_per_group, in_h, in_w]`)
 /// for output rows `rows`; taps that fall in the padding are zero.
-pub(super) fn im2col<T: GemmElement>(g: &Geometry, x_group: &[T], rows: Range<usize>, col: &mut [T]) {
+pub(super) fn im2col<T: GemmElement>(
+    g: &Geometry,
+    x_group: &[T],
+    rows: Range<usize>,
+    col: &mut [T],
+) {
     let n = rows.len() * g.out_w;
     let [stride_h, stride_w] = g.stride;
     for (r, col_row) in col.chunks_exact_mut(n).enumerate() {
@@ -237,7 +251,13 @@ pub(super) struct MatRef<'a, T> {
 
 impl<'a, T> MatRef<'a, T> {
     /// Panics unless every element lies inside `data`.
-    pub(super) fn new(data: &'a [T], rows: usize, cols: usize, row_stride: usize, col_stride: usize) -> Self {
+    pub(super) fn new(
+        data: &'a [T],
+        rows: usize,
+        cols: usize,
+        row_stride: usize,
+        col_stride: usize,
+    ) -> Self {
         if rows > 0 && cols > 0 {
             assert!(
                 (rows - 1) * row_stride + (cols - 1) * col_stride < data.len(),

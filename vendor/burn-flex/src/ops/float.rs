@@ -28,7 +28,9 @@ macro_rules! sample_all {
     ($elem:ty, $shape:expr, $distribution:expr, $rng:expr) => {{
         let shape: Shape = $shape;
         let mut sampler = $distribution.sampler::<_, $elem>($rng);
-        let values: Vec<$elem> = (0..shape.num_elements()).map(|_| sampler.sample()).collect();
+        let values: Vec<$elem> = (0..shape.num_elements())
+            .map(|_| sampler.sample())
+            .collect();
         TensorData::new(values, shape)
     }};
 }

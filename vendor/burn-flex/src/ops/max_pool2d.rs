@@ -32,7 +32,14 @@ pub fn max_pool2d_with_indices(
     dilation: [usize; 2],
     ceil_mode: bool,
 ) -> Result<(FlexTensor, FlexTensor), FlexTensor> {
-    let window = Window::new(x.layout().shape(), kernel, stride, padding, dilation, ceil_mode);
+    let window = Window::new(
+        x.layout().shape(),
+        kernel,
+        stride,
+        padding,
+        dilation,
+        ceil_mode,
+    );
     match x.dtype() {
         DType::F32 => Ok(pool::<f32>(&x, &window)),
         DType::F64 => Ok(pool::<f64>(&x, &window)),
@@ -66,7 +73,11 @@ impl Window {
         dilation: [usize; 2],
         ceil_mode: bool,
     ) -> Self {
-        assert_eq!(x_shape.len(), 4, "max_pool2d: expected a 4D input, got {x_shape:?}");
+        assert_eq!(
+            x_shape.len(),
+            4,
+            "max_pool2d: expected a 4D input, got {x_shape:?}"
+        );
         let [out_h, out_w] = [0, 1].map(|axis| {
             pool_output_size(
                 x_shape[2 + axis],

@@ -2,7 +2,9 @@
 //!
 //! These operations power neural network modules like convolutions and pooling.
 
-use crate::ops::{conv, conv_backward, conv_forward, conv_transpose, max_pool2d, deform_conv, interpolate, pool};
+use crate::ops::{
+    conv, conv_backward, conv_forward, conv_transpose, deform_conv, interpolate, max_pool2d, pool,
+};
 use crate::{Flex, FlexTensor, Layout};
 use burn_backend::{
     DType, Element, TensorMetadata,
