@@ -88,6 +88,8 @@ def ops():
         timed("ResNet conv 3×3 64→64 on 56×56", "fwd", stage1(True, True)),
         timed("ResNet conv 3×3 64→64 (x+w)", "fwd+bwd", stage1(True, True)),
         timed("ResNet batchnorm [32,64,112,112] train", "fwd+bwd", lambda: bn(bn_in)),
+        # kiln's own BatchNorm forward: the same op in PyTorch.
+        timed("ResNet kiln batchnorm [32,64,112,112] train", "fwd+bwd", lambda: bn(bn_in)),
         timed("ResNet max-pool 3×3/2 pad 1 [32,64,112,112]", "fwd+bwd",
               lambda: F.max_pool2d(resnet_pool_in, 3, 2, 1)),
     ]

@@ -258,8 +258,13 @@ fn ops() -> Vec<TimedOp> {
         timed("ResNet conv 7×7/2 (w)", Backward, stem((false, true))),
         timed("ResNet conv 3×3 64→64 on 56×56", Forward, stage1((true, true))),
         timed("ResNet conv 3×3 64→64 (x+w)", Backward, stage1((true, true))),
-        timed("ResNet batchnorm [32,64,112,112] train", Backward, move || {
-            bn.forward(bn_in.clone())
+        timed("ResNet batchnorm [32,64,112,112] train", Backward, {
+            let (bn, bn_in) = (bn.clone(), bn_in.clone());
+            move || bn.forward(bn_in.clone())
+        }),
+        // What kiln's ResNet runs instead of burn's `BatchNorm::forward`.
+        timed("ResNet kiln batchnorm [32,64,112,112] train", Backward, move || {
+            kiln_models::batch_norm(&bn, bn_in.clone())
         }),
         timed("ResNet max-pool 3×3/2 pad 1 [32,64,112,112]", Backward, move || {
             max_pool2d(resnet_pool_in.clone(), [3, 3], [2, 2], [1, 1], [1, 1], false)

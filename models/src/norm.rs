@@ -12,7 +12,7 @@ use burn::tensor::{DType, FloatDType};
 ///
 /// Half-precision inputs (mixed-precision training) are normalised in f32, as PyTorch's
 /// autocast runs BatchNorm, and the result is cast back; f32 inputs pass through unchanged.
-pub(crate) fn batch_norm<B: Backend>(bn: &BatchNorm<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
+pub fn batch_norm<B: Backend>(bn: &BatchNorm<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
     let device = x.device();
     let dtype = x.dtype();
     let [n, c, h, w] = x.dims();
