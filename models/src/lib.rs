@@ -12,8 +12,8 @@ mod torch_keys;
 pub mod yolox;
 
 pub use device::DeviceChoice;
-pub use norm::batch_norm;
 pub use net::{net_package_config, Net, NetConfig, NET_ARCHITECTURE};
+pub use norm::batch_norm;
 pub use package::{load_weights, write_package, yolox_package_config, DetectionSpec, PackageConfig, PackageError};
 pub use resnet::{load_pretrained, resnet_package_config, PretrainedReport, ResNet, ResNetArch, ResNetConfig};
 pub use yolox::{Yolox, YoloxLoss, YoloxVariant};

@@ -1,5 +1,8 @@
 //! BatchNorm's forward in a layout burn-flex runs fast.
 
+mod flex;
+mod fused;
+
 use burn::nn::BatchNorm;
 use burn::prelude::*;
 use burn::tensor::{DType, FloatDType};
@@ -12,8 +15,18 @@ use burn::tensor::{DType, FloatDType};
 ///
 /// Half-precision inputs (mixed-precision training) are normalised in f32, as PyTorch's
 /// autocast runs BatchNorm, and the result is cast back; f32 inputs pass through unchanged.
+///
+/// In training on the CPU backend (`Autodiff<Flex>`, f32) the normalisation and its backward
+/// are one fused op instead (`flex`, `fused`), with the same results.
 pub fn batch_norm<B: Backend>(bn: &BatchNorm<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
     let device = x.device();
+    if B::ad_enabled(&device) {
+        if let Some((y, mean, var)) = flex::train(bn, &x) {
+            let vector = |v: Vec<f32>| Tensor::<B, 1>::from_data(TensorData::new(v.clone(), [v.len()]), &device);
+            update_running(bn, vector(mean), vector(var), &device);
+            return y;
+        }
+    }
     let dtype = x.dtype();
     let [n, c, h, w] = x.dims();
     let rows = to_f32(x).reshape([n * c, h * w]);
@@ -107,6 +120,15 @@ mod tests {
         for (g, w) in got.iter().zip(&want) {
             assert!((g - w).abs() <= 1e-4 * (1.0 + w.abs()), "{what}: {g} vs {w}");
         }
+    }
+
+    #[test]
+    fn the_cpu_training_backend_takes_the_fused_op() {
+        let device = Default::default();
+        let x = Tensor::<Autodiff<Flex>, 4>::random([2, 5, 2, 2], Distribution::Default, &device);
+        assert!(flex::train(&trained_bn::<Autodiff<Flex>>(&device), &x).is_some());
+        let x = Tensor::<Flex, 4>::random([2, 5, 2, 2], Distribution::Default, &device);
+        assert!(flex::train(&trained_bn::<Flex>(&device), &x).is_none());
     }
 
     #[test]

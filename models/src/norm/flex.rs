@@ -1,0 +1,142 @@
+//! BatchNorm training on kiln's CPU training backend, `Autodiff<Flex>`, as one burn autodiff
+//! op with its own backward ([`super::fused`]), instead of the composition of tensor ops that
+//! every other backend runs.
+//!
+//! kiln's models stay generic over `B: Backend`: [`train`] recognises the CPU backend at run
+//! time by downcasting the tensors' primitives (`std::any::Any`, no `unsafe`) and answers
+//! `None` for any other backend or dtype, so CUDA and half precision keep the generic path.
+
+use std::any::Any;
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::flex::FlexTensor;
+use burn::backend::{Autodiff, Flex};
+use burn::nn::BatchNorm;
+use burn::prelude::*;
+use burn::tensor::{DType, TensorPrimitive};
+
+use super::fused::{self, BatchStats, Planes};
+
+/// The tensor primitive of `Autodiff<Flex>` (burn-autodiff's `AutodiffTensor`, which that
+/// crate exports only as this associated type).
+type AutodiffTensor = burn::tensor::ops::FloatTensor<Autodiff<Flex>>;
+
+/// `bn(x)` in training mode with the fused op, and the batch statistics `(mean, biased
+/// variance)` for the running-statistics update; `None` unless `B` is `Autodiff<Flex>` (any
+/// checkpointing) and `x` is f32.
+pub(super) fn train<B: Backend>(bn: &BatchNorm<B>, x: &Tensor<B, 4>) -> Option<(Tensor<B, 4>, Vec<f32>, Vec<f32>)> {
+    if x.dtype() != DType::F32 {
+        return None;
+    }
+    let x_ad = downcast::<_, AutodiffTensor>(x.clone().into_primitive().tensor())?;
+    let gamma = downcast::<_, AutodiffTensor>(bn.gamma.val().into_primitive().tensor())?;
+    let beta = downcast::<_, AutodiffTensor>(bn.beta.val().into_primitive().tensor())?;
+    let (y, stats) = batch_norm_op(x_ad, gamma, beta, bn.epsilon);
+    let y = downcast::<_, B::FloatTensorPrimitive>(y)?;
+    Some((Tensor::from_primitive(TensorPrimitive::Float(y)), stats.mean, stats.var))
+}
+
+/// `value` as a `U` when it is one.
+fn downcast<T: 'static, U: 'static>(value: T) -> Option<U> {
+    (Box::new(value) as Box<dyn Any>)
+        .downcast::<U>()
+        .ok()
+        .map(|boxed| *boxed)
+}
+
+/// What the backward pass needs: the input, γ and the statistics.
+#[derive(Debug, Clone)]
+struct SavedForBackward {
+    x: FlexTensor,
+    gamma: Vec<f32>,
+    shape: Planes,
+    stats: BatchStats,
+}
+
+/// The fused op's backward: `dx`, `dγ`, `dβ` to whichever of the three parents track gradients.
+#[derive(Debug)]
+struct BatchNormBackward;
+
+impl Backward<Flex, 3> for BatchNormBackward {
+    type State = SavedForBackward;
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let [node_x, node_gamma, node_beta] = ops.parents;
+        let dy = grads.consume::<Flex>(&ops.node).to_contiguous();
+        let saved = ops.state;
+        let (dx, d_gamma, d_beta) = fused::backward(
+            saved.x.storage::<f32>(),
+            dy.storage::<f32>(),
+            saved.shape,
+            &saved.gamma,
+            &saved.stats,
+        );
+        let dims = saved.x.layout().shape().to_vec();
+        if let Some(node) = node_x {
+            grads.register::<Flex>(node.id, flex_tensor(dx, dims));
+        }
+        if let Some(node) = node_gamma {
+            let len = d_gamma.len();
+            grads.register::<Flex>(node.id, flex_tensor(d_gamma, vec![len]));
+        }
+        if let Some(node) = node_beta {
+            let len = d_beta.len();
+            grads.register::<Flex>(node.id, flex_tensor(d_beta, vec![len]));
+        }
+    }
+}
+
+/// Runs the forward and records the op on the autodiff graph when any input tracks gradients.
+fn batch_norm_op(
+    x: AutodiffTensor,
+    gamma: AutodiffTensor,
+    beta: AutodiffTensor,
+    epsilon: f64,
+) -> (AutodiffTensor, BatchStats) {
+    let x_data = x.primitive.to_contiguous();
+    let dims = x_data.layout().shape().to_vec();
+    let shape = Planes {
+        batch: dims[0],
+        channels: dims[1],
+        plane: dims[2..].iter().product(),
+    };
+    let gamma_values = f32_values(&gamma.primitive);
+    let (y, stats) = fused::forward(
+        x_data.storage::<f32>(),
+        shape,
+        &gamma_values,
+        &f32_values(&beta.primitive),
+        epsilon,
+    );
+    let y = flex_tensor(y, dims);
+    let output = match BatchNormBackward
+        .prepare::<NoCheckpointing>([x.node.clone(), gamma.node.clone(), beta.node.clone()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => prep.finish(
+            SavedForBackward {
+                x: x_data,
+                gamma: gamma_values,
+                shape,
+                stats: stats.clone(),
+            },
+            y,
+        ),
+        OpsKind::UnTracked(prep) => prep.finish(y),
+    };
+    (output, stats)
+}
+
+/// A 1-D f32 tensor's values.
+fn f32_values(tensor: &FlexTensor) -> Vec<f32> {
+    tensor.to_contiguous().storage::<f32>().to_vec()
+}
+
+/// An f32 `FlexTensor` of shape `dims` holding `values`.
+fn flex_tensor(values: Vec<f32>, dims: Vec<usize>) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(values, dims))
+}
