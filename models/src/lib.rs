@@ -8,6 +8,7 @@ mod norm;
 pub mod package;
 mod params;
 pub mod resnet;
+pub mod specialize;
 mod torch_keys;
 pub mod yolox;
 

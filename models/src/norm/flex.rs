@@ -3,10 +3,8 @@
 //! every other backend runs.
 //!
 //! kiln's models stay generic over `B: Backend`: [`train`] recognises the CPU backend at run
-//! time by downcasting the tensors' primitives (`std::any::Any`, no `unsafe`) and answers
-//! `None` for any other backend or dtype, so CUDA and half precision keep the generic path.
-
-use std::any::Any;
+//! time by downcasting the tensors' primitives ([`crate::specialize`]) and answers `None` for
+//! any other backend or dtype, so CUDA and half precision keep the generic path.
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
@@ -19,6 +17,7 @@ use burn::prelude::*;
 use burn::tensor::{DType, TensorPrimitive};
 
 use super::fused::{self, BatchStats, Planes};
+use crate::specialize::downcast;
 
 /// The tensor primitive of `Autodiff<Flex>` (burn-autodiff's `AutodiffTensor`, which that
 /// crate exports only as this associated type).
@@ -37,14 +36,6 @@ pub(super) fn train<B: Backend>(bn: &BatchNorm<B>, x: &Tensor<B, 4>) -> Option<(
     let (y, stats) = batch_norm_op(x_ad, gamma, beta, bn.epsilon);
     let y = downcast::<_, B::FloatTensorPrimitive>(y)?;
     Some((Tensor::from_primitive(TensorPrimitive::Float(y)), stats.mean, stats.var))
-}
-
-/// `value` as a `U` when it is one.
-fn downcast<T: 'static, U: 'static>(value: T) -> Option<U> {
-    (Box::new(value) as Box<dyn Any>)
-        .downcast::<U>()
-        .ok()
-        .map(|boxed| *boxed)
 }
 
 /// What the backward pass needs: the input, γ and the statistics.

@@ -17,6 +17,8 @@ use burn::record::Record;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::Tensor;
 
+mod flex;
+
 /// Adadelta's hyper-parameters; defaults are `torch.optim.Adadelta`'s.
 #[derive(Config, Debug)]
 pub struct AdadeltaConfig {
@@ -76,6 +78,29 @@ impl<B: Backend> SimpleOptimizer<B> for Adadelta {
         if let Some(decay) = &self.weight_decay {
             grad = decay.transform(grad, tensor.clone());
         }
+        match flex::step(self, lr, &tensor, &grad, state.as_ref()) {
+            Some((tensor, state)) => (tensor, Some(state)),
+            None => self.step_generic(lr, tensor, grad, state),
+        }
+    }
+
+    fn to_device<const D: usize>(state: Self::State<D>, device: &B::Device) -> Self::State<D> {
+        AdadeltaState {
+            square_avg: state.square_avg.to_device(device),
+            acc_delta: state.acc_delta.to_device(device),
+        }
+    }
+}
+
+impl Adadelta {
+    /// The update in burn tensor ops, for every backend but burn-flex (see `flex`).
+    fn step_generic<B: Backend, const D: usize>(
+        &self,
+        lr: LearningRate,
+        tensor: Tensor<B, D>,
+        grad: Tensor<B, D>,
+        state: Option<AdadeltaState<B, D>>,
+    ) -> (Tensor<B, D>, Option<AdadeltaState<B, D>>) {
         let (square_avg, acc_delta) = match state {
             Some(s) => (s.square_avg, s.acc_delta),
             None => (grad.zeros_like(), grad.zeros_like()),
@@ -87,13 +112,6 @@ impl<B: Backend> SimpleOptimizer<B> for Adadelta {
         let acc_delta = acc_delta.mul_scalar(self.rho) + delta.clone().square().mul_scalar(one_minus_rho);
         let tensor = tensor - delta.mul_scalar(lr);
         (tensor, Some(AdadeltaState { square_avg, acc_delta }))
-    }
-
-    fn to_device<const D: usize>(state: Self::State<D>, device: &B::Device) -> Self::State<D> {
-        AdadeltaState {
-            square_avg: state.square_avg.to_device(device),
-            acc_delta: state.acc_delta.to_device(device),
-        }
     }
 }
 
@@ -135,6 +153,39 @@ mod tests {
         let s = s.unwrap();
         close(s.square_avg, &[0.02875, 0.99]);
         close(s.acc_delta, &[1.334_722_792_786_316_6e-6, 2.718_161_890_917_381_3e-6]);
+    }
+
+    /// On burn-flex the update is the fused loop (`flex`); it gives the generic tensor-op
+    /// update's values over two steps, parameter and both running averages, on 40,000
+    /// elements (more than one rayon chunk).
+    #[test]
+    fn the_fused_cpu_update_equals_the_generic_one() {
+        let values = |seed: u32| -> Vec<f32> {
+            (0..40_000u32)
+                .map(|i| ((i.wrapping_mul(2_654_435_761) ^ seed) % 2001) as f32 / 1000.0 - 1.0)
+                .collect()
+        };
+        let opt = AdadeltaConfig::new().build();
+        let (p0, g1, g2) = (t(&values(1)), t(&values(2)), t(&values(3)));
+        let fused1 = flex::step(&opt, 1.0, &p0, &g1, None).expect("burn-flex f32 tensors take the fused path");
+        let (gp1, gs1) = opt.step_generic(1.0, p0, g1, None);
+        let gs1 = gs1.unwrap();
+        let fused2 = flex::step(&opt, 0.7, &fused1.0, &g2, Some(&fused1.1)).unwrap();
+        let (gp2, gs2) = opt.step_generic(0.7, gp1.clone(), g2, Some(gs1.clone()));
+        let gs2 = gs2.unwrap();
+        let vec = |t: Tensor<Flex, 1>| t.into_data().to_vec::<f32>().unwrap();
+        for (what, got, want) in [
+            ("parameter, step 1", fused1.0, gp1),
+            ("square_avg, step 1", fused1.1.square_avg, gs1.square_avg),
+            ("acc_delta, step 1", fused1.1.acc_delta, gs1.acc_delta),
+            ("parameter, step 2", fused2.0, gp2),
+            ("square_avg, step 2", fused2.1.square_avg, gs2.square_avg),
+            ("acc_delta, step 2", fused2.1.acc_delta, gs2.acc_delta),
+        ] {
+            for (g, w) in vec(got).iter().zip(vec(want)) {
+                assert!((g - w).abs() <= 1e-6 * w.abs().max(1e-6), "{what}: {g} vs {w}");
+            }
+        }
     }
 
     /// Weight decay adds wd·p to the gradient before the update: with wd 0.5, p 2 and g 0

@@ -1,0 +1,83 @@
+//! The Adadelta update as one pass over burn-flex's f32 buffers.
+//!
+//! burn's tensor ops make about sixteen passes over each parameter for one update (every
+//! `mul_scalar`, `add`, `sqrt`, … allocates and writes a new tensor); this loop reads the
+//! parameter, its gradient and both running averages once and writes the three new tensors
+//! once, with the generic path's operations in the generic path's order (so the same f32
+//! results). It runs when the inner backend is burn-flex and the parameter is f32, recognised
+//! at run time ([`kiln_models::specialize`]); every other backend keeps the generic update.
+
+use burn::backend::flex::FlexTensor;
+use burn::optim::LearningRate;
+use burn::tensor::backend::Backend;
+use burn::tensor::{DType, Tensor, TensorData, TensorPrimitive};
+use kiln_models::specialize::downcast;
+use rayon::prelude::*;
+
+use super::{Adadelta, AdadeltaState};
+
+/// Elements per rayon task.
+const CHUNK: usize = 16 * 1024;
+
+/// The new parameter and state, or `None` when the tensors are not burn-flex f32 tensors.
+pub(super) fn step<B: Backend, const D: usize>(
+    rule: &Adadelta,
+    lr: LearningRate,
+    tensor: &Tensor<B, D>,
+    grad: &Tensor<B, D>,
+    state: Option<&AdadeltaState<B, D>>,
+) -> Option<(Tensor<B, D>, AdadeltaState<B, D>)> {
+    if tensor.dtype() != DType::F32 || grad.dtype() != DType::F32 {
+        return None;
+    }
+    let flex =
+        |t: &Tensor<B, D>| downcast::<_, FlexTensor>(t.clone().into_primitive().tensor()).map(|f| f.to_contiguous());
+    let (param, grad_flex) = (flex(tensor)?, flex(grad)?);
+    let averages = match state {
+        Some(s) => Some((flex(&s.square_avg)?, flex(&s.acc_delta)?)),
+        None => None,
+    };
+    let p = param.storage::<f32>();
+    let g = grad_flex.storage::<f32>();
+    let zeros;
+    let (sq, acc) = match &averages {
+        Some((sq, acc)) => (sq.storage::<f32>(), acc.storage::<f32>()),
+        None => {
+            zeros = vec![0.0f32; p.len()];
+            (&zeros[..], &zeros[..])
+        }
+    };
+    let (rho, one_minus_rho) = (rule.rho as f32, (1.0 - rule.rho) as f32);
+    let (epsilon, lr) = (rule.epsilon as f32, lr as f32);
+    let (mut p_out, mut sq_out, mut acc_out) = (vec![0.0f32; p.len()], vec![0.0f32; p.len()], vec![0.0f32; p.len()]);
+    p_out
+        .par_chunks_mut(CHUNK)
+        .zip(sq_out.par_chunks_mut(CHUNK))
+        .zip(acc_out.par_chunks_mut(CHUNK))
+        .enumerate()
+        .for_each(|(chunk, ((p_new, sq_new), acc_new))| {
+            let at = chunk * CHUNK;
+            for i in 0..p_new.len() {
+                let (g, j) = (g[at + i], at + i);
+                let square_avg = sq[j] * rho + g * g * one_minus_rho;
+                let std = (square_avg + epsilon).sqrt();
+                let delta = (acc[j] + epsilon).sqrt() / std * g;
+                acc_new[i] = acc[j] * rho + delta * delta * one_minus_rho;
+                sq_new[i] = square_avg;
+                p_new[i] = p[j] - delta * lr;
+            }
+        });
+    let shape = tensor.shape();
+    let back = |values: Vec<f32>| -> Option<Tensor<B, D>> {
+        let flex = FlexTensor::from_data(TensorData::new(values, shape.clone()));
+        let primitive = downcast::<_, B::FloatTensorPrimitive>(flex)?;
+        Some(Tensor::from_primitive(TensorPrimitive::Float(primitive)))
+    };
+    Some((
+        back(p_out)?,
+        AdadeltaState {
+            square_avg: back(sq_out)?,
+            acc_delta: back(acc_out)?,
+        },
+    ))
+}
