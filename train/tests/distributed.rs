@@ -251,7 +251,10 @@ fn kiln_train(args: &[String]) -> Command {
     // burn-collective's tasks panic when a peer vanishes; with backtraces on (CI sets
     // RUST_BACKTRACE=1) their multi-line output, written to stderr while kiln prints its error
     // line, was seen interleaved with that line.
-    c.arg("mnist").args(args).env("KILN_LOG", "warn").env("RUST_BACKTRACE", "0");
+    c.arg("mnist")
+        .args(args)
+        .env("KILN_LOG", "warn")
+        .env("RUST_BACKTRACE", "0");
     c
 }
 
