@@ -39,8 +39,9 @@ enum Bench {
 }
 
 fn main() -> ExitCode {
-    // In-process training steps run under kiln-train's heap policy.
+    // In-process training steps run under kiln-train's heap policy and floating-point mode.
     kiln_train::heap::keep_freed_memory();
+    kiln_train::float_mode::flush_denormals();
     let cli = Cli::parse();
     let result = match cli.bench {
         Bench::Serve(args) => serve::run(args),

@@ -7,6 +7,7 @@ pub mod cli;
 pub mod dist;
 pub mod ema;
 pub mod error;
+pub mod float_mode;
 pub mod heap;
 pub mod jobs;
 pub mod log;

@@ -11,6 +11,7 @@ use kiln_train::{jobs, Cli, DeviceChoice, DeviceSpec, DistArgs, Job, TrainError}
 
 fn main() -> ExitCode {
     kiln_train::heap::keep_freed_memory();
+    kiln_train::float_mode::flush_denormals();
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
