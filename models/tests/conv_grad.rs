@@ -179,24 +179,19 @@ fn random(len: usize, seed: u64) -> Vec<f32> {
         .collect()
 }
 
-/// The gradients by the definition, accumulated in f64.
-fn naive(case: &Case, inputs: &Inputs) -> Grads<f64> {
+/// Calls `f(y_at, x_at, w_at)` for every output element and every kernel tap of it that reads
+/// inside the input: the flat row-major indices of the output, input and weight elements.
+fn for_each_tap(case: &Case, mut f: impl FnMut(usize, usize, usize)) {
     let [batch, c_in, h, w] = case.x_shape();
     let [c_out, in_per_group, kh, kw] = case.weight_shape();
     let [_, _, oh_len, ow_len] = case.out_shape();
     let out_per_group = c_out / case.groups;
-    let mut grads = Grads {
-        x: vec![0.0; inputs.x.len()],
-        weight: vec![0.0; inputs.weight.len()],
-        bias: vec![0.0; c_out],
-    };
     for b in 0..batch {
         for co in 0..c_out {
             let group = co / out_per_group;
             for oh in 0..oh_len {
                 for ow in 0..ow_len {
-                    let dy = inputs.output_grad[((b * c_out + co) * oh_len + oh) * ow_len + ow] as f64;
-                    grads.bias[co] += dy;
+                    let y_at = ((b * c_out + co) * oh_len + oh) * ow_len + ow;
                     for cl in 0..in_per_group {
                         let ci = group * in_per_group + cl;
                         for i in 0..kh {
@@ -209,8 +204,7 @@ fn naive(case: &Case, inputs: &Inputs) -> Grads<f64> {
                                 }
                                 let x_at = ((b * c_in + ci) * h + ih as usize) * w + iw as usize;
                                 let w_at = ((co * in_per_group + cl) * kh + i) * kw + j;
-                                grads.x[x_at] += inputs.weight[w_at] as f64 * dy;
-                                grads.weight[w_at] += inputs.x[x_at] as f64 * dy;
+                                f(y_at, x_at, w_at);
                             }
                         }
                     }
@@ -218,43 +212,46 @@ fn naive(case: &Case, inputs: &Inputs) -> Grads<f64> {
             }
         }
     }
+}
+
+/// The output channel of flat output index `y_at`.
+fn out_channel(case: &Case, y_at: usize) -> usize {
+    let [_, c_out, oh_len, ow_len] = case.out_shape();
+    (y_at / (oh_len * ow_len)) % c_out
+}
+
+/// The gradients by the definition, accumulated in f64.
+fn naive(case: &Case, inputs: &Inputs) -> Grads<f64> {
+    let mut grads = Grads {
+        x: vec![0.0; inputs.x.len()],
+        weight: vec![0.0; inputs.weight.len()],
+        bias: vec![0.0; case.channels[1]],
+    };
+    for (y_at, &dy) in inputs.output_grad.iter().enumerate() {
+        grads.bias[out_channel(case, y_at)] += dy as f64;
+    }
+    for_each_tap(case, |y_at, x_at, w_at| {
+        let dy = inputs.output_grad[y_at] as f64;
+        grads.x[x_at] += inputs.weight[w_at] as f64 * dy;
+        grads.weight[w_at] += inputs.x[x_at] as f64 * dy;
+    });
     grads
 }
 
 /// The convolution's output by its definition, in f64, with or without the bias.
 fn naive_forward(case: &Case, inputs: &Inputs, bias: bool) -> Vec<f64> {
-    let [batch, c_in, h, w] = case.x_shape();
-    let [c_out, in_per_group, kh, kw] = case.weight_shape();
-    let [_, _, oh_len, ow_len] = case.out_shape();
-    let out_per_group = c_out / case.groups;
-    let mut y = vec![0.0; batch * c_out * oh_len * ow_len];
-    for b in 0..batch {
-        for co in 0..c_out {
-            let group = co / out_per_group;
-            for oh in 0..oh_len {
-                for ow in 0..ow_len {
-                    let mut acc = if bias { inputs.bias[co] as f64 } else { 0.0 };
-                    for cl in 0..in_per_group {
-                        let ci = group * in_per_group + cl;
-                        for i in 0..kh {
-                            let ih = (oh * case.stride[0] + i * case.dilation[0]) as isize - case.padding[0] as isize;
-                            for j in 0..kw {
-                                let iw =
-                                    (ow * case.stride[1] + j * case.dilation[1]) as isize - case.padding[1] as isize;
-                                if ih < 0 || iw < 0 || ih >= h as isize || iw >= w as isize {
-                                    continue;
-                                }
-                                let x_at = ((b * c_in + ci) * h + ih as usize) * w + iw as usize;
-                                let w_at = ((co * in_per_group + cl) * kh + i) * kw + j;
-                                acc += inputs.x[x_at] as f64 * inputs.weight[w_at] as f64;
-                            }
-                        }
-                    }
-                    y[((b * c_out + co) * oh_len + oh) * ow_len + ow] = acc;
-                }
+    let mut y: Vec<f64> = (0..inputs.output_grad.len())
+        .map(|y_at| {
+            if bias {
+                inputs.bias[out_channel(case, y_at)] as f64
+            } else {
+                0.0
             }
-        }
-    }
+        })
+        .collect();
+    for_each_tap(case, |y_at, x_at, w_at| {
+        y[y_at] += inputs.x[x_at] as f64 * inputs.weight[w_at] as f64;
+    });
     y
 }
 

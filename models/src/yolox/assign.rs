@@ -17,6 +17,7 @@
 //! device: [`Candidates::new`] needs the geometry alone, [`Candidates::assign`] the candidates'
 //! predicted rows.
 
+use super::decode::sigmoid;
 use kiln_data::CocoBox;
 
 /// Half-width of the square around a gt centre, in strides, whose cells are candidates.
@@ -352,10 +353,6 @@ fn iou(gt: &[f32; 4], pred: &[f32; 5]) -> f32 {
     } else {
         0.0
     }
-}
-
-fn sigmoid(x: f32) -> f32 {
-    1.0 / (1.0 + (-x).exp())
 }
 
 /// BCE of probability `p` against target 1: `−ln p`, clamped as PyTorch does.

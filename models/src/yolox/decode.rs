@@ -82,7 +82,8 @@ pub fn box_iou(a: &[f32; 4], b: &[f32; 4]) -> f32 {
     }
 }
 
-fn sigmoid(x: f32) -> f32 {
+/// The logistic function.
+pub(crate) fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + (-x).exp())
 }
 
