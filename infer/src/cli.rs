@@ -50,8 +50,13 @@ pub struct ServeArgs {
     /// Largest image in pixels (width × height) before decoding.
     #[arg(long = "max-pixels", default_value_t = 40_000_000)]
     pub max_pixels: u64,
-    /// Threads handling HTTP (default: a quarter of the cores, at least 2; the rest are left
-    /// to the model's own thread pool).
+    /// Model workers sharing the queue and the model, each running whole batches on its own
+    /// share of the cores (default: 2 on the CPU, so one batch forms while another runs; 1 on
+    /// a GPU).
+    #[arg(long = "workers", value_parser = clap::value_parser!(u32).range(1..))]
+    pub workers: Option<u32>,
+    /// Threads handling HTTP (default: a quarter of the cores, at least 1; the rest are left
+    /// to the model workers).
     #[arg(long = "http-threads", value_parser = clap::value_parser!(u32).range(1..))]
     pub http_threads: Option<u32>,
     /// Longest a predict request may take, in seconds (the gateway's 40 s); then 504.

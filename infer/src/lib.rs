@@ -13,6 +13,8 @@ pub mod response;
 pub mod routes;
 pub mod server;
 pub mod tls;
+pub mod workers;
 
 pub use cli::ServeArgs;
 pub use server::{package_loader, serve, termination_signal, ServeConfig, ServeError};
+pub use workers::WorkerLayout;

@@ -11,12 +11,11 @@ use kiln_infer::batcher::BatchPolicy;
 use kiln_infer::process::LISTENING_PREFIX;
 use kiln_infer::registry::ImageModel;
 use kiln_infer::tls::TlsMode;
-use kiln_infer::{package_loader, serve, termination_signal, ServeArgs, ServeConfig};
+use kiln_infer::{package_loader, serve, termination_signal, ServeArgs, ServeConfig, WorkerLayout};
 use kiln_models::PackageConfig;
 
 /// The model loader for the backend chosen from `--device`.
 type Loader = Box<dyn FnOnce() -> Result<Box<dyn ImageModel>, String> + Send>;
-#[cfg(feature = "cuda")]
 use kiln_models::DeviceChoice;
 
 fn main() -> ExitCode {
@@ -35,7 +34,9 @@ fn main() -> ExitCode {
     }
 }
 
-fn config(args: &ServeArgs) -> Result<ServeConfig, String> {
+/// The server's configuration from its flags, for a machine with `cores` cores and a model on
+/// a GPU or not.
+fn config(args: &ServeArgs, cores: usize, on_gpu: bool) -> Result<ServeConfig, String> {
     let host: IpAddr = args
         .host
         .parse()
@@ -63,6 +64,7 @@ fn config(args: &ServeArgs) -> Result<ServeConfig, String> {
             max_batch: args.max_batch as usize,
             max_delay: Duration::from_millis(args.max_delay_ms),
             queue_capacity: args.queue as usize,
+            layout: WorkerLayout::new(args.workers.map_or(if on_gpu { 1 } else { 2 }, |n| n as usize), cores),
         },
         max_body: (positive("--max-body-mb", args.max_body_mb)? * 1_000_000.0) as usize,
         max_pixels: args.max_pixels.max(1),
@@ -72,10 +74,10 @@ fn config(args: &ServeArgs) -> Result<ServeConfig, String> {
 }
 
 fn run(args: ServeArgs) -> Result<(), String> {
-    let config = config(&args)?;
     let device = args.device.resolve(false, cfg!(feature = "cuda"))?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let http_threads = args.http_threads.map_or((cores / 4).max(2), |n| n as usize);
+    let config = config(&args, cores, device != DeviceChoice::Cpu)?;
+    let http_threads = args.http_threads.map_or((cores / 4).max(1), |n| n as usize);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(http_threads)
         .enable_all()

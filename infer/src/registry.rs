@@ -23,7 +23,7 @@ pub enum Prediction {
 }
 
 /// A loaded model that maps a batch of prepared images to one prediction each.
-pub trait ImageModel {
+pub trait ImageModel: Send + Sync {
     /// One prediction per image for `n` prepared images laid end to end (`[n, C, H, W]`).
     fn predict(&self, inputs: Vec<f32>, n: usize) -> Vec<Prediction>;
 }
@@ -66,7 +66,7 @@ pub fn load_model<B: Backend>(
 
 /// Any classification network: a forward function from `[N, C, H, W]` to scores.
 struct Classifier<B: Backend> {
-    forward: Box<dyn Fn(Tensor<B, 4>) -> Tensor<B, 2>>,
+    forward: Box<dyn Fn(Tensor<B, 4>) -> Tensor<B, 2> + Send + Sync>,
     input: [usize; 3],
     classes: usize,
     device: B::Device,
@@ -80,7 +80,7 @@ impl<B: Backend> Classifier<B> {
         config: &PackageConfig,
         device: &B::Device,
         log_probs: bool,
-        forward: impl Fn(Tensor<B, 4>) -> Tensor<B, 2> + 'static,
+        forward: impl Fn(Tensor<B, 4>) -> Tensor<B, 2> + Send + Sync + 'static,
     ) -> Box<dyn ImageModel> {
         let input = &config.kiln.input;
         Box::new(Self {

@@ -12,7 +12,7 @@ use image::ImageFormat;
 use kiln_infer::batcher::BatchPolicy;
 use kiln_infer::registry::{ImageModel, Prediction};
 use kiln_infer::tls::TlsMode;
-use kiln_infer::{serve, ServeConfig, ServeError};
+use kiln_infer::{serve, ServeConfig, ServeError, WorkerLayout};
 use reqwest::multipart::{Form, Part};
 use tokio::sync::oneshot;
 
@@ -89,11 +89,17 @@ async fn start(
     }
 }
 
+/// One model worker.
 fn policy(max_batch: usize, queue_capacity: usize) -> BatchPolicy {
+    workers_policy(1, max_batch, queue_capacity)
+}
+
+fn workers_policy(workers: usize, max_batch: usize, queue_capacity: usize) -> BatchPolicy {
     BatchPolicy {
         max_batch,
         max_delay: Duration::from_millis(5),
         queue_capacity,
+        layout: WorkerLayout::new(workers, 2),
     }
 }
 
@@ -161,6 +167,24 @@ async fn concurrent_requests_share_forward_passes() {
     assert_eq!(batches.iter().sum::<usize>(), 25, "{batches:?}"); // 24 + warm-up
     assert!(batches.iter().any(|&n| n > 1), "no batching happened: {batches:?}");
     assert!(batches.iter().all(|&n| n <= 16), "{batches:?}");
+}
+
+/// With two workers, two batches run at the same time on the one shared model: four
+/// single-image batches of 300 ms take about two passes' time, not four.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_workers_run_two_batches_at_once() {
+    let delay = Duration::from_millis(300);
+    let s = start(delay, workers_policy(2, 1, 16), Duration::from_secs(10), None).await;
+    wait_ready(&s.base).await;
+    let started = Instant::now();
+    let requests: Vec<_> = (0..4).map(|_| tokio::spawn(predict_owned(s.base.clone()))).collect();
+    for r in requests {
+        assert_eq!(r.await.unwrap(), 200);
+    }
+    let took = started.elapsed();
+    assert!(took >= 2 * delay, "faster than two rounds of two: {took:?}");
+    assert!(took < 3 * delay, "the batches did not overlap: {took:?}");
+    assert_eq!(*s.batches.lock().unwrap(), vec![1; 5]); // 4 + warm-up
 }
 
 async fn predict_owned(base: String) -> u16 {
