@@ -29,6 +29,51 @@ fn same_on_one_and_three_threads(what: &str, forward: impl Fn() -> Vec<f32> + Sy
     }
 }
 
+/// Elementwise ops on a tensor large enough to be split over the pool (2^17 elements) agree
+/// with the same formula computed here, on one thread and on three.
+#[test]
+fn large_elementwise_ops() {
+    let x = input([2, 4, 128, 128]);
+    let values: Vec<f32> = x.to_data().to_vec().unwrap();
+    let expected: Vec<f32> = values.iter().map(|&v| (v.max(0.0) * 2.0 + v).exp() - v).collect();
+    let forward = || {
+        let y = burn::tensor::activation::relu(x.clone()) * 2.0 + x.clone();
+        (y.exp() - x.clone()).into_data().to_vec::<f32>().unwrap()
+    };
+    for threads in [1, 3] {
+        let got = on_threads(threads, forward);
+        for (i, (g, e)) in got.iter().zip(&expected).enumerate() {
+            assert!(
+                (g - e).abs() <= 1e-5 * e.abs().max(1.0),
+                "{threads} threads, element {i}: {g} vs {e}"
+            );
+        }
+    }
+}
+
+/// A large random tensor (a dropout mask's size) depends on the seed only: the same values on
+/// one thread and on three, different values from another seed, and Bernoulli(0.25) draws
+/// about a quarter ones.
+#[test]
+fn large_random_tensors_depend_on_the_seed_only() {
+    let draw = |seed: u64, threads: usize| {
+        on_threads(threads, || {
+            let device = Default::default();
+            Flex::seed(&device, seed);
+            Tensor::<Flex, 1>::random([300_000], Distribution::Bernoulli(0.25), &device)
+                .into_data()
+                .to_vec::<f32>()
+                .unwrap()
+        })
+    };
+    let one = draw(7, 1);
+    assert_eq!(one, draw(7, 3));
+    assert_ne!(one, draw(8, 3));
+    let ones = one.iter().filter(|&&v| v == 1.0).count() as f64 / one.len() as f64;
+    assert!((ones - 0.25).abs() < 0.005, "share of ones {ones}");
+    assert!(one.iter().all(|&v| v == 0.0 || v == 1.0));
+}
+
 fn input(shape: [usize; 4]) -> Tensor<Flex, 4> {
     let device = Default::default();
     Flex::seed(&device, 3);

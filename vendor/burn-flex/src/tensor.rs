@@ -35,6 +35,19 @@ impl fmt::Debug for FlexTensor {
     }
 }
 
+/// `num_elements` zeroed elements of `elem_size` bytes, zeroed in parallel when large and
+/// allocated as that element type, so that `Bytes` keeps the buffer: `from_bytes_vec` copies
+/// every byte vector into a new 16-byte-aligned one. kiln's change.
+fn zeroed_bytes(num_elements: usize, elem_size: usize) -> Bytes {
+    use crate::ops::par_elementwise::filled;
+    match elem_size {
+        8 => Bytes::from_elems(filled(num_elements, 0u64)),
+        4 => Bytes::from_elems(filled(num_elements, 0u32)),
+        2 => Bytes::from_elems(filled(num_elements, 0u16)),
+        _ => Bytes::from_bytes_vec(filled(num_elements * elem_size, 0u8)),
+    }
+}
+
 impl FlexTensor {
     /// Create a new tensor from bytes, layout, and dtype.
     pub fn new(data: Bytes, layout: Layout, dtype: DType) -> Self {
@@ -252,7 +265,7 @@ impl FlexTensor {
     pub fn empty(shape: Shape, dtype: DType) -> Self {
         let num_elements = shape.num_elements();
         let elem_size = dtype_size(dtype);
-        let bytes = Bytes::from_bytes_vec(alloc::vec![0u8; num_elements * elem_size]);
+        let bytes = zeroed_bytes(num_elements, elem_size);
         let layout = Layout::contiguous(shape);
         Self {
             data: Arc::new(bytes),

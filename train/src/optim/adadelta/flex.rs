@@ -49,11 +49,13 @@ pub(super) fn step<B: Backend, const D: usize>(
     };
     let (rho, one_minus_rho) = (rule.rho as f32, (1.0 - rule.rho) as f32);
     let (epsilon, lr) = (rule.epsilon as f32, lr as f32);
-    let (mut p_out, mut sq_out, mut acc_out) = (vec![0.0f32; p.len()], vec![0.0f32; p.len()], vec![0.0f32; p.len()]);
-    p_out
+    // The outputs are written once, in parallel, without being zeroed first.
+    let n = p.len();
+    let (mut p_out, mut sq_out, mut acc_out) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+    p_out.spare_capacity_mut()[..n]
         .par_chunks_mut(CHUNK)
-        .zip(sq_out.par_chunks_mut(CHUNK))
-        .zip(acc_out.par_chunks_mut(CHUNK))
+        .zip(sq_out.spare_capacity_mut()[..n].par_chunks_mut(CHUNK))
+        .zip(acc_out.spare_capacity_mut()[..n].par_chunks_mut(CHUNK))
         .enumerate()
         .for_each(|(chunk, ((p_new, sq_new), acc_new))| {
             let at = chunk * CHUNK;
@@ -62,11 +64,17 @@ pub(super) fn step<B: Backend, const D: usize>(
                 let square_avg = sq[j] * rho + g * g * one_minus_rho;
                 let std = (square_avg + epsilon).sqrt();
                 let delta = (acc[j] + epsilon).sqrt() / std * g;
-                acc_new[i] = acc[j] * rho + delta * delta * one_minus_rho;
-                sq_new[i] = square_avg;
-                p_new[i] = p[j] - delta * lr;
+                acc_new[i].write(acc[j] * rho + delta * delta * one_minus_rho);
+                sq_new[i].write(square_avg);
+                p_new[i].write(p[j] - delta * lr);
             }
         });
+    // SAFETY: the chunks above cover all `n` elements of each output, and each was written.
+    unsafe {
+        p_out.set_len(n);
+        sq_out.set_len(n);
+        acc_out.set_len(n);
+    }
     let shape = tensor.shape();
     let back = |values: Vec<f32>| -> Option<Tensor<B, D>> {
         let flex = FlexTensor::from_data(TensorData::new(values, shape.clone()));

@@ -37,6 +37,7 @@ use burn_std::{Bytes, Shape, bf16, f16};
 
 use super::conv_gemm::{GemmElement, Geometry, MatRef, for_each_chunk, gemm, im2col, num_threads};
 use super::module::{cast_from_f32, cast_to_f32};
+use super::par_elementwise::filled;
 use crate::{FlexTensor, Layout};
 
 /// Runs the f32 kernel `$kernel(args…)` for half-precision `$half` tensors:
@@ -118,7 +119,7 @@ fn x_backward<T: GemmElement>(
     let output_grad = output_grad.to_contiguous();
     let (w, dy) = (weight.storage::<T>(), output_grad.storage::<T>());
     let g = geometry;
-    let mut dx = vec![T::zero(); g.batch * g.channels_in * g.in_plane()];
+    let mut dx = filled(g.batch * g.channels_in * g.in_plane(), T::zero());
     if g.is_depthwise() {
         x_backward_depthwise(g, w, dy, &mut dx);
     } else {

@@ -19,6 +19,7 @@
 //! the batch is smaller than the pool.
 
 use alloc::vec;
+use core::mem::MaybeUninit;
 
 use burn_backend::DType;
 use burn_backend::ops::ConvOptions;
@@ -61,14 +62,31 @@ fn forward<T: GemmElement>(
     let bias = bias.map(FlexTensor::to_contiguous);
     let (x, w) = (x.storage::<T>(), weight.storage::<T>());
     let bias = bias.as_ref().map(|b| b.storage::<T>());
-    let mut y = vec![T::zero(); g.batch * g.channels_out * g.out_plane()];
+    // The output is initialised image by image by the thread that computes it (bias or
+    // zeros), not zeroed up front on this thread.
+    let len = g.batch * g.channels_out * g.out_plane();
+    let mut y: Vec<MaybeUninit<T>> = Vec::with_capacity(len);
+    // SAFETY: `MaybeUninit` elements need no initialisation.
+    unsafe { y.set_len(len) };
     forward_gemm(g, x, w, bias, &mut y);
+    // SAFETY: `forward_gemm` initialised every element (each image chunk is filled before
+    // use), and `MaybeUninit<T>` has `T`'s size and alignment.
+    let y = unsafe {
+        let mut y = core::mem::ManuallyDrop::new(y);
+        Vec::from_raw_parts(y.as_mut_ptr().cast::<T>(), y.len(), y.capacity())
+    };
     let shape = Shape::from(vec![g.batch, g.channels_out, g.out_h, g.out_w]);
     FlexTensor::new(Bytes::from_elems(y), Layout::contiguous(shape), T::dtype())
 }
 
 /// `Y_{b,g} = W_g · col(x_{b,g}) + bias_g`, one image per task.
-fn forward_gemm<T: GemmElement>(g: &Geometry, x: &[T], w: &[T], bias: Option<&[T]>, y: &mut [T]) {
+fn forward_gemm<T: GemmElement>(
+    g: &Geometry,
+    x: &[T],
+    w: &[T],
+    bias: Option<&[T]>,
+    y: &mut [MaybeUninit<T>],
+) {
     let col_rows = g.col_rows();
     let plane = g.out_plane();
     let inner_parallel = g.batch < num_threads();
@@ -77,11 +95,15 @@ fn forward_gemm<T: GemmElement>(g: &Geometry, x: &[T], w: &[T], bias: Option<&[T
         g.channels_out * plane,
         || vec![T::zero(); g.col_tile_len()],
         |col, b, y_image| {
-            if let Some(bias) = bias {
-                for (y_channel, &value) in y_image.chunks_exact_mut(plane).zip(bias) {
-                    y_channel.fill(value);
-                }
+            for (c, y_channel) in y_image.chunks_exact_mut(plane).enumerate() {
+                let value = bias.map_or(T::zero(), |bias| bias[c]);
+                y_channel.iter_mut().for_each(|v| {
+                    v.write(value);
+                });
             }
+            // SAFETY: every element of `y_image` was written just above, and
+            // `MaybeUninit<T>` has `T`'s layout.
+            let y_image: &mut [T] = unsafe { &mut *(y_image as *mut [MaybeUninit<T>] as *mut [T]) };
             for group in 0..g.groups {
                 let w_group = MatRef::new(
                     &w[group * g.out_per_group * col_rows..][..g.out_per_group * col_rows],

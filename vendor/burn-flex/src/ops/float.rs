@@ -20,19 +20,66 @@ use crate::ops::matmul;
 use crate::ops::unary;
 use crate::{Flex, FlexTensor};
 
-/// `TensorData::random::<$elem>` with one sampler for the whole tensor: the
-/// same values from the same generator state (building a sampler draws
-/// nothing), without burn's per-element sampler construction (for a Bernoulli
-/// dropout mask, a `rand::distr::Bernoulli::new` per element). kiln's change.
+/// `TensorData::random::<$elem>` with one sampler per stream instead of burn's
+/// per-element sampler construction (for a Bernoulli dropout mask, a
+/// `rand::distr::Bernoulli::new` per element). Tensors under two
+/// [`RANDOM_STREAM`]s draw from the generator itself, the values burn gives;
+/// larger ones are split into streams of [`RANDOM_STREAM`] elements, each
+/// seeded from the generator in order and filled in parallel, so a tensor's
+/// values depend on the seed only, not on the thread count. kiln's change.
 macro_rules! sample_all {
     ($elem:ty, $shape:expr, $distribution:expr, $rng:expr) => {{
         let shape: Shape = $shape;
-        let mut sampler = $distribution.sampler::<_, $elem>($rng);
-        let values: Vec<$elem> = (0..shape.num_elements())
-            .map(|_| sampler.sample())
-            .collect();
+        let distribution: Distribution = $distribution;
+        let rng: &mut crate::backend::FlexRng = $rng;
+        let n = shape.num_elements();
+        let values: Vec<$elem> = if n < 2 * RANDOM_STREAM {
+            let mut sampler = distribution.sampler::<_, $elem>(rng);
+            (0..n).map(|_| sampler.sample()).collect()
+        } else {
+            use burn_std::rand::{RngExt, SeedableRng};
+            let seeds: Vec<u64> = (0..n.div_ceil(RANDOM_STREAM))
+                .map(|_| rng.random())
+                .collect();
+            let mut values = crate::ops::par_elementwise::filled(n, <$elem>::default());
+            crate::ops::par_elementwise::for_each_block_mut(
+                &mut values,
+                RANDOM_STREAM,
+                |i, block| {
+                    let mut stream = crate::backend::FlexRng::seed_from_u64(seeds[i]);
+                    if let Some(threshold) = bernoulli_threshold(distribution) {
+                        // rand's `Bernoulli::sample`, without the sampler's per-element dispatch.
+                        let (one, zero) = (1.0 as $elem, 0.0 as $elem);
+                        block.iter_mut().for_each(|v| {
+                            *v = if threshold.is_none_or(|t| stream.random::<u64>() < t) {
+                                one
+                            } else {
+                                zero
+                            }
+                        });
+                        return;
+                    }
+                    let mut sampler = distribution.sampler::<_, $elem>(&mut stream);
+                    block.iter_mut().for_each(|v| *v = sampler.sample());
+                },
+            );
+            values
+        };
         TensorData::new(values, shape)
     }};
+}
+
+/// Elements per independently seeded stream of a large random tensor.
+const RANDOM_STREAM: usize = 1 << 16;
+
+/// For a Bernoulli(p) distribution, the threshold rand's `Bernoulli` compares a random `u64`
+/// with (`p · 2⁶⁴`; `None` inside when p = 1, always true); `None` for other distributions.
+fn bernoulli_threshold(distribution: Distribution) -> Option<Option<u64>> {
+    match distribution {
+        Distribution::Bernoulli(p) if p == 1.0 => Some(None),
+        Distribution::Bernoulli(p) => Some(Some((p * 18_446_744_073_709_551_616.0) as u64)),
+        _ => None,
+    }
 }
 
 impl FloatTensorOps<Flex> for Flex {

@@ -19,6 +19,7 @@ use burn_backend::{DType, Element};
 use burn_std::{Bytes, Shape};
 use num_traits::Float;
 
+use super::par_elementwise::filled;
 use super::pool::pool_output_size;
 use crate::{FlexTensor, Layout};
 
@@ -130,8 +131,8 @@ fn pool<T: Element + Float + bytemuck::Pod + Send + Sync>(
     let x = x.to_contiguous();
     let x: &[T] = x.storage();
     let (in_plane, out_plane) = (w.in_h * w.in_w, w.out_h * w.out_w);
-    let mut output = vec![T::zero(); w.planes * out_plane];
-    let mut indices = vec![0i64; w.planes * out_plane];
+    let mut output = filled(w.planes * out_plane, T::zero());
+    let mut indices = filled(w.planes * out_plane, 0i64);
     let run = |(plane, (out, idx)): (usize, (&mut [T], &mut [i64]))| {
         let x_plane = &x[plane * in_plane..][..in_plane];
         match w.kernel {

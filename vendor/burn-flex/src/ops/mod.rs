@@ -116,6 +116,7 @@ pub mod matmul;
 pub mod max_pool2d;
 mod module;
 pub mod pool;
+pub(crate) mod par_elementwise;
 mod qtensor;
 pub mod reduce;
 pub mod repeat_dim;

@@ -1270,7 +1270,7 @@ where
 
     // Accumulate gradients back to input positions, one (batch, channel)
     // plane per task: indices are relative to their own plane.
-    let mut output = vec![zero; batch_size * channels * spatial_in];
+    let mut output = crate::ops::par_elementwise::filled(batch_size * channels * spatial_in, zero); // kiln
     let scatter_plane = |plane: usize, out: &mut [T]| {
         let grad = &grad_data[plane * spatial_out..(plane + 1) * spatial_out];
         let idx = &indices_data[plane * spatial_out..(plane + 1) * spatial_out];
