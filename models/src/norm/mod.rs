@@ -22,7 +22,10 @@ pub fn batch_norm<B: Backend>(bn: &BatchNorm<B>, x: Tensor<B, 4>) -> Tensor<B, 4
     let device = x.device();
     if B::ad_enabled(&device) {
         if let Some((y, mean, var)) = flex::train(bn, &x) {
-            let vector = |v: Vec<f32>| Tensor::<B, 1>::from_data(TensorData::new(v.clone(), [v.len()]), &device);
+            let vector = |v: Vec<f32>| {
+                let len = v.len();
+                Tensor::<B, 1>::from_data(TensorData::new(v, [len]), &device)
+            };
             update_running(bn, vector(mean), vector(var), &device);
             return y;
         }

@@ -65,16 +65,10 @@ fn forward<T: GemmElement>(
     // The output is initialised image by image by the thread that computes it (bias or
     // zeros), not zeroed up front on this thread.
     let len = g.batch * g.channels_out * g.out_plane();
-    let mut y: Vec<MaybeUninit<T>> = Vec::with_capacity(len);
-    // SAFETY: `MaybeUninit` elements need no initialisation.
+    let mut y = Vec::with_capacity(len);
+    forward_gemm(g, x, w, bias, &mut y.spare_capacity_mut()[..len]);
+    // SAFETY: `forward_gemm` wrote every element (each image's block is filled before use).
     unsafe { y.set_len(len) };
-    forward_gemm(g, x, w, bias, &mut y);
-    // SAFETY: `forward_gemm` initialised every element (each image chunk is filled before
-    // use), and `MaybeUninit<T>` has `T`'s size and alignment.
-    let y = unsafe {
-        let mut y = core::mem::ManuallyDrop::new(y);
-        Vec::from_raw_parts(y.as_mut_ptr().cast::<T>(), y.len(), y.capacity())
-    };
     let shape = Shape::from(vec![g.batch, g.channels_out, g.out_h, g.out_w]);
     FlexTensor::new(Bytes::from_elems(y), Layout::contiguous(shape), T::dtype())
 }

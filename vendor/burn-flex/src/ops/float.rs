@@ -41,28 +41,20 @@ macro_rules! sample_all {
             let seeds: Vec<u64> = (0..n.div_ceil(RANDOM_STREAM))
                 .map(|_| rng.random())
                 .collect();
-            let mut values = crate::ops::par_elementwise::filled(n, <$elem>::default());
+            let mut values = Vec::with_capacity(n);
             crate::ops::par_elementwise::for_each_block_mut(
-                &mut values,
+                &mut values.spare_capacity_mut()[..n],
                 RANDOM_STREAM,
                 |i, block| {
                     let mut stream = crate::backend::FlexRng::seed_from_u64(seeds[i]);
-                    if let Some(threshold) = bernoulli_threshold(distribution) {
-                        // rand's `Bernoulli::sample`, without the sampler's per-element dispatch.
-                        let (one, zero) = (1.0 as $elem, 0.0 as $elem);
-                        block.iter_mut().for_each(|v| {
-                            *v = if threshold.is_none_or(|t| stream.random::<u64>() < t) {
-                                one
-                            } else {
-                                zero
-                            }
-                        });
-                        return;
-                    }
                     let mut sampler = distribution.sampler::<_, $elem>(&mut stream);
-                    block.iter_mut().for_each(|v| *v = sampler.sample());
+                    block.iter_mut().for_each(|v| {
+                        v.write(sampler.sample());
+                    });
                 },
             );
+            // SAFETY: the blocks cover all `n` elements, and each was written.
+            unsafe { values.set_len(n) };
             values
         };
         TensorData::new(values, shape)
@@ -71,16 +63,6 @@ macro_rules! sample_all {
 
 /// Elements per independently seeded stream of a large random tensor.
 const RANDOM_STREAM: usize = 1 << 16;
-
-/// For a Bernoulli(p) distribution, the threshold rand's `Bernoulli` compares a random `u64`
-/// with (`p · 2⁶⁴`; `None` inside when p = 1, always true); `None` for other distributions.
-fn bernoulli_threshold(distribution: Distribution) -> Option<Option<u64>> {
-    match distribution {
-        Distribution::Bernoulli(p) if p == 1.0 => Some(None),
-        Distribution::Bernoulli(p) => Some(Some((p * 18_446_744_073_709_551_616.0) as u64)),
-        _ => None,
-    }
-}
 
 impl FloatTensorOps<Flex> for Flex {
     fn float_from_data(data: TensorData, _device: &Device<Flex>) -> FloatTensor<Flex> {
