@@ -62,6 +62,8 @@ def ops():
     conv2 = lambda xg, wg: conv(64, 32, 26, 64, 3, 1, 0, True, xg, wg)
     stem = lambda xg, wg: conv(32, 3, 224, 64, 7, 2, 3, False, xg, wg)
     stage1 = lambda xg, wg: conv(32, 64, 56, 64, 3, 1, 1, False, xg, wg)
+    stage3 = lambda xg, wg: conv(32, 256, 14, 256, 3, 1, 1, False, xg, wg)
+    stage4 = lambda xg, wg: conv(32, 512, 7, 512, 3, 1, 1, False, xg, wg)
     pool_in = randn(64, 64, 24, 24, grad=True)
     dropout_in = randn(64, 64, 12, 12, grad=True)
     fc_in, fc_w, fc_b = randn(64, 9216, grad=True), randn(128, 9216, grad=True), randn(128, grad=True)
@@ -79,6 +81,9 @@ def ops():
         timed("MNIST max-pool 2×2 [64,64,24,24]", "fwd+bwd", lambda: F.max_pool2d(pool_in, 2, 2)),
         timed("MNIST dropout 0.25 [64,64,12,12]", "fwd+bwd",
               lambda: F.dropout(dropout_in, 0.25, training=True)),
+        # kiln's own dropout op: the same op in PyTorch.
+        timed("MNIST kiln dropout 0.25 [64,64,12,12]", "fwd+bwd",
+              lambda: F.dropout(dropout_in, 0.25, training=True)),
         timed("MNIST linear 9216→128", "fwd+bwd", lambda: F.linear(fc_in, fc_w, fc_b)),
         timed("MNIST log-softmax [64,10]", "fwd+bwd", lambda: F.log_softmax(logits, 1)),
         net_step(),
@@ -87,6 +92,10 @@ def ops():
         timed("ResNet conv 7×7/2 (w)", "fwd+bwd", stem(False, True)),
         timed("ResNet conv 3×3 64→64 on 56×56", "fwd", stage1(True, True)),
         timed("ResNet conv 3×3 64→64 (x+w)", "fwd+bwd", stage1(True, True)),
+        timed("ResNet conv 3×3 256→256 on 14×14", "fwd", stage3(True, True)),
+        timed("ResNet conv 3×3 256→256 (x+w)", "fwd+bwd", stage3(True, True)),
+        timed("ResNet conv 3×3 512→512 on 7×7", "fwd", stage4(True, True)),
+        timed("ResNet conv 3×3 512→512 (x+w)", "fwd+bwd", stage4(True, True)),
         timed("ResNet batchnorm [32,64,112,112] train", "fwd+bwd", lambda: bn(bn_in)),
         # kiln's own BatchNorm forward: the same op in PyTorch.
         timed("ResNet kiln batchnorm [32,64,112,112] train", "fwd+bwd", lambda: bn(bn_in)),

@@ -223,6 +223,8 @@ fn ops() -> Vec<TimedOp> {
     let conv2 = |g| conv([64, 32, 26], [64, 3, 1, 0], true, g);
     let stem = |g| conv([32, 3, 224], [64, 7, 2, 3], false, g);
     let stage1 = |g| conv([32, 64, 56], [64, 3, 1, 1], false, g);
+    let stage3 = |g| conv([32, 256, 14], [256, 3, 1, 1], false, g);
+    let stage4 = |g| conv([32, 512, 7], [512, 3, 1, 1], false, g);
     let pool_in = randn([64, 64, 24, 24], true);
     let dropout_in = randn([64, 64, 12, 12], true);
     let dropout = DropoutConfig::new(0.25).init();
@@ -242,8 +244,13 @@ fn ops() -> Vec<TimedOp> {
         timed("MNIST max-pool 2×2 [64,64,24,24]", Backward, move || {
             max_pool2d(pool_in.clone(), [2, 2], [2, 2], [0, 0], [1, 1], false)
         }),
-        timed("MNIST dropout 0.25 [64,64,12,12]", Backward, move || {
-            dropout.forward(dropout_in.clone())
+        timed("MNIST dropout 0.25 [64,64,12,12]", Backward, {
+            let (dropout, dropout_in) = (dropout.clone(), dropout_in.clone());
+            move || dropout.forward(dropout_in.clone())
+        }),
+        // What kiln's `Net` runs instead of burn's `Dropout::forward`.
+        timed("MNIST kiln dropout 0.25 [64,64,12,12]", Backward, move || {
+            kiln_models::dropout(&dropout, dropout_in.clone())
         }),
         timed("MNIST linear 9216→128", Backward, move || {
             linear(fc_in.clone(), fc_w.clone(), Some(fc_b.clone()))
@@ -258,6 +265,10 @@ fn ops() -> Vec<TimedOp> {
         timed("ResNet conv 7×7/2 (w)", Backward, stem((false, true))),
         timed("ResNet conv 3×3 64→64 on 56×56", Forward, stage1((true, true))),
         timed("ResNet conv 3×3 64→64 (x+w)", Backward, stage1((true, true))),
+        timed("ResNet conv 3×3 256→256 on 14×14", Forward, stage3((true, true))),
+        timed("ResNet conv 3×3 256→256 (x+w)", Backward, stage3((true, true))),
+        timed("ResNet conv 3×3 512→512 on 7×7", Forward, stage4((true, true))),
+        timed("ResNet conv 3×3 512→512 (x+w)", Backward, stage4((true, true))),
         timed("ResNet batchnorm [32,64,112,112] train", Backward, {
             let (bn, bn_in) = (bn.clone(), bn_in.clone());
             move || bn.forward(bn_in.clone())

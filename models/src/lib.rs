@@ -3,6 +3,7 @@
 #![warn(missing_docs)]
 
 pub mod device;
+mod dropout;
 pub mod net;
 mod norm;
 pub mod package;
@@ -13,6 +14,7 @@ mod torch_keys;
 pub mod yolox;
 
 pub use device::DeviceChoice;
+pub use dropout::dropout;
 pub use net::{net_package_config, Net, NetConfig, NET_ARCHITECTURE};
 pub use norm::batch_norm;
 pub use package::{load_weights, write_package, yolox_package_config, DetectionSpec, PackageConfig, PackageError};

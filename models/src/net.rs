@@ -6,6 +6,7 @@ use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig, Relu};
 use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
 
+use crate::dropout::dropout;
 use crate::package::{InputSpec, PackageConfig};
 
 /// Hyper-parameters of [`Net`]; the defaults are the guide's.
@@ -63,10 +64,10 @@ impl<B: Backend> Net<B> {
     pub fn forward(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
         let x = self.activation.forward(self.conv1.forward(images));
         let x = self.activation.forward(self.conv2.forward(x));
-        let x = self.dropout1.forward(self.pool.forward(x));
+        let x = dropout(&self.dropout1, self.pool.forward(x));
         let x = x.flatten::<2>(1, 3);
         let x = self.activation.forward(self.fc1.forward(x));
-        let x = self.dropout2.forward(x);
+        let x = dropout(&self.dropout2, x);
         log_softmax(self.fc2.forward(x), 1)
     }
 }

@@ -58,6 +58,11 @@ const fn square(
     }
 }
 
+/// `case` at another batch size.
+const fn batched(case: Case, batch: usize) -> Case {
+    Case { batch, ..case }
+}
+
 /// Every convolution shape of kiln's models (channels and sizes cut down where the real ones
 /// only make the test slower), plus odd sizes whose last input rows no output reads, and
 /// grouped, dilated and asymmetric cases.
@@ -79,6 +84,14 @@ const CASES: &[Case] = &[
     square("yolox depthwise 3×3/1 p1", [32, 32], 16, 3, 1, 1, 32),
     square("yolox depthwise 3×3/2 p1", [32, 32], 16, 3, 2, 1, 32),
     square("yolox depthwise 3×3/2 p1, odd size", [24, 24], 15, 3, 2, 1, 24),
+    // Small output planes, batch 12 (it splits evenly over 1–4 threads): burn-flex's backward
+    // puts several images' planes side by side in one gemm (`images_per_gemm`, ResNet's 14×14
+    // and 7×7 stages); pointwise convolutions keep one image per gemm.
+    batched(square("resnet 3×3/1 p1 on 7×7", [16, 24], 7, 3, 1, 1, 1), 12),
+    batched(square("resnet 3×3/2 p1 14→7", [16, 8], 14, 3, 2, 1, 1), 12),
+    batched(square("resnet 3×3/1 p1 on 14×14", [8, 8], 14, 3, 1, 1, 1), 12),
+    batched(square("resnet 1×1/2 14→7", [16, 24], 14, 1, 2, 0, 1), 12),
+    batched(square("resnet 1×1/1 on 7×7", [24, 16], 7, 1, 1, 0, 1), 12),
     // Other groupings and options.
     square("groups 2, 4→6", [4, 6], 9, 3, 1, 1, 2),
     square("groups 4, channel multiplier 2", [4, 8], 9, 3, 2, 1, 4),

@@ -4,7 +4,7 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Initializer, PaddingConfig2d, Relu};
 use burn::prelude::*;
 
-use crate::norm::batch_norm;
+use crate::norm::conv_batch_norm;
 
 use super::arch::BlockKind;
 
@@ -38,7 +38,7 @@ pub struct Downsample<B: Backend> {
 
 impl<B: Backend> Downsample<B> {
     fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        batch_norm(&self.bn, self.conv.forward(x))
+        conv_batch_norm(&self.conv, &self.bn, x)
     }
 }
 
@@ -112,15 +112,15 @@ impl<B: Backend> Block<B> {
         match self {
             Self::Basic(b) => {
                 let identity = shortcut(&b.downsample, x.clone());
-                let out = b.relu.forward(batch_norm(&b.bn1, b.conv1.forward(x)));
-                let out = batch_norm(&b.bn2, b.conv2.forward(out));
+                let out = b.relu.forward(conv_batch_norm(&b.conv1, &b.bn1, x));
+                let out = conv_batch_norm(&b.conv2, &b.bn2, out);
                 b.relu.forward(out + identity)
             }
             Self::Bottleneck(b) => {
                 let identity = shortcut(&b.downsample, x.clone());
-                let out = b.relu.forward(batch_norm(&b.bn1, b.conv1.forward(x)));
-                let out = b.relu.forward(batch_norm(&b.bn2, b.conv2.forward(out)));
-                let out = batch_norm(&b.bn3, b.conv3.forward(out));
+                let out = b.relu.forward(conv_batch_norm(&b.conv1, &b.bn1, x));
+                let out = b.relu.forward(conv_batch_norm(&b.conv2, &b.bn2, out));
+                let out = conv_batch_norm(&b.conv3, &b.bn3, out);
                 b.relu.forward(out + identity)
             }
         }

@@ -20,7 +20,7 @@ pub use arch::{BlockKind, ResNetArch};
 pub use block::{BasicBlock, Block, Bottleneck, Downsample};
 pub use pretrained::{load_pretrained, PretrainedReport};
 
-use crate::norm::batch_norm;
+use crate::norm::conv_batch_norm;
 use crate::package::{InputSpec, PackageConfig};
 
 /// Which ResNet to build and its number of output classes:
@@ -93,7 +93,7 @@ impl<B: Backend> ResNet<B> {
     /// Logits `[N, num_classes]` for normalised RGB images `[N, 3, H, W]` (224×224 for
     /// ImageNet; the global average pool accepts any size).
     pub fn forward(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
-        let x = self.relu.forward(batch_norm(&self.bn1, self.conv1.forward(images)));
+        let x = self.relu.forward(conv_batch_norm(&self.conv1, &self.bn1, images));
         let mut x = self.maxpool.forward(x);
         for block in [&self.layer1, &self.layer2, &self.layer3, &self.layer4]
             .into_iter()

@@ -7,7 +7,7 @@ use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
 use burn::prelude::*;
 use burn::tensor::activation::silu;
 
-use crate::norm::batch_norm;
+use crate::norm::conv_batch_norm;
 
 /// YOLOX's BatchNorm settings (`init_yolo`): ε 1e-3, momentum 0.03.
 const BN_EPSILON: f64 = 1e-3;
@@ -40,7 +40,7 @@ impl<B: Backend> BaseConv<B> {
 
     /// SiLU(BN(conv(x))).
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        silu(batch_norm(&self.bn, self.conv.forward(x)))
+        silu(conv_batch_norm(&self.conv, &self.bn, x))
     }
 }
 

@@ -35,7 +35,10 @@ use burn_backend::DType;
 use burn_backend::ops::ConvOptions;
 use burn_std::{Bytes, Shape, bf16, f16};
 
-use super::conv_gemm::{GemmElement, Geometry, MatRef, for_each_chunk, gemm, im2col, num_threads};
+use super::conv_gemm::{
+    GemmElement, Geometry, MatRef, for_each_chunk, gemm, im2col, im2col_strided, num_threads,
+    planes_side_by_side,
+};
 use super::module::{cast_from_f32, cast_to_f32};
 use super::par_elementwise::filled;
 use crate::{FlexTensor, Layout};
@@ -120,8 +123,11 @@ fn x_backward<T: GemmElement>(
     let (w, dy) = (weight.storage::<T>(), output_grad.storage::<T>());
     let g = geometry;
     let mut dx = filled(g.batch * g.channels_in * g.in_plane(), T::zero());
+    let group = g.images_per_gemm();
     if g.is_depthwise() {
         x_backward_depthwise(g, w, dy, &mut dx);
+    } else if group > 1 {
+        x_backward_grouped(g, group, w, dy, &mut dx);
     } else {
         x_backward_gemm(g, w, dy, &mut dx);
     }
@@ -167,6 +173,37 @@ fn x_backward_gemm<T: GemmElement>(g: &Geometry, w: &[T], dy: &[T], dx: &mut [T]
                     gemm(dcol, false, w_t, dy_tile, inner_parallel);
                     col2im_add(g, dcol, rows, dx_group);
                 }
+            }
+        },
+    );
+}
+
+/// Input gradient for `group` images per gemm call (small output planes, one
+/// convolution group; see [`Geometry::images_per_gemm`]): their output
+/// gradients side by side, `[c_out, group · OH·OW]`, one product `Wᵀ · dY`,
+/// scattered back image by image.
+fn x_backward_grouped<T: GemmElement>(g: &Geometry, group: usize, w: &[T], dy: &[T], dx: &mut [T]) {
+    let (col_rows, plane) = (g.col_rows(), g.out_plane());
+    let dx_len = g.channels_in * g.in_plane();
+    let w_t = MatRef::new(w, col_rows, g.channels_out, 1, col_rows);
+    for_each_chunk(
+        dx,
+        group * dx_len,
+        || {
+            (
+                vec![T::zero(); g.channels_out * group * plane],
+                vec![T::zero(); col_rows * group * plane],
+            )
+        },
+        |(dy_side, dcol), chunk, dx_images| {
+            let images = dx_images.len() / dx_len;
+            let n = images * plane;
+            let dy_side = &mut dy_side[..g.channels_out * n];
+            planes_side_by_side(dy, chunk * group, images, [g.channels_out, plane], dy_side);
+            let dy_mat = MatRef::new(dy_side, g.channels_out, n, n, 1);
+            gemm(&mut dcol[..col_rows * n], false, w_t, dy_mat, false);
+            for (j, dx_image) in dx_images.chunks_exact_mut(dx_len).enumerate() {
+                col2im_add_strided(g, &dcol[j * plane..], n, 0..g.out_h, dx_image);
             }
         },
     );
@@ -238,44 +275,34 @@ fn weight_backward_gemm<T: GemmElement>(g: &Geometry, x: &[T], dy: &[T]) -> Vec<
     let per_chunk = g.batch.div_ceil(threads.clamp(1, g.batch.max(1))).max(1);
     let chunks = g.batch.div_ceil(per_chunk).max(1);
     let inner_parallel = chunks < threads;
+    let group = g.images_per_gemm();
+    // Scratch: the im2col columns, and for groups the output gradients side by side.
+    let scratch = || {
+        if group > 1 {
+            let n = group * g.out_plane();
+            (
+                vec![T::zero(); col_rows * n],
+                vec![T::zero(); g.channels_out * n],
+            )
+        } else {
+            (vec![T::zero(); g.col_tile_len()], Vec::new())
+        }
+    };
     let mut partials = vec![T::zero(); chunks * w_len];
     for_each_chunk(
         &mut partials,
         w_len,
-        || vec![T::zero(); g.col_tile_len()],
-        |col, chunk, dw| {
-            for b in chunk * per_chunk..((chunk + 1) * per_chunk).min(g.batch) {
-                for group in 0..g.groups {
-                    let x_group = &x[(b * g.channels_in + group * g.in_per_group) * g.in_plane()..]
-                        [..g.in_per_group * g.in_plane()];
-                    let dy_group = &dy
-                        [(b * g.channels_out + group * g.out_per_group) * g.out_plane()..]
-                        [..g.out_per_group * g.out_plane()];
-                    let dw_group =
-                        &mut dw[group * g.out_per_group * col_rows..][..g.out_per_group * col_rows];
-                    if g.is_pointwise() {
-                        // col(x_g)ᵀ is the row-major [in_per_group, plane] input read transposed.
-                        let x_t =
-                            MatRef::new(x_group, g.in_plane(), g.in_per_group, 1, g.in_plane());
-                        let dy_mat =
-                            MatRef::new(dy_group, g.out_per_group, g.out_plane(), g.out_plane(), 1);
-                        gemm(dw_group, true, dy_mat, x_t, inner_parallel);
-                        continue;
-                    }
-                    for rows in g.row_tiles() {
-                        let n = rows.len() * g.out_w;
-                        let col = &mut col[..col_rows * n];
-                        im2col(g, x_group, rows.clone(), col);
-                        let dy_tile = MatRef::new(
-                            &dy_group[rows.start * g.out_w..],
-                            g.out_per_group,
-                            n,
-                            g.out_plane(),
-                            1,
-                        );
-                        let col_t = MatRef::new(col, n, col_rows, 1, n);
-                        gemm(dw_group, true, dy_tile, col_t, inner_parallel);
-                    }
+        scratch,
+        |(col, dy_side), chunk, dw| {
+            let (first, end) = (chunk * per_chunk, ((chunk + 1) * per_chunk).min(g.batch));
+            if group > 1 {
+                for start in (first..end).step_by(group) {
+                    let images = start..(start + group).min(end);
+                    weight_grad_side_by_side(g, x, dy, images, (col, dy_side), dw);
+                }
+            } else {
+                for b in first..end {
+                    weight_grad_image(g, x, dy, b, col, dw, inner_parallel);
                 }
             }
         },
@@ -288,6 +315,83 @@ fn weight_backward_gemm<T: GemmElement>(g: &Geometry, x: &[T], dy: &[T]) -> Vec<
     }
     partials.truncate(w_len);
     partials
+}
+
+/// `dw += Σ_g dY_{b,g} · col(x_{b,g})ᵀ` for image `b`, tile by tile of output rows.
+fn weight_grad_image<T: GemmElement>(
+    g: &Geometry,
+    x: &[T],
+    dy: &[T],
+    b: usize,
+    col: &mut [T],
+    dw: &mut [T],
+    inner_parallel: bool,
+) {
+    let col_rows = g.col_rows();
+    for group in 0..g.groups {
+        let x_group = &x[(b * g.channels_in + group * g.in_per_group) * g.in_plane()..]
+            [..g.in_per_group * g.in_plane()];
+        let dy_group = &dy[(b * g.channels_out + group * g.out_per_group) * g.out_plane()..]
+            [..g.out_per_group * g.out_plane()];
+        let dw_group = &mut dw[group * g.out_per_group * col_rows..][..g.out_per_group * col_rows];
+        if g.is_pointwise() {
+            // col(x_g)ᵀ is the row-major [in_per_group, plane] input read transposed.
+            let x_t = MatRef::new(x_group, g.in_plane(), g.in_per_group, 1, g.in_plane());
+            let dy_mat = MatRef::new(dy_group, g.out_per_group, g.out_plane(), g.out_plane(), 1);
+            gemm(dw_group, true, dy_mat, x_t, inner_parallel);
+            continue;
+        }
+        for rows in g.row_tiles() {
+            let n = rows.len() * g.out_w;
+            let col = &mut col[..col_rows * n];
+            im2col(g, x_group, rows.clone(), col);
+            let dy_tile = MatRef::new(
+                &dy_group[rows.start * g.out_w..],
+                g.out_per_group,
+                n,
+                g.out_plane(),
+                1,
+            );
+            let col_t = MatRef::new(col, n, col_rows, 1, n);
+            gemm(dw_group, true, dy_tile, col_t, inner_parallel);
+        }
+    }
+}
+
+/// `dw += [dY_b …] · [col(x_b) …]ᵀ` for the `images` of a
+/// [`Geometry::images_per_gemm`] group (one convolution group): one gemm whose
+/// inner dimension is the images' output planes side by side.
+fn weight_grad_side_by_side<T: GemmElement>(
+    g: &Geometry,
+    x: &[T],
+    dy: &[T],
+    images: Range<usize>,
+    (col, dy_side): (&mut [T], &mut [T]),
+    dw: &mut [T],
+) {
+    let (col_rows, plane) = (g.col_rows(), g.out_plane());
+    let x_len = g.channels_in * g.in_plane();
+    let n = images.len() * plane;
+    let dy_side = &mut dy_side[..g.channels_out * n];
+    planes_side_by_side(
+        dy,
+        images.start,
+        images.len(),
+        [g.channels_out, plane],
+        dy_side,
+    );
+    for (j, b) in images.enumerate() {
+        im2col_strided(
+            g,
+            &x[b * x_len..][..x_len],
+            0..g.out_h,
+            &mut col[j * plane..],
+            n,
+        );
+    }
+    let dy_mat = MatRef::new(dy_side, g.channels_out, n, n, 1);
+    let col_t = MatRef::new(&col[..col_rows * n], n, col_rows, 1, n);
+    gemm(dw, true, dy_mat, col_t, false);
 }
 
 /// Depthwise weight gradient: `dw[c, i, j] = Σ_b ⟨dY[b, c], x[b, c] shifted by (i, j)⟩`,
@@ -360,9 +464,27 @@ fn bias_backward<T: GemmElement>(output_grad: &FlexTensor) -> FlexTensor {
 /// `rows` back onto the input gradient of one group of one image
 /// (`dx_group`: `[in_per_group, in_h, in_w]`): the adjoint of [`im2col`].
 fn col2im_add<T: GemmElement>(g: &Geometry, col: &[T], rows: Range<usize>, dx_group: &mut [T]) {
+    col2im_add_strided(g, col, rows.len() * g.out_w, rows, dx_group);
+}
+
+/// [`col2im_add`] from a matrix whose rows are `row_stride` elements apart.
+fn col2im_add_strided<T: GemmElement>(
+    g: &Geometry,
+    col: &[T],
+    row_stride: usize,
+    rows: Range<usize>,
+    dx_group: &mut [T],
+) {
     let n = rows.len() * g.out_w;
     let [stride_h, stride_w] = g.stride;
-    for (r, col_row) in col.chunks_exact(n).enumerate() {
+    assert!(
+        n <= row_stride && col.len() >= g.col_rows().saturating_sub(1) * row_stride + n,
+        "col2im: {} rows of {n} columns at stride {row_stride} overrun {} elements",
+        g.col_rows(),
+        col.len()
+    );
+    let col_rows = col.chunks(row_stride).take(g.col_rows());
+    for (r, col_row) in col_rows.map(|row| &row[..n]).enumerate() {
         let (channel, i, j) = (
             r / g.kernel_plane(),
             (r / g.kernel_w) % g.kernel_h,

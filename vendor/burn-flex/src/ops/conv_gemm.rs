@@ -23,6 +23,14 @@ use crate::FlexTensor;
 /// gemm packing buffers fit in L2. A tile always holds at least one output row.
 pub(super) const COL_TILE_ELEMS: usize = 256 * 1024;
 
+/// Output columns one gemm call should cover at least: convolutions whose
+/// output plane is smaller (ResNet's 14×14 and 7×7 stages) put the planes of
+/// several images side by side in one call ([`Geometry::images_per_gemm`]).
+/// One image per call would make a thin gemm (49 columns for 7×7) that
+/// streams the whole weight matrix (9 MiB for a 512-channel 3×3) from memory
+/// once per image.
+pub(super) const GEMM_MIN_COLUMNS: usize = 384;
+
 /// gemm problems at least this large (m·n·k) use gemm's own rayon parallelism
 /// when the batch alone cannot keep the thread pool busy (same threshold as
 /// burn-flex's forward convolution).
@@ -168,6 +176,25 @@ impl Geometry {
         }
     }
 
+    /// Images whose output planes one backward gemm call covers side by side:
+    /// 1 for planes of [`GEMM_MIN_COLUMNS`] or more, for pointwise and grouped
+    /// convolutions, and when no larger group divides the batch evenly among
+    /// the pool's threads; otherwise the largest group of at most
+    /// `2 · GEMM_MIN_COLUMNS / plane` images that does. (The forward keeps
+    /// one image per call: grouping measured no faster there.)
+    pub(super) fn images_per_gemm(&self) -> usize {
+        let plane = self.out_plane();
+        if self.groups != 1 || self.is_pointwise() || plane == 0 || plane >= GEMM_MIN_COLUMNS {
+            return 1;
+        }
+        let threads = num_threads();
+        let largest = (2 * GEMM_MIN_COLUMNS / plane).max(1);
+        (2..=largest)
+            .rev()
+            .find(|&size| self.batch % (size * threads) == 0)
+            .unwrap_or(1)
+    }
+
     /// Output-row tiles covering `0..out_h`.
     pub(super) fn row_tiles(&self) -> impl Iterator<Item = Range<usize>> + '_ {
         let step = self.tile_rows();
@@ -207,8 +234,28 @@ pub(super) fn im2col<T: GemmElement>(
     col: &mut [T],
 ) {
     let n = rows.len() * g.out_w;
+    im2col_strided(g, x_group, rows, col, n);
+}
+
+/// [`im2col`] into a matrix whose rows are `row_stride` elements apart (the
+/// columns of one image inside a [`Geometry::images_per_gemm`] group).
+pub(super) fn im2col_strided<T: GemmElement>(
+    g: &Geometry,
+    x_group: &[T],
+    rows: Range<usize>,
+    col: &mut [T],
+    row_stride: usize,
+) {
+    let n = rows.len() * g.out_w;
     let [stride_h, stride_w] = g.stride;
-    for (r, col_row) in col.chunks_exact_mut(n).enumerate() {
+    assert!(
+        n <= row_stride && col.len() >= g.col_rows().saturating_sub(1) * row_stride + n,
+        "im2col: {} rows of {n} columns at stride {row_stride} overrun {} elements",
+        g.col_rows(),
+        col.len()
+    );
+    let col_rows = col.chunks_mut(row_stride).take(g.col_rows());
+    for (r, col_row) in col_rows.map(|row| &mut row[..n]).enumerate() {
         let (channel, i, j) = (
             r / g.kernel_plane(),
             (r / g.kernel_w) % g.kernel_h,
@@ -234,6 +281,25 @@ pub(super) fn im2col<T: GemmElement>(
                     *d = s;
                 }
             }
+        }
+    }
+}
+
+/// Copies the `[channels, plane]` blocks of `images` consecutive images, from
+/// image `first` of `src` (`[batch, channels, plane]`), side by side into
+/// `dst` (`[channels, images · plane]`): the layout of a
+/// [`Geometry::images_per_gemm`] group's gemm operand.
+pub(super) fn planes_side_by_side<T: Copy>(
+    src: &[T],
+    first: usize,
+    images: usize,
+    [channels, plane]: [usize; 2],
+    dst: &mut [T],
+) {
+    let n = images * plane;
+    for (c, dst_row) in dst.chunks_exact_mut(n).take(channels).enumerate() {
+        for (j, dst_plane) in dst_row.chunks_exact_mut(plane).enumerate() {
+            dst_plane.copy_from_slice(&src[((first + j) * channels + c) * plane..][..plane]);
         }
     }
 }
