@@ -46,6 +46,10 @@ pub struct StepBench {
     /// Timed steps per measurement, after one warm-up step.
     #[arg(long, default_value_t = 3)]
     steps: usize,
+    /// Measurements of each side, alternating kiln and PyTorch; each figure is the best of its
+    /// side's rounds (on a shared machine speed drifts by tens of percent within minutes).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    rounds: u32,
     /// Device: auto, cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
     device: DeviceChoice,
@@ -73,6 +77,17 @@ pub struct StepResult {
     pub train_images_per_second: f64,
     /// Evaluation-forward throughput.
     pub eval_images_per_second: f64,
+}
+
+impl StepResult {
+    /// Each throughput the higher of `self`'s and `other`'s.
+    fn best_of(self, other: StepResult) -> StepResult {
+        StepResult {
+            train_images_per_second: self.train_images_per_second.max(other.train_images_per_second),
+            eval_images_per_second: self.eval_images_per_second.max(other.eval_images_per_second),
+            ..self
+        }
+    }
 }
 
 /// kiln's figures and, with `--compare-pytorch`, the reference's, one row per architecture.
@@ -149,26 +164,39 @@ pub fn measure_all(args: &StepBench) -> Result<Rows, String> {
     let device = args.device.resolve(false, cfg!(feature = "cuda"))?;
     let mut rows = Vec::new();
     for &arch in &args.archs {
-        let kiln = match device {
-            #[cfg(feature = "cuda")]
-            DeviceChoice::Cuda(i) => measure::<burn::backend::Autodiff<burn::backend::Cuda>>(
-                args,
-                arch,
-                &burn::backend::cuda::CudaDevice::new(i),
-                device,
-            ),
-            _ => measure::<burn::backend::Autodiff<burn::backend::Flex>>(args, arch, &Default::default(), device),
-        };
-        eprintln!("kiln    {arch}: {kiln:?}");
-        let torch = args
-            .compare_pytorch
-            .then(|| reference(args, arch, device))
-            .transpose()?
-            .flatten();
-        if let Some(t) = &torch {
-            eprintln!("pytorch {arch}: {t:?}");
+        let mut best: Option<(StepResult, Option<StepResult>)> = None;
+        for round in 1..=args.rounds {
+            let kiln = match device {
+                #[cfg(feature = "cuda")]
+                DeviceChoice::Cuda(i) => measure::<burn::backend::Autodiff<burn::backend::Cuda>>(
+                    args,
+                    arch,
+                    &burn::backend::cuda::CudaDevice::new(i),
+                    device,
+                ),
+                _ => measure::<burn::backend::Autodiff<burn::backend::Flex>>(args, arch, &Default::default(), device),
+            };
+            eprintln!("kiln    {arch} round {round}: {kiln:?}");
+            let torch = args
+                .compare_pytorch
+                .then(|| reference(args, arch, device))
+                .transpose()?
+                .flatten();
+            if let Some(t) = &torch {
+                eprintln!("pytorch {arch} round {round}: {t:?}");
+            }
+            best = Some(match best {
+                None => (kiln, torch),
+                Some((best_kiln, best_torch)) => (
+                    best_kiln.best_of(kiln),
+                    match (best_torch, torch) {
+                        (Some(a), Some(b)) => Some(a.best_of(b)),
+                        (a, b) => a.or(b),
+                    },
+                ),
+            });
         }
-        rows.push((kiln, torch));
+        rows.extend(best);
     }
     Ok(rows)
 }
