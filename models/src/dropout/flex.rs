@@ -10,18 +10,14 @@ use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
-use burn::backend::flex::FlexTensor;
-use burn::backend::{Autodiff, Flex};
+use burn::backend::Flex;
 use burn::prelude::*;
-use burn::tensor::{DType, Distribution, TensorPrimitive};
+use burn::tensor::{DType, Distribution};
 use rand::rngs::SmallRng;
 use rand::{RngCore, SeedableRng};
 use rayon::prelude::*;
 
-use crate::specialize::downcast;
-
-/// The tensor primitive of `Autodiff<Flex>`.
-type AutodiffTensor = burn::tensor::ops::FloatTensor<Autodiff<Flex>>;
+use crate::specialize::{as_flex_autodiff, flex_tensor, from_flex_autodiff, FlexAutodiffTensor as AutodiffTensor};
 
 /// Elements per independently seeded stream of the mask.
 const STREAM: usize = 1 << 16;
@@ -32,10 +28,7 @@ pub(super) fn train<B: Backend, const D: usize>(prob: f64, x: &Tensor<B, D>) -> 
     if x.dtype() != DType::F32 {
         return None;
     }
-    let x_ad = downcast::<_, AutodiffTensor>(x.clone().into_primitive().tensor())?;
-    let y = dropout_op(x_ad, prob);
-    let y = downcast::<_, B::FloatTensorPrimitive>(y)?;
-    Some(Tensor::from_primitive(TensorPrimitive::Float(y)))
+    from_flex_autodiff(dropout_op(as_flex_autodiff(x)?, prob))
 }
 
 /// What the backward pass needs: the keep mask (0 or 1 per element) and `1 / (1 − p)`.
@@ -66,7 +59,7 @@ impl Backward<Flex, 1> for DropoutBackward {
                     *dx = dy * (f32::from(k) * scale);
                 }
             });
-        grads.register::<Flex>(node.id, FlexTensor::from_data(TensorData::new(dx, dims)));
+        grads.register::<Flex>(node.id, flex_tensor(dx, dims));
     }
 }
 
@@ -82,7 +75,7 @@ fn dropout_op(x: AutodiffTensor, prob: f64) -> AutodiffTensor {
         &stream_seeds(x_data.storage::<f32>().len()),
         scale,
     );
-    let y = FlexTensor::from_data(TensorData::new(y, dims));
+    let y = flex_tensor(y, dims);
     match DropoutBackward
         .prepare::<NoCheckpointing>([x.node.clone()])
         .compute_bound()
@@ -144,6 +137,7 @@ fn masked(x: &[f32], keep_prob: f64, seeds: &[u64], scale: f32) -> (Vec<f32>, Ve
 mod tests {
     use super::*;
     use crate::dropout::dropout;
+    use burn::backend::Autodiff;
     use burn::nn::DropoutConfig;
 
     type Ad = Autodiff<Flex>;

@@ -11,17 +11,13 @@ use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
-use burn::backend::{Autodiff, Flex};
+use burn::backend::Flex;
 use burn::nn::BatchNorm;
 use burn::prelude::*;
-use burn::tensor::{DType, TensorPrimitive};
+use burn::tensor::DType;
 
 use super::fused::{self, BatchStats, Planes};
-use crate::specialize::downcast;
-
-/// The tensor primitive of `Autodiff<Flex>` (burn-autodiff's `AutodiffTensor`, which that
-/// crate exports only as this associated type).
-type AutodiffTensor = burn::tensor::ops::FloatTensor<Autodiff<Flex>>;
+use crate::specialize::{as_flex_autodiff, flex_tensor, from_flex_autodiff, FlexAutodiffTensor as AutodiffTensor};
 
 /// `bn(x)` in training mode with the fused op, and the batch statistics `(mean, biased
 /// variance)` for the running-statistics update; `None` unless `B` is `Autodiff<Flex>` (any
@@ -30,12 +26,11 @@ pub(super) fn train<B: Backend>(bn: &BatchNorm<B>, x: &Tensor<B, 4>) -> Option<(
     if x.dtype() != DType::F32 {
         return None;
     }
-    let x_ad = downcast::<_, AutodiffTensor>(x.clone().into_primitive().tensor())?;
-    let gamma = downcast::<_, AutodiffTensor>(bn.gamma.val().into_primitive().tensor())?;
-    let beta = downcast::<_, AutodiffTensor>(bn.beta.val().into_primitive().tensor())?;
+    let x_ad = as_flex_autodiff(x)?;
+    let gamma = as_flex_autodiff(&bn.gamma.val())?;
+    let beta = as_flex_autodiff(&bn.beta.val())?;
     let (y, stats) = batch_norm_op(x_ad, gamma, beta, bn.epsilon);
-    let y = downcast::<_, B::FloatTensorPrimitive>(y)?;
-    Some((Tensor::from_primitive(TensorPrimitive::Float(y)), stats.mean, stats.var))
+    Some((from_flex_autodiff(y)?, stats.mean, stats.var))
 }
 
 /// What the backward pass needs: the input, γ and the statistics.
@@ -125,9 +120,4 @@ fn batch_norm_op(
 /// A 1-D f32 tensor's values.
 fn f32_values(tensor: &FlexTensor) -> Vec<f32> {
     tensor.to_contiguous().storage::<f32>().to_vec()
-}
-
-/// An f32 `FlexTensor` of shape `dims` holding `values`.
-fn flex_tensor(values: Vec<f32>, dims: Vec<usize>) -> FlexTensor {
-    FlexTensor::from_data(TensorData::new(values, dims))
 }
