@@ -74,6 +74,37 @@ fn large_random_tensors_depend_on_the_seed_only() {
     assert!(one.iter().all(|&v| v == 0.0 || v == 1.0));
 }
 
+/// Each thread has its own seeded generator: two threads seeded alike draw the same values
+/// while they interleave their draws, as two processes would.
+#[test]
+fn each_thread_draws_its_own_seeds_sequence() {
+    let draws = |seed: u64, barrier: Option<&std::sync::Barrier>| {
+        let device = Default::default();
+        Flex::seed(&device, seed);
+        (0..8)
+            .map(|_| {
+                if let Some(b) = barrier {
+                    b.wait();
+                }
+                Tensor::<Flex, 1>::random([16], Distribution::Default, &device)
+                    .into_data()
+                    .to_vec::<f32>()
+                    .unwrap()
+            })
+            .collect::<Vec<_>>()
+    };
+    let alone = draws(5, None);
+    let barrier = std::sync::Barrier::new(2);
+    let (a, b) = std::thread::scope(|s| {
+        let a = s.spawn(|| draws(5, Some(&barrier)));
+        let b = s.spawn(|| draws(5, Some(&barrier)));
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    assert_eq!(a, alone);
+    assert_eq!(b, alone);
+    assert_ne!(alone[0], alone[1], "successive draws differ");
+}
+
 fn input(shape: [usize; 4]) -> Tensor<Flex, 4> {
     let device = Default::default();
     Flex::seed(&device, 3);

@@ -14,6 +14,8 @@ use burn::data::dataloader::batcher::Batcher;
 use burn::data::dataset::Dataset;
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::{GradientsParams, Optimizer};
+use burn::module::AutodiffModule;
+use burn::nn::{BatchNorm, BatchNormConfig};
 use burn::prelude::*;
 use burn_flex::Flex;
 use kiln_data::mnist::MnistBatcher;
@@ -34,8 +36,7 @@ const TOLERANCE: f32 = 1e-5;
 /// Names the child-process entry point and carries `rank,port,output file`.
 const CHILD_ENV: &str = "KILN_TEST_DIST_CHILD";
 
-/// burn-collective's local server and burn-flex's seeded generator are process-wide: one test
-/// at a time.
+/// burn-collective's local server is process-wide: one test at a time.
 fn serial() -> MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::new(());
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
@@ -149,6 +150,53 @@ fn two_local_workers_match_one_worker_on_the_combined_batch() {
         assert!(diff <= TOLERANCE, "rank {rank}: max |Δ| = {diff:e}");
     }
     assert_eq!(got[0].1, got[1].1, "both ranks hold the same weights");
+}
+
+/// Each rank's BatchNorm after one training step on its own input (all ones on rank 0, all
+/// threes on rank 1), before and after `sync_module`, as `[own, synced]` running means by rank.
+fn batch_norm_running_means(plan: &DistPlan) -> Vec<(usize, [Vec<f32>; 2])> {
+    let out = Arc::new(Mutex::new(Vec::new()));
+    let sink = out.clone();
+    launch::<B, _, _>(
+        plan,
+        |_| Default::default(),
+        move |dist, device| {
+            let fill = 1.0 + 2.0 * dist.rank() as f32;
+            let step = || {
+                let bn: BatchNorm<B> = BatchNormConfig::new(2).init(&device);
+                let _ = bn.forward(Tensor::<B, 4>::full([4, 2, 3, 3], fill, &device));
+                bn
+            };
+            let mean = |bn: &BatchNorm<Flex>| bn.running_mean.value().into_data().to_vec::<f32>().unwrap();
+            let own = mean(&step().valid());
+            let synced = mean(&dist.sync_module(step())?.valid());
+            sink.lock().unwrap().push((dist.rank(), [own, synced]));
+            Ok(())
+        },
+    )
+    .unwrap();
+    let mut all = out.lock().unwrap().clone();
+    all.sort_by_key(|(rank, _)| *rank);
+    all
+}
+
+/// DDP's buffers come from rank 0: a training step leaves burn's running statistics pending
+/// beside their value, and the broadcast must carry rank 0's latest ones and leave nothing of
+/// the other ranks' behind. Running mean after one step: 0.9 · 0 + 0.1 · batch mean.
+#[test]
+fn sync_module_carries_rank_0s_latest_running_statistics() {
+    let _serial = serial();
+    let plan = DistPlan {
+        local_workers: 2,
+        ..DistPlan::single(DeviceChoice::Cpu)
+    };
+    let got = batch_norm_running_means(&plan);
+    assert_eq!(got.len(), 2);
+    let close = |v: &[f32], want: f32| v.iter().all(|x| (x - want).abs() < 1e-6);
+    let [own0, synced0] = &got[0].1;
+    let [own1, synced1] = &got[1].1;
+    assert!(close(own0, 0.1) && close(own1, 0.3), "{got:?}");
+    assert!(close(synced0, 0.1) && close(synced1, 0.1), "{got:?}");
 }
 
 /// A port with (very likely) two free ports above it, for the orchestrator and node services.

@@ -261,12 +261,24 @@ fn bad_inputs_are_named_errors() {
     assert!(err.contains("seven"), "{err}");
 }
 
+/// A log's losses and accuracies, without its times.
+fn figures(log: &str) -> Vec<&str> {
+    log.split(['\t', '\n'])
+        .filter(|f| f.starts_with("Loss ") || f.starts_with("Acc@") || f.starts_with(" * "))
+        .collect()
+}
+
 /// `--device cpu:2`: two workers share each batch of 8; rank 0 alone prints the summaries
-/// and writes the checkpoint and package; validation covers the whole set.
+/// and writes the checkpoint and package; validation covers the whole set; the same seed
+/// gives the same run.
 #[test]
 fn two_cpu_workers_train_and_validate_over_the_whole_set() {
     let (_dir, data, out) = tmp();
     let log = run(&data, &out, &["--epochs", "1", "--device=cpu:2"]);
+    let again = run(&data, &out.join("again"), &["--epochs", "1", "--device=cpu:2"]);
+    assert_eq!(figures(&again), figures(&log));
+    // Three training and two validation lines of three figures each, and the summary.
+    assert_eq!(figures(&log).len(), 3 * 3 + 2 * 3 + 1, "{log}");
     assert_eq!(summaries(&log).len(), 1, "{log}");
     assert_eq!(log.matches("Epoch: [0][0/").count(), 1, "{log}");
     for f in [

@@ -126,6 +126,11 @@ impl<R: Backend> Collective<R> {
         if self.world == 1 {
             return Ok(module);
         }
+        // burn's `RunningState` (BatchNorm's running statistics) keeps a training step's update
+        // pending beside its value until `valid`/`into_record` folds it in, and `visit`/`map`
+        // see only the value: without this round trip every rank would broadcast stale
+        // statistics and then fold its own pending ones back in over rank 0's.
+        let module = M::from_inner(module.valid());
         let mut gather = Flatten::<B>::default();
         module.visit(&mut gather);
         // A sum where every rank but 0 adds zeros is a broadcast (burn-collective has no

@@ -5,6 +5,7 @@ use burn_backend::{Backend, BackendTypes, DType, DTypeUsage, DTypeUsageSet, Devi
 use burn_ir::{BackendIr, HandleKind, TensorHandle};
 use burn_std::device::Device;
 use burn_std::rand::{SeedableRng, StdRng};
+#[cfg(not(feature = "std"))]
 use burn_std::stub::Mutex;
 
 use crate::qtensor::FlexQTensor;
@@ -13,18 +14,40 @@ use crate::tensor::FlexTensor;
 /// Type alias for the RNG used by Flex.
 pub type FlexRng = StdRng;
 
-/// Global seed storage for reproducible random number generation.
-/// Uses Mutex for thread-safe RNG state management.
-pub(crate) static SEED: Mutex<Option<FlexRng>> = Mutex::new(None);
+#[cfg(feature = "std")]
+std::thread_local! {
+    /// The seeded generator of the calling thread (of the process without `std`).
+    ///
+    /// `Backend::seed()` stores a `FlexRng` here; random ops (`float_random`, `int_random`) draw
+    /// from it through [`with_rng`]; before any seed, a generator from burn_std's entropy source
+    /// takes its place. With `std` each thread has its own, so threads that each seed and draw
+    /// (data-parallel workers of one process, concurrent tests) get their seed's sequence whatever
+    /// the others do, as processes with their own generators would.
+    static SEED: core::cell::RefCell<Option<FlexRng>> = const { core::cell::RefCell::new(None) };
+}
+/// The process's seeded generator (see the `std` version).
+#[cfg(not(feature = "std"))]
+static SEED: Mutex<Option<FlexRng>> = Mutex::new(None);
 
-/// Fallback RNG when `SEED` is empty (consumed or never set).
-///
-/// The seeding flow is: `Backend::seed()` stores a `FlexRng` in `SEED`. Random
-/// ops (`float_random`, `int_random`) call `SEED.lock().take()`, consuming it for
-/// that op and falling back to this function for subsequent calls. This function
-/// delegates to burn_std's own entropy source.
-pub(crate) fn get_seeded_rng() -> FlexRng {
-    burn_std::rand::get_seeded_rng()
+/// Replaces the calling thread's generator by one seeded from `seed`.
+fn set_rng(rng: FlexRng) {
+    #[cfg(feature = "std")]
+    SEED.with_borrow_mut(|slot| *slot = Some(rng));
+    #[cfg(not(feature = "std"))]
+    {
+        *SEED.lock().unwrap() = Some(rng);
+    }
+}
+
+/// Runs `f` with the calling thread's generator (see [`SEED`]).
+pub(crate) fn with_rng<R>(f: impl FnOnce(&mut FlexRng) -> R) -> R {
+    #[cfg(feature = "std")]
+    return SEED.with_borrow_mut(|slot| f(slot.get_or_insert_with(burn_std::rand::get_seeded_rng)));
+    #[cfg(not(feature = "std"))]
+    {
+        let mut slot = SEED.lock().unwrap();
+        f(slot.get_or_insert_with(burn_std::rand::get_seeded_rng))
+    }
 }
 
 /// CPU device for the Flex backend.
@@ -128,9 +151,7 @@ impl Backend for Flex {
     }
 
     fn seed(_device: &Self::Device, seed: u64) {
-        let rng = FlexRng::seed_from_u64(seed);
-        let mut seed_lock = SEED.lock().unwrap();
-        *seed_lock = Some(rng);
+        set_rng(FlexRng::seed_from_u64(seed));
     }
 
     fn device_count(_type_id: u16) -> usize {
