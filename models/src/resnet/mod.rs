@@ -93,8 +93,15 @@ impl<B: Backend> ResNet<B> {
     /// Logits `[N, num_classes]` for normalised RGB images `[N, 3, H, W]` (224×224 for
     /// ImageNet; the global average pool accepts any size).
     pub fn forward(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
-        let x = self.relu.forward(conv_batch_norm(&self.conv1, &self.bn1, images));
-        let mut x = self.maxpool.forward(x);
+        // torchvision's `maxpool(relu(bn1(conv1(x))))`, pooled first: ReLU is monotone, so the
+        // two orders give the same values and route the same gradients, and ReLU then touches
+        // a quarter of the stem's elements.
+        let x = self.maxpool.forward(conv_batch_norm(&self.conv1, &self.bn1, images));
+        self.head(self.relu.forward(x))
+    }
+
+    /// The four stages, the global average pool and `fc`, from the stem's pooled output.
+    fn head(&self, mut x: Tensor<B, 4>) -> Tensor<B, 2> {
         for block in [&self.layer1, &self.layer2, &self.layer3, &self.layer4]
             .into_iter()
             .flatten()

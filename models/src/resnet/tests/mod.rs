@@ -85,6 +85,40 @@ fn trains_on_an_autodiff_backend() {
     assert_eq!(eval.forward(x.clone()).into_data(), eval.forward(x).into_data());
 }
 
+/// Pooling before the stem's ReLU gives torchvision's order's logits and gradients, in
+/// training and in evaluation.
+#[test]
+fn stem_pooling_before_relu_is_torchvisions_order() {
+    use burn::backend::Autodiff;
+    use burn::module::AutodiffModule;
+    type Ad = Autodiff<Flex>;
+    let device = Default::default();
+    Ad::seed(&device, 9);
+    let model = ResNetConfig::new(ResNetArch::ResNet18, 3).init::<Ad>(&device);
+    let x = Tensor::<Ad, 4>::random([2, 3, 32, 32], Distribution::Normal(0.0, 1.0), &device);
+    let torchvision = |m: &ResNet<Ad>| {
+        let stem = m.relu.forward(conv_batch_norm(&m.conv1, &m.bn1, x.clone()));
+        m.head(m.maxpool.forward(stem))
+    };
+    let floats = |t: Tensor<Flex, 4>| t.into_data().to_vec::<f32>().unwrap();
+    let runs: Vec<_> = [model.forward(x.clone()), torchvision(&model)]
+        .into_iter()
+        .map(|out| {
+            let grads = (out.clone() * out.clone()).sum().backward();
+            let logits: Vec<f32> = out.into_data().to_vec().unwrap();
+            (logits, floats(model.conv1.weight.grad(&grads).unwrap()))
+        })
+        .collect();
+    assert_eq!(runs[0], runs[1]);
+    assert!(runs[0].1.iter().any(|&g| g != 0.0));
+
+    let eval = model.valid();
+    let x = x.inner();
+    let stem = eval.relu.forward(conv_batch_norm(&eval.conv1, &eval.bn1, x.clone()));
+    let want = eval.head(eval.maxpool.forward(stem));
+    assert_eq!(eval.forward(x).into_data(), want.into_data());
+}
+
 fn mean_std(values: &[f32]) -> (f64, f64) {
     let n = values.len() as f64;
     let mean = values.iter().map(|&v| v as f64).sum::<f64>() / n;
