@@ -12,8 +12,7 @@ use std::time::{Duration, Instant};
 use burn::backend::Autodiff;
 use burn::data::dataloader::batcher::Batcher;
 use burn::data::dataset::Dataset;
-use burn::module::AutodiffModule;
-use burn::module::{Module, ModuleVisitor, Param};
+use burn::module::{AutodiffModule, Module, ModuleVisitor, Param};
 use burn::nn::{BatchNorm, BatchNormConfig};
 use burn::optim::{GradientsParams, Optimizer};
 use burn::prelude::*;
@@ -103,19 +102,19 @@ fn reference() -> Vec<f32> {
     train(&Collective::single(), net(1)).unwrap()
 }
 
-/// Runs `plan`'s local workers: rank 0 starts from seed 1's weights, the others from seed
-/// 2's (the broadcast must replace them); returns each local worker's final weights by rank.
-fn run_workers(plan: &DistPlan) -> Vec<(usize, Vec<f32>)> {
-    let starts = Arc::new(Mutex::new(vec![net(1), net(2)]));
+/// Runs `job` on each of `plan`'s local workers; returns the workers' results by rank.
+fn on_local_workers<T: Clone + Send + 'static>(
+    plan: &DistPlan,
+    job: impl Fn(&Collective<Flex>) -> Result<T, TrainError> + Send + Sync + 'static,
+) -> Vec<(usize, T)> {
     let out = Arc::new(Mutex::new(Vec::new()));
     let sink = out.clone();
     launch::<B, _, _>(
         plan,
         |_| Default::default(),
         move |dist, _device| {
-            let start = starts.lock().unwrap()[dist.rank().min(1)].clone();
-            let w = train(&dist, start)?;
-            sink.lock().unwrap().push((dist.rank(), w));
+            let result = job(&dist)?;
+            sink.lock().unwrap().push((dist.rank(), result));
             Ok(())
         },
     )
@@ -123,6 +122,16 @@ fn run_workers(plan: &DistPlan) -> Vec<(usize, Vec<f32>)> {
     let mut all = out.lock().unwrap().clone();
     all.sort_by_key(|(rank, _)| *rank);
     all
+}
+
+/// Runs `plan`'s local workers: rank 0 starts from seed 1's weights, the others from seed
+/// 2's (the broadcast must replace them); returns each local worker's final weights by rank.
+fn run_workers(plan: &DistPlan) -> Vec<(usize, Vec<f32>)> {
+    let starts = Arc::new(Mutex::new(vec![net(1), net(2)]));
+    on_local_workers(plan, move |dist| {
+        let start = starts.lock().unwrap()[dist.rank().min(1)].clone();
+        train(dist, start)
+    })
 }
 
 #[test]
@@ -155,29 +164,19 @@ fn two_local_workers_match_one_worker_on_the_combined_batch() {
 /// Each rank's BatchNorm after one training step on its own input (all ones on rank 0, all
 /// threes on rank 1), before and after `sync_module`, as `[own, synced]` running means by rank.
 fn batch_norm_running_means(plan: &DistPlan) -> Vec<(usize, [Vec<f32>; 2])> {
-    let out = Arc::new(Mutex::new(Vec::new()));
-    let sink = out.clone();
-    launch::<B, _, _>(
-        plan,
-        |_| Default::default(),
-        move |dist, device| {
-            let fill = 1.0 + 2.0 * dist.rank() as f32;
-            let step = || {
-                let bn: BatchNorm<B> = BatchNormConfig::new(2).init(&device);
-                let _ = bn.forward(Tensor::<B, 4>::full([4, 2, 3, 3], fill, &device));
-                bn
-            };
-            let mean = |bn: &BatchNorm<Flex>| bn.running_mean.value().into_data().to_vec::<f32>().unwrap();
-            let own = mean(&step().valid());
-            let synced = mean(&dist.sync_module(step())?.valid());
-            sink.lock().unwrap().push((dist.rank(), [own, synced]));
-            Ok(())
-        },
-    )
-    .unwrap();
-    let mut all = out.lock().unwrap().clone();
-    all.sort_by_key(|(rank, _)| *rank);
-    all
+    on_local_workers(plan, |dist| {
+        let device = Default::default();
+        let fill = 1.0 + 2.0 * dist.rank() as f32;
+        let step = || {
+            let bn: BatchNorm<B> = BatchNormConfig::new(2).init(&device);
+            let _ = bn.forward(Tensor::<B, 4>::full([4, 2, 3, 3], fill, &device));
+            bn
+        };
+        let mean = |bn: &BatchNorm<Flex>| bn.running_mean.value().into_data().to_vec::<f32>().unwrap();
+        let own = mean(&step().valid());
+        let synced = mean(&dist.sync_module(step())?.valid());
+        Ok([own, synced])
+    })
 }
 
 /// DDP's buffers come from rank 0: a training step leaves burn's running statistics pending

@@ -16,16 +16,16 @@ pub type FlexRng = StdRng;
 
 #[cfg(feature = "std")]
 std::thread_local! {
-    /// The seeded generator of the calling thread (of the process without `std`).
+    /// The seeded generator of the calling thread.
     ///
     /// `Backend::seed()` stores a `FlexRng` here; random ops (`float_random`, `int_random`) draw
     /// from it through [`with_rng`]; before any seed, a generator from burn_std's entropy source
-    /// takes its place. With `std` each thread has its own, so threads that each seed and draw
+    /// takes its place. Each thread has its own, so threads that each seed and draw
     /// (data-parallel workers of one process, concurrent tests) get their seed's sequence whatever
     /// the others do, as processes with their own generators would.
     static SEED: core::cell::RefCell<Option<FlexRng>> = const { core::cell::RefCell::new(None) };
 }
-/// The process's seeded generator (see the `std` version).
+/// The process's seeded generator: without `std` there are no thread-locals.
 #[cfg(not(feature = "std"))]
 static SEED: Mutex<Option<FlexRng>> = Mutex::new(None);
 
