@@ -92,6 +92,15 @@ const CASES: &[Case] = &[
     batched(square("resnet 3×3/1 p1 on 14×14", [8, 8], 14, 3, 1, 1, 1), 12),
     batched(square("resnet 1×1/2 14→7", [16, 24], 14, 1, 2, 0, 1), 12),
     batched(square("resnet 1×1/1 on 7×7", [24, 16], 7, 1, 1, 0, 1), 12),
+    // 3×3 stride-1 convolutions with at least 64 input and output channels and 256 2×2 output
+    // tiles in the batch run as Winograd F(2×2, 3×3) in burn-flex (`conv_winograd`), forward
+    // and input gradient. Whole and partial tiles, several images per gemm, padding 0, 1 and 2,
+    // unequal channel counts.
+    square("winograd 3×3/1 p1 64→64", [64, 64], 24, 3, 1, 1, 1),
+    square("winograd 3×3/1 p1 96→64, odd size", [96, 64], 23, 3, 1, 1, 1),
+    square("winograd 3×3/1 p2 64→64", [64, 64], 24, 3, 1, 2, 1),
+    square("winograd 3×3/1 p0 64→64, odd size", [64, 64], 27, 3, 1, 0, 1),
+    batched(square("winograd 3×3/1 p1 on 7×7", [64, 64], 7, 3, 1, 1, 1), 16),
     // Other groupings and options.
     square("groups 2, 4→6", [4, 6], 9, 3, 1, 1, 2),
     square("groups 4, channel multiplier 2", [4, 8], 9, 3, 2, 1, 4),

@@ -9,8 +9,10 @@
 //! positions per channel outnumber the weights per channel (`H·W / stride² > C_in/groups · KH ·
 //! KW`): always at the start of a network, never for ResNet's last stage (49 positions against
 //! 4,608 weights). The rule ignores the batch size on purpose: folded and unfolded results
-//! differ by rounding, and a served image's result must not depend on the images batched
-//! with it.
+//! differ by rounding, and folding must not make a served image's result depend on the images
+//! batched with it. (burn-flex's choice of convolution kernel can: 3×3 stride-1 convolutions
+//! with 64 channels or more run as Winograd F(2×2, 3×3) once the batch has 256 output tiles,
+//! a rounding-level difference too; the MNIST package has no such layer.)
 
 use burn::module::Param;
 use burn::nn::conv::Conv2d;

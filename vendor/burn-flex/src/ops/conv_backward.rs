@@ -20,6 +20,9 @@
 //!   `groups == channels`): direct per-plane loops with analytic valid ranges,
 //!   no gemm (a 1-row gemm per channel would be all dispatch overhead).
 //!
+//! - 3×3 stride-1 input gradients with enough channels and tiles: Winograd
+//!   F(2×2, 3×3) on the output gradient (`conv_winograd`).
+//!
 //! Parallelism: rayon over images (input gradient), over batch chunks with one
 //! partial weight gradient each, summed in a fixed order (weight gradient), or
 //! over channels (depthwise weight and bias gradients). gemm itself runs
@@ -39,6 +42,7 @@ use super::conv_gemm::{
     GemmElement, Geometry, MatRef, for_each_chunk, gemm, im2col, im2col_strided, num_threads,
     planes_side_by_side,
 };
+use super::conv_winograd;
 use super::module::{cast_from_f32, cast_to_f32};
 use super::par_elementwise::filled;
 use crate::{FlexTensor, Layout};
@@ -122,6 +126,15 @@ fn x_backward<T: GemmElement>(
     let output_grad = output_grad.to_contiguous();
     let (w, dy) = (weight.storage::<T>(), output_grad.storage::<T>());
     let g = geometry;
+    let shape = Shape::from(vec![g.batch, g.channels_in, g.in_h, g.in_w]);
+    if conv_winograd::applies_to_x_backward(g) {
+        let len = g.batch * g.channels_in * g.in_plane();
+        let mut dx = Vec::with_capacity(len);
+        conv_winograd::x_backward(g, dy, w, &mut dx.spare_capacity_mut()[..len]);
+        // SAFETY: `conv_winograd::x_backward` writes every element of the input gradient.
+        unsafe { dx.set_len(len) };
+        return FlexTensor::new(Bytes::from_elems(dx), Layout::contiguous(shape), T::dtype());
+    }
     let mut dx = filled(g.batch * g.channels_in * g.in_plane(), T::zero());
     let group = g.images_per_gemm();
     if g.is_depthwise() {
@@ -131,7 +144,6 @@ fn x_backward<T: GemmElement>(
     } else {
         x_backward_gemm(g, w, dy, &mut dx);
     }
-    let shape = Shape::from(vec![g.batch, g.channels_in, g.in_h, g.in_w]);
     FlexTensor::new(Bytes::from_elems(dx), Layout::contiguous(shape), T::dtype())
 }
 

@@ -15,6 +15,9 @@
 //! burn-flex's own kernels (a direct depthwise loop, native f16 gemm): for
 //! those [`conv2d`] hands its inputs back.
 //!
+//! 3×3 stride-1 convolutions with enough channels and tiles run as Winograd
+//! F(2×2, 3×3) instead (`conv_winograd`).
+//!
 //! Parallelism: one image per rayon task; gemm itself uses the pool only when
 //! the batch is smaller than the pool.
 
@@ -28,6 +31,7 @@ use burn_std::{Bytes, Shape};
 use super::conv_gemm::{
     GemmElement, Geometry, MatRef, for_each_chunk, gemm_strided, im2col, num_threads,
 };
+use super::conv_winograd;
 use crate::{FlexTensor, Layout};
 
 /// `conv2d(x, weight, bias)` for f32 and f64 non-depthwise convolutions, or
@@ -66,8 +70,14 @@ fn forward<T: GemmElement>(
     // zeros), not zeroed up front on this thread.
     let len = g.batch * g.channels_out * g.out_plane();
     let mut y = Vec::with_capacity(len);
-    forward_gemm(g, x, w, bias, &mut y.spare_capacity_mut()[..len]);
-    // SAFETY: `forward_gemm` wrote every element (each image's block is filled before use).
+    let y_uninit = &mut y.spare_capacity_mut()[..len];
+    if conv_winograd::applies(g) {
+        conv_winograd::forward(g, x, w, bias, y_uninit);
+    } else {
+        forward_gemm(g, x, w, bias, y_uninit);
+    }
+    // SAFETY: both kernels write every element (`forward_gemm` fills each image's block
+    // before use; `conv_winograd::forward` writes every output of every tile).
     unsafe { y.set_len(len) };
     let shape = Shape::from(vec![g.batch, g.channels_out, g.out_h, g.out_w]);
     FlexTensor::new(Bytes::from_elems(y), Layout::contiguous(shape), T::dtype())

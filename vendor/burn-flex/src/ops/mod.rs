@@ -100,6 +100,7 @@ pub mod conv;
 pub mod conv_backward;
 pub mod conv_forward;
 mod conv_gemm;
+mod conv_winograd;
 pub mod conv_transpose;
 pub mod cumulative;
 pub mod deform_conv;
