@@ -167,16 +167,12 @@ fn transform_weight_row<T: GemmElement>(
             four_mut(gk, 3 * cols, j * cols, cols),
         );
     }
+    let gk = |t: usize| &gk[t * cols..][..cols];
     for r in 0..4 {
-        let (a, b, c) = (
-            &gk[3 * r * cols..],
-            &gk[(3 * r + 1) * cols..],
-            &gk[(3 * r + 2) * cols..],
-        );
         through_g(
-            &a[..cols],
-            &b[..cols],
-            &c[..cols],
+            gk(3 * r),
+            gk(3 * r + 1),
+            gk(3 * r + 2),
             four_mut(u_row, cols, 4 * r * cols, cols),
         );
     }
