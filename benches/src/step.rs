@@ -235,7 +235,8 @@ fn measure<B: AutodiffBackend>(
         let _: f32 = loss.into_scalar().elem();
     };
     let train = per_step_seconds(args.steps, &mut train_step);
-    let eval_model = model.valid();
+    // Evaluated as `kiln-train imagenet` validates and kiln-serve serves: BatchNorms folded.
+    let eval_model = model.valid().fold_batch_norms();
     let x_eval = x.inner();
     let mut eval_step = || {
         let _ = eval_model.forward(x_eval.clone()).argmax(1).into_data();

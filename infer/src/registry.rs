@@ -45,7 +45,7 @@ pub fn load_model<B: Backend>(
         return Ok(Classifier::boxed(config, device, true, move |x| net.forward(x)));
     }
     if let Ok(arch) = architecture.parse::<ResNetArch>() {
-        let resnet = load_weights(dir, config, ResNetConfig::new(arch, classes).init::<B>(device))?;
+        let resnet = load_weights(dir, config, ResNetConfig::new(arch, classes).init::<B>(device))?.fold_batch_norms();
         return Ok(Classifier::boxed(config, device, false, move |x| resnet.forward(x)));
     }
     if let Ok(variant) = architecture.parse::<YoloxVariant>() {

@@ -13,6 +13,11 @@
 //! batched with it. (burn-flex's choice of convolution kernel can: 3×3 stride-1 convolutions
 //! with 64 channels or more run as Winograd F(2×2, 3×3) once the batch has 256 output tiles,
 //! a rounding-level difference too; the MNIST package has no such layer.)
+//!
+//! A model that only evaluates can instead fold every BatchNorm once, ahead of its passes
+//! ([`fold_into`]): the folding then costs nothing per call, so it pays for every layer, and
+//! the result still does not depend on the batch. ResNets do so (`ResNet::fold_batch_norms`)
+//! wherever kiln evaluates or serves them; the per-call rule above is for the rest (YOLOX).
 
 use burn::module::Param;
 use burn::nn::conv::Conv2d;
@@ -30,6 +35,33 @@ pub fn conv_batch_norm<B: Backend>(conv: &Conv2d<B>, bn: &BatchNorm<B>, x: Tenso
         folded(conv, bn).forward(x)
     } else {
         batch_norm(bn, conv.forward(x))
+    }
+}
+
+/// `bn(conv(x))` where `bn` is present, `conv(x)` where it is `None`: folded into `conv`
+/// already by [`fold_into`].
+pub fn conv_optional_batch_norm<B: Backend>(
+    conv: &Conv2d<B>,
+    bn: &Option<BatchNorm<B>>,
+    x: Tensor<B, 4>,
+) -> Tensor<B, 4> {
+    match bn {
+        Some(bn) => conv_batch_norm(conv, bn, x),
+        None => conv.forward(x),
+    }
+}
+
+/// Folds `bn` with its running statistics into `conv` for inference, once, and leaves `bn`
+/// `None`; then `conv(x)` equals the former `bn(conv(x))` up to rounding. A no-op where `bn`
+/// is already `None`, and for convolutions whose weights are not f32 (they keep their
+/// BatchNorm). A folded pair is for evaluation only: training it would train a network
+/// without that BatchNorm.
+pub fn fold_into<B: Backend>(conv: &mut Conv2d<B>, bn: &mut Option<BatchNorm<B>>) {
+    if conv.weight.dtype() != DType::F32 {
+        return;
+    }
+    if let Some(norm) = bn.take() {
+        *conv = folded(conv, &norm);
     }
 }
 

@@ -4,7 +4,7 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Initializer, PaddingConfig2d, Relu};
 use burn::prelude::*;
 
-use crate::norm::conv_batch_norm;
+use crate::norm::{conv_optional_batch_norm, fold_into};
 
 use super::arch::BlockKind;
 
@@ -24,8 +24,10 @@ pub(super) fn conv<B: Backend>(channels: [usize; 2], kernel: usize, stride: usiz
 }
 
 /// BatchNorm with PyTorch's defaults (ε 1e-5, momentum 0.1; weight 1, bias 0, mean 0, var 1).
-pub(super) fn bn<B: Backend>(channels: usize, device: &B::Device) -> BatchNorm<B> {
-    BatchNormConfig::new(channels).init(device)
+/// Every BatchNorm of a ResNet is an `Option`: `None` once folded into its convolution
+/// ([`ResNet::fold_batch_norms`](super::ResNet::fold_batch_norms)).
+pub(super) fn bn<B: Backend>(channels: usize, device: &B::Device) -> Option<BatchNorm<B>> {
+    Some(BatchNormConfig::new(channels).init(device))
 }
 
 /// The shortcut's projection, torchvision's `downsample = Sequential(conv1x1, BatchNorm)`;
@@ -33,12 +35,12 @@ pub(super) fn bn<B: Backend>(channels: usize, device: &B::Device) -> BatchNorm<B
 #[derive(Module, Debug)]
 pub struct Downsample<B: Backend> {
     conv: Conv2d<B>,
-    bn: BatchNorm<B>,
+    bn: Option<BatchNorm<B>>,
 }
 
 impl<B: Backend> Downsample<B> {
     fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        conv_batch_norm(&self.conv, &self.bn, x)
+        conv_optional_batch_norm(&self.conv, &self.bn, x)
     }
 }
 
@@ -46,9 +48,9 @@ impl<B: Backend> Downsample<B> {
 #[derive(Module, Debug)]
 pub struct BasicBlock<B: Backend> {
     conv1: Conv2d<B>,
-    bn1: BatchNorm<B>,
+    bn1: Option<BatchNorm<B>>,
     conv2: Conv2d<B>,
-    bn2: BatchNorm<B>,
+    bn2: Option<BatchNorm<B>>,
     relu: Relu,
     downsample: Option<Downsample<B>>,
 }
@@ -57,11 +59,11 @@ pub struct BasicBlock<B: Backend> {
 #[derive(Module, Debug)]
 pub struct Bottleneck<B: Backend> {
     conv1: Conv2d<B>,
-    bn1: BatchNorm<B>,
+    bn1: Option<BatchNorm<B>>,
     conv2: Conv2d<B>,
-    bn2: BatchNorm<B>,
+    bn2: Option<BatchNorm<B>>,
     conv3: Conv2d<B>,
-    bn3: BatchNorm<B>,
+    bn3: Option<BatchNorm<B>>,
     relu: Relu,
     downsample: Option<Downsample<B>>,
 }
@@ -107,20 +109,44 @@ impl<B: Backend> Block<B> {
         }
     }
 
+    /// Folds each BatchNorm into its convolution (see [`fold_into`]).
+    pub(super) fn fold_batch_norms(&mut self) {
+        let (pairs, downsample) = match self {
+            Self::Basic(b) => (
+                vec![(&mut b.conv1, &mut b.bn1), (&mut b.conv2, &mut b.bn2)],
+                &mut b.downsample,
+            ),
+            Self::Bottleneck(b) => (
+                vec![
+                    (&mut b.conv1, &mut b.bn1),
+                    (&mut b.conv2, &mut b.bn2),
+                    (&mut b.conv3, &mut b.bn3),
+                ],
+                &mut b.downsample,
+            ),
+        };
+        for (conv, bn) in pairs {
+            fold_into(conv, bn);
+        }
+        if let Some(d) = downsample {
+            fold_into(&mut d.conv, &mut d.bn);
+        }
+    }
+
     /// The block's output for `x` `[N, in_channels, H, W]`.
     pub(super) fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         match self {
             Self::Basic(b) => {
                 let identity = shortcut(&b.downsample, x.clone());
-                let out = b.relu.forward(conv_batch_norm(&b.conv1, &b.bn1, x));
-                let out = conv_batch_norm(&b.conv2, &b.bn2, out);
+                let out = b.relu.forward(conv_optional_batch_norm(&b.conv1, &b.bn1, x));
+                let out = conv_optional_batch_norm(&b.conv2, &b.bn2, out);
                 b.relu.forward(out + identity)
             }
             Self::Bottleneck(b) => {
                 let identity = shortcut(&b.downsample, x.clone());
-                let out = b.relu.forward(conv_batch_norm(&b.conv1, &b.bn1, x));
-                let out = b.relu.forward(conv_batch_norm(&b.conv2, &b.bn2, out));
-                let out = conv_batch_norm(&b.conv3, &b.bn3, out);
+                let out = b.relu.forward(conv_optional_batch_norm(&b.conv1, &b.bn1, x));
+                let out = b.relu.forward(conv_optional_batch_norm(&b.conv2, &b.bn2, out));
+                let out = conv_optional_batch_norm(&b.conv3, &b.bn3, out);
                 b.relu.forward(out + identity)
             }
         }

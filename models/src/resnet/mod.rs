@@ -20,7 +20,7 @@ pub use arch::{BlockKind, ResNetArch};
 pub use block::{BasicBlock, Block, Bottleneck, Downsample};
 pub use pretrained::{load_pretrained, PretrainedReport};
 
-use crate::norm::conv_batch_norm;
+use crate::norm::{conv_optional_batch_norm, fold_into};
 use crate::package::{InputSpec, PackageConfig};
 
 /// Which ResNet to build and its number of output classes:
@@ -39,7 +39,7 @@ pub struct ResNetConfig {
 #[derive(Module, Debug)]
 pub struct ResNet<B: Backend> {
     conv1: Conv2d<B>,
-    bn1: BatchNorm<B>,
+    bn1: Option<BatchNorm<B>>,
     relu: Relu,
     maxpool: MaxPool2d,
     layer1: Vec<Block<B>>,
@@ -96,7 +96,9 @@ impl<B: Backend> ResNet<B> {
         // torchvision's `maxpool(relu(bn1(conv1(x))))`, pooled first: ReLU is monotone, so the
         // two orders give the same values and route the same gradients, and ReLU then touches
         // a quarter of the stem's elements.
-        let x = self.maxpool.forward(conv_batch_norm(&self.conv1, &self.bn1, images));
+        let x = self
+            .maxpool
+            .forward(conv_optional_batch_norm(&self.conv1, &self.bn1, images));
         self.head(self.relu.forward(x))
     }
 
@@ -110,6 +112,22 @@ impl<B: Backend> ResNet<B> {
         }
         let x = self.avgpool.forward(x).flatten::<2>(1, 3);
         self.fc.forward(x)
+    }
+
+    /// The same network for evaluation with every BatchNorm folded into its convolution once
+    /// (`W' = s·W`, `b' = β − s·mean`, `s = γ / √(var + ε)`), so a forward pass makes no
+    /// BatchNorm passes and no per-call folding: equal logits up to rounding, independent of
+    /// the batch. For evaluation and serving only (training it would train a network without
+    /// BatchNorm); write packages and checkpoints from the unfolded model.
+    pub fn fold_batch_norms(mut self) -> Self {
+        fold_into(&mut self.conv1, &mut self.bn1);
+        for block in [&mut self.layer1, &mut self.layer2, &mut self.layer3, &mut self.layer4]
+            .into_iter()
+            .flatten()
+        {
+            block.fold_batch_norms();
+        }
+        self
     }
 
     /// Output classes of the classifier `fc`.

@@ -433,8 +433,9 @@ fn train_epoch<B: AutodiffBackend>(
     Ok((losses.avg(), top1.avg(), images))
 }
 
-/// One pass over the validation set; prints progress lines and the ` * Acc@1 … Acc@5 …`
-/// summary.
+/// One pass over the validation set, with the BatchNorms folded into the convolutions once
+/// for the pass ([`ResNet::fold_batch_norms`]); prints progress lines and the
+/// ` * Acc@1 … Acc@5 …` summary.
 fn validate<B: Backend>(
     model: &ResNet<B>,
     dist: &Collective<B>,
@@ -443,6 +444,7 @@ fn validate<B: Backend>(
     print_freq: usize,
     device: &B::Device,
 ) -> Result<Evaluation, TrainError> {
+    let model = model.clone().fold_batch_norms();
     let num_batches = loader.num_batches();
     let criterion = CrossEntropyLossConfig::new().init(device);
     let mut batch_time = AverageMeter::new("Time", MeterFormat::Seconds);

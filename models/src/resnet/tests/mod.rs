@@ -74,12 +74,15 @@ fn trains_on_an_autodiff_backend() {
     type Ad = Autodiff<Flex>;
     let device = Default::default();
     let model = ResNetConfig::new(ResNetArch::ResNet18, 3).init::<Ad>(&device);
-    let before = model.bn1.running_mean.value().into_data();
+    let before = model.bn1.as_ref().unwrap().running_mean.value().into_data();
     let x = Tensor::<Ad, 4>::random([2, 3, 32, 32], Distribution::Default, &device);
     let grads = model.forward(x.clone()).sum().backward();
     assert!(model.fc.weight.grad(&grads).is_some());
     // Training mode updates BatchNorm's running statistics (momentum 0.1).
-    assert_ne!(model.bn1.running_mean.value_sync().into_data(), before);
+    assert_ne!(
+        model.bn1.as_ref().unwrap().running_mean.value_sync().into_data(),
+        before
+    );
     let eval = model.valid();
     let x = x.inner();
     assert_eq!(eval.forward(x.clone()).into_data(), eval.forward(x).into_data());
@@ -97,7 +100,7 @@ fn stem_pooling_before_relu_is_torchvisions_order() {
     let model = ResNetConfig::new(ResNetArch::ResNet18, 3).init::<Ad>(&device);
     let x = Tensor::<Ad, 4>::random([2, 3, 32, 32], Distribution::Normal(0.0, 1.0), &device);
     let torchvision = |m: &ResNet<Ad>| {
-        let stem = m.relu.forward(conv_batch_norm(&m.conv1, &m.bn1, x.clone()));
+        let stem = m.relu.forward(conv_optional_batch_norm(&m.conv1, &m.bn1, x.clone()));
         m.head(m.maxpool.forward(stem))
     };
     let floats = |t: Tensor<Flex, 4>| t.into_data().to_vec::<f32>().unwrap();
@@ -114,9 +117,64 @@ fn stem_pooling_before_relu_is_torchvisions_order() {
 
     let eval = model.valid();
     let x = x.inner();
-    let stem = eval.relu.forward(conv_batch_norm(&eval.conv1, &eval.bn1, x.clone()));
+    let stem = eval
+        .relu
+        .forward(conv_optional_batch_norm(&eval.conv1, &eval.bn1, x.clone()));
     let want = eval.head(eval.maxpool.forward(stem));
     assert_eq!(eval.forward(x).into_data(), want.into_data());
+}
+
+/// Folding every BatchNorm once gives the unfolded evaluation's logits, for basic and
+/// bottleneck blocks with projection shortcuts, after training moved the BatchNorms' weights
+/// and running statistics away from their initial values.
+#[test]
+fn folded_batch_norms_give_the_same_logits() {
+    use burn::backend::Autodiff;
+    use burn::module::AutodiffModule;
+    use burn::optim::{GradientsParams, Optimizer, SgdConfig};
+    type Ad = Autodiff<Flex>;
+    let device = Default::default();
+    Ad::seed(&device, 4);
+    for arch in [ResNetArch::ResNet18, ResNetArch::ResNet50] {
+        let mut model = ResNetConfig::new(arch, 4).init::<Ad>(&device);
+        let mut optim = SgdConfig::new().init::<Ad, ResNet<Ad>>();
+        for _ in 0..3 {
+            let x = Tensor::<Ad, 4>::random([4, 3, 32, 32], Distribution::Normal(0.5, 1.0), &device);
+            let grads = model.forward(x).mean().backward();
+            let grads = GradientsParams::from_grads(grads, &model);
+            model = optim.step(0.01, model, grads);
+        }
+        let eval = model.valid();
+        let bn1 = eval.bn1.as_ref().unwrap();
+        let gamma: Vec<f32> = bn1.gamma.val().into_data().to_vec().unwrap();
+        let mean: Vec<f32> = bn1.running_mean.value().into_data().to_vec().unwrap();
+        assert!(
+            gamma.iter().any(|&g| g != 1.0) && mean.iter().any(|&m| m != 0.0),
+            "{arch}: BatchNorm still at its initial state"
+        );
+
+        let x = Tensor::<Flex, 4>::random([3, 3, 40, 40], Distribution::Normal(0.0, 1.0), &device);
+        let want: Vec<f32> = eval.forward(x.clone()).into_data().to_vec().unwrap();
+        let folded = eval.fold_batch_norms();
+        assert!(folded.bn1.is_none());
+        let keys: Vec<String> = tensors(&folded).into_iter().map(|(k, _)| k).collect();
+        assert!(
+            !keys.iter().any(|k| k.contains("running")),
+            "{arch}: a BatchNorm is left: {keys:?}"
+        );
+        let got: Vec<f32> = folded
+            .clone()
+            .fold_batch_norms()
+            .forward(x)
+            .into_data()
+            .to_vec()
+            .unwrap();
+        let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+        assert!(scale > 0.0 && scale.is_finite(), "{arch}: logits {want:?}");
+        for (g, w) in got.iter().zip(&want) {
+            assert!((g - w).abs() <= 1e-4 * scale, "{arch}: {g} vs {w} (largest {scale})");
+        }
+    }
 }
 
 fn mean_std(values: &[f32]) -> (f64, f64) {
@@ -161,7 +219,13 @@ fn initialisation_is_torchvisions() {
     let (_, std) = mean_std(&get("fc.weight"));
     assert!((std / (bound as f64 / 3f64.sqrt()) - 1.0).abs() < 0.01, "fc std {std}");
     // BatchNorm hyper-parameters.
-    assert_eq!((model.bn1.momentum, model.bn1.epsilon), (0.1, 1e-5));
+    assert_eq!(
+        (
+            model.bn1.as_ref().unwrap().momentum,
+            model.bn1.as_ref().unwrap().epsilon
+        ),
+        (0.1, 1e-5)
+    );
     // The conv helper draws what it promises on a big tensor too.
     let conv = block::conv::<Flex>([256, 512], 3, 1, &Default::default());
     let (_, std) = mean_std(&conv.weight.val().into_data().to_vec::<f32>().unwrap());
