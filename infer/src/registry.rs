@@ -146,7 +146,8 @@ impl<B: Backend> Detector<B> {
                 ),
             });
         }
-        let model = load_weights(dir, config, Yolox::<B>::new(variant, config.kiln.labels.len(), device))?;
+        let model =
+            load_weights(dir, config, Yolox::<B>::new(variant, config.kiln.labels.len(), device))?.fold_batch_norms();
         Ok(Box::new(Self {
             model,
             input: [input.height, input.width],

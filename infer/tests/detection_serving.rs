@@ -66,8 +66,9 @@ impl ModuleMapper<Flex> for ScaleKernels {
     }
 }
 
-/// A yolox-nano package with random weights whose confidence threshold keeps the best ten or
-/// so boxes of picture 0 (random weights score far below YOLOX's 0.25), and how many it keeps.
+/// A yolox-nano package with random weights, the model as kiln-serve runs it, and how many
+/// boxes of picture 0 the package's confidence threshold keeps: the best ten or so (random
+/// weights score far below YOLOX's 0.25).
 /// The threshold sits in a gap of at least 1% between two scores, so that float sums taken
 /// in another order (the server's thread pools are not this process's) keep the same boxes. YOLOX's initialisation
 /// leaves an untrained network's outputs almost constant (every score about 1e-4, boxes on
@@ -76,9 +77,11 @@ fn package(dir: &std::path::Path) -> (Yolox<Flex>, PackageConfig, usize) {
     let device = Default::default();
     Flex::seed(&device, 5);
     let model = Yolox::<Flex>::new(YoloxVariant::Nano, LABELS.len(), &device).map(&mut ScaleKernels(2.2));
+    // The server folds the BatchNorms into the convolutions when it loads the package.
+    let served = model.clone().fold_batch_norms();
     let mut config = yolox_package_config(YoloxVariant::Nano, (SIDE, SIDE), &LABELS);
     let all = DetectionSpec { conf: 0.0, nms: 0.45 };
-    let (found, _) = model_detections(&model, &picture(90, 50, 0), all);
+    let (found, _) = model_detections(&served, &picture(90, 50, 0), all);
     assert!(found.len() > 10, "{} boxes", found.len());
     let mut scores: Vec<f32> = found.iter().map(|d| d.score).collect();
     scores.sort_by(|a, b| b.total_cmp(a));
@@ -90,7 +93,7 @@ fn package(dir: &std::path::Path) -> (Yolox<Flex>, PackageConfig, usize) {
         nms: 0.45,
     });
     write_package(dir, &config, &model).unwrap();
-    (model, config, kept)
+    (served, config, kept)
 }
 
 fn form(field: &str, images: &[&RgbImage]) -> Form {

@@ -4,7 +4,7 @@ mod flex;
 mod fold;
 mod fused;
 
-pub use fold::{conv_batch_norm, conv_optional_batch_norm, fold_into};
+pub use fold::{conv_optional_batch_norm, fold_into};
 
 use burn::nn::BatchNorm;
 use burn::prelude::*;

@@ -7,7 +7,8 @@ use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
 use burn::prelude::*;
 use burn::tensor::activation::silu;
 
-use crate::norm::conv_batch_norm;
+use super::fold::{fold_fields, FoldBatchNorms};
+use crate::norm::{conv_optional_batch_norm, fold_into};
 
 /// YOLOX's BatchNorm settings (`init_yolo`): ε 1e-3, momentum 0.03.
 const BN_EPSILON: f64 = 1e-3;
@@ -17,7 +18,8 @@ const BN_MOMENTUM: f64 = 0.03;
 #[derive(Module, Debug)]
 pub struct BaseConv<B: Backend> {
     conv: Conv2d<B>,
-    bn: BatchNorm<B>,
+    /// `None` once folded into `conv` ([`FoldBatchNorms`]).
+    bn: Option<BatchNorm<B>>,
 }
 
 impl<B: Backend> BaseConv<B> {
@@ -31,16 +33,24 @@ impl<B: Backend> BaseConv<B> {
                 .with_groups(groups)
                 .with_bias(false)
                 .init(device),
-            bn: BatchNormConfig::new(channels[1])
-                .with_epsilon(BN_EPSILON)
-                .with_momentum(BN_MOMENTUM)
-                .init(device),
+            bn: Some(
+                BatchNormConfig::new(channels[1])
+                    .with_epsilon(BN_EPSILON)
+                    .with_momentum(BN_MOMENTUM)
+                    .init(device),
+            ),
         }
     }
 
     /// SiLU(BN(conv(x))).
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        silu(conv_batch_norm(&self.conv, &self.bn, x))
+        silu(conv_optional_batch_norm(&self.conv, &self.bn, x))
+    }
+}
+
+impl<B: Backend> FoldBatchNorms for BaseConv<B> {
+    fn fold_batch_norms(&mut self) {
+        fold_into(&mut self.conv, &mut self.bn);
     }
 }
 
@@ -209,3 +219,9 @@ pub fn space_to_depth<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
         .permute([0, 5, 3, 1, 2, 4])
         .reshape([n, 4 * c, h / 2, w / 2])
 }
+
+fold_fields!(Conv: dconv, pconv);
+fold_fields!(Bottleneck: conv1, conv2);
+fold_fields!(CspLayer: conv1, conv2, conv3, m);
+fold_fields!(SppBottleneck: conv1, conv2);
+fold_fields!(Focus: conv);

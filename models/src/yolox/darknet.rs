@@ -4,6 +4,7 @@
 use burn::prelude::*;
 
 use super::blocks::{Conv, CspLayer, Focus, SppBottleneck};
+use super::fold::fold_fields;
 
 /// One downsampling stage: a stride-2 conv, (SPP,) a CSP layer.
 #[derive(Module, Debug)]
@@ -61,3 +62,6 @@ impl<B: Backend> CspDarknet<B> {
         [d3, d4, d5]
     }
 }
+
+fold_fields!(Stage: down, spp, csp);
+fold_fields!(CspDarknet: stem, dark2, dark3, dark4, dark5);

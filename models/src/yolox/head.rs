@@ -6,6 +6,7 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::prelude::*;
 
 use super::blocks::{BaseConv, Conv};
+use super::fold::fold_fields;
 use super::pafpn::IN_CHANNELS;
 
 /// YOLOX's prior probability for the class and objectness biases.
@@ -83,3 +84,6 @@ impl<B: Backend> YoloxHead<B> {
         self.levels.iter().zip(features).map(|(l, f)| l.forward(f)).collect()
     }
 }
+
+fold_fields!(Level: stem, cls_convs, reg_convs);
+fold_fields!(YoloxHead: levels);

@@ -8,6 +8,7 @@ mod assign;
 mod blocks;
 mod darknet;
 mod decode;
+mod fold;
 mod head;
 mod loss;
 mod pafpn;
@@ -112,6 +113,17 @@ impl<B: Backend> Yolox<B> {
         crate::params::trainable_params(self)
     }
 
+    /// The same network for evaluation with every BatchNorm folded into its convolution once
+    /// (see [`ResNet::fold_batch_norms`](crate::ResNet::fold_batch_norms)): equal predictions
+    /// up to rounding, no BatchNorm passes. For evaluation and serving only; write packages
+    /// and checkpoints from the unfolded model.
+    pub fn fold_batch_norms(mut self) -> Self {
+        use fold::FoldBatchNorms as _;
+        self.neck.fold_batch_norms();
+        self.head.fold_batch_norms();
+        self
+    }
+
     /// For images `[N, 3, H, W]` (H, W multiples of 32), each level's raw predictions
     /// `[N, 5 + classes, H / stride, W / stride]` for [`STRIDES`]: box `(x, y, log w, log h)`
     /// offsets, objectness logit, class logits.
@@ -133,6 +145,61 @@ mod tests {
         for (variant, expected) in YoloxVariant::ALL.into_iter().zip(expected) {
             let model = Yolox::<Flex>::new(variant, 80, &device);
             assert_eq!(model.num_trainable_params(), expected, "{variant}");
+        }
+    }
+
+    /// Folding every BatchNorm once gives the unfolded evaluation's predictions (depthwise
+    /// and regular convolutions), after training steps moved the BatchNorms' weights and
+    /// running statistics, and leaves no BatchNorm behind.
+    #[test]
+    fn folded_batch_norms_give_the_same_predictions() {
+        use burn::backend::Autodiff;
+        use burn::module::AutodiffModule;
+        use burn::optim::{GradientsParams, Optimizer, SgdConfig};
+        use burn::tensor::Distribution;
+        use burn_store::ModuleSnapshot;
+        type Ad = Autodiff<Flex>;
+        let device = Default::default();
+        Ad::seed(&device, 6);
+        for variant in [YoloxVariant::Nano, YoloxVariant::S] {
+            let mut model = Yolox::<Ad>::new(variant, 3, &device);
+            let mut optim = SgdConfig::new().init::<Ad, Yolox<Ad>>();
+            for _ in 0..3 {
+                let x = Tensor::<Ad, 4>::random([2, 3, 64, 64], Distribution::Normal(0.5, 1.0), &device);
+                let loss = model
+                    .forward(x)
+                    .into_iter()
+                    .map(|level| level.mean())
+                    .reduce(|a, b| a + b)
+                    .unwrap();
+                let grads = GradientsParams::from_grads(loss.backward(), &model);
+                model = optim.step(0.01, model, grads);
+            }
+            let eval = model.valid();
+            let running = |m: &Yolox<Flex>| {
+                m.collect(None, None, false)
+                    .iter()
+                    .filter(|s| s.full_path().contains("running_mean"))
+                    .count()
+            };
+            assert!(running(&eval) > 0);
+            let x = Tensor::<Flex, 4>::random([2, 3, 64, 96], Distribution::Normal(0.0, 1.0), &device);
+            let flat = |levels: Vec<Tensor<Flex, 4>>| -> Vec<f32> {
+                levels
+                    .into_iter()
+                    .flat_map(|l| l.into_data().to_vec::<f32>().unwrap())
+                    .collect()
+            };
+            let want = flat(eval.forward(x.clone()));
+            let folded = eval.fold_batch_norms();
+            assert_eq!(running(&folded), 0, "{variant}: a BatchNorm is left");
+            let got = flat(folded.forward(x));
+            let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+            assert!(scale > 0.0 && scale.is_finite(), "{variant}");
+            assert_eq!(got.len(), want.len());
+            for (g, w) in got.iter().zip(&want) {
+                assert!((g - w).abs() <= 1e-4 * scale, "{variant}: {g} vs {w} (largest {scale})");
+            }
         }
     }
 

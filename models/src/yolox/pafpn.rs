@@ -6,6 +6,7 @@ use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 
 use super::blocks::{BaseConv, Conv, CspLayer};
 use super::darknet::CspDarknet;
+use super::fold::fold_fields;
 
 /// The channels of the three outputs at width 1.
 pub const IN_CHANNELS: [usize; 3] = [256, 512, 1024];
@@ -63,3 +64,15 @@ fn upsample<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
     let [_, _, h, w] = x.dims();
     interpolate(x, [2 * h, 2 * w], InterpolateOptions::new(InterpolateMode::Nearest))
 }
+
+fold_fields!(
+    YoloPafpn: backbone,
+    lateral_conv0,
+    c3_p4,
+    reduce_conv1,
+    c3_p3,
+    bu_conv2,
+    c3_n3,
+    bu_conv1,
+    c3_n4
+);

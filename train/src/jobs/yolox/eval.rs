@@ -17,8 +17,9 @@ use crate::progress::PassProgress;
 /// The numbers sent per detection when gathering: image id, category id, box, score.
 const FIELDS: usize = 7;
 
-/// Evaluates `model` on the loader's (sharded) split of `dataset`; every worker gets the same
-/// statistics, and rank 0 prints pycocotools' summary.
+/// Evaluates `model`, its BatchNorms folded once for the pass, on the loader's (sharded) split
+/// of `dataset`; every worker gets the same statistics, and rank 0 prints pycocotools'
+/// summary.
 pub fn evaluate<B: Backend>(
     model: &Yolox<B>,
     dist: &Collective<B>,
@@ -28,6 +29,7 @@ pub fn evaluate<B: Backend>(
     nms: f32,
     device: &B::Device,
 ) -> Result<CocoStats, TrainError> {
+    let model = model.clone().fold_batch_norms();
     let started = Instant::now();
     let progress = PassProgress::new(loader.num_batches(), "evaluate".into(), dist.is_root());
     let mut mine = Vec::new();
