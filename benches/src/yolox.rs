@@ -193,7 +193,8 @@ fn measure<B: AutodiffBackend>(
         assert!(parts.total().is_finite(), "loss {}", parts.total());
     };
     let train = per_step_seconds(args.steps, &mut train_step);
-    let model = trainer.model.valid();
+    // Evaluated as the job's COCO evaluation and kiln-serve run it: BatchNorms folded.
+    let model = trainer.model.valid().fold_batch_norms();
     let eval_images = images.inner();
     let mut eval_step = || {
         let outputs = model.forward(eval_images.clone());

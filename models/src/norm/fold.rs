@@ -16,8 +16,9 @@
 //!
 //! A model that only evaluates can instead fold every BatchNorm once, ahead of its passes
 //! ([`fold_into`]): the folding then costs nothing per call, so it pays for every layer, and
-//! the result still does not depend on the batch. ResNets do so (`ResNet::fold_batch_norms`)
-//! wherever kiln evaluates or serves them; the per-call rule above is for the rest (YOLOX).
+//! the result still does not depend on the batch. ResNet and YOLOX models do so
+//! (`fold_batch_norms`) wherever kiln evaluates or serves them; the per-call rule above is
+//! for a model evaluated without that step.
 
 use burn::module::Param;
 use burn::nn::conv::Conv2d;
