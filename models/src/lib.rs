@@ -4,6 +4,8 @@
 
 pub mod device;
 mod dropout;
+#[cfg(test)]
+mod fold_tests;
 pub mod net;
 mod norm;
 pub mod package;

@@ -153,53 +153,30 @@ mod tests {
     /// running statistics, and leaves no BatchNorm behind.
     #[test]
     fn folded_batch_norms_give_the_same_predictions() {
-        use burn::backend::Autodiff;
+        use crate::fold_tests::{assert_close, batch_norms, trained, Ad};
         use burn::module::AutodiffModule;
-        use burn::optim::{GradientsParams, Optimizer, SgdConfig};
         use burn::tensor::Distribution;
-        use burn_store::ModuleSnapshot;
-        type Ad = Autodiff<Flex>;
         let device = Default::default();
         Ad::seed(&device, 6);
+        let flat = |levels: Vec<Tensor<Flex, 4>>| -> Vec<f32> {
+            levels
+                .into_iter()
+                .flat_map(|l| l.into_data().to_vec::<f32>().unwrap())
+                .collect()
+        };
         for variant in [YoloxVariant::Nano, YoloxVariant::S] {
-            let mut model = Yolox::<Ad>::new(variant, 3, &device);
-            let mut optim = SgdConfig::new().init::<Ad, Yolox<Ad>>();
-            for _ in 0..3 {
-                let x = Tensor::<Ad, 4>::random([2, 3, 64, 64], Distribution::Normal(0.5, 1.0), &device);
-                let loss = model
-                    .forward(x)
-                    .into_iter()
-                    .map(|level| level.mean())
-                    .reduce(|a, b| a + b)
-                    .unwrap();
-                let grads = GradientsParams::from_grads(loss.backward(), &model);
-                model = optim.step(0.01, model, grads);
-            }
-            let eval = model.valid();
-            let running = |m: &Yolox<Flex>| {
-                m.collect(None, None, false)
-                    .iter()
-                    .filter(|s| s.full_path().contains("running_mean"))
-                    .count()
+            let model = Yolox::<Ad>::new(variant, 3, &device);
+            let levels_mean = |m: &Yolox<Ad>, x| {
+                let means = m.forward(x).into_iter().map(|level| level.mean());
+                means.reduce(|a, b| a + b).unwrap()
             };
-            assert!(running(&eval) > 0);
+            let eval = trained(model, [2, 3, 64, 64], levels_mean).valid();
+            assert!(batch_norms(&eval) > 0);
             let x = Tensor::<Flex, 4>::random([2, 3, 64, 96], Distribution::Normal(0.0, 1.0), &device);
-            let flat = |levels: Vec<Tensor<Flex, 4>>| -> Vec<f32> {
-                levels
-                    .into_iter()
-                    .flat_map(|l| l.into_data().to_vec::<f32>().unwrap())
-                    .collect()
-            };
             let want = flat(eval.forward(x.clone()));
             let folded = eval.fold_batch_norms();
-            assert_eq!(running(&folded), 0, "{variant}: a BatchNorm is left");
-            let got = flat(folded.forward(x));
-            let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
-            assert!(scale > 0.0 && scale.is_finite(), "{variant}");
-            assert_eq!(got.len(), want.len());
-            for (g, w) in got.iter().zip(&want) {
-                assert!((g - w).abs() <= 1e-4 * scale, "{variant}: {g} vs {w} (largest {scale})");
-            }
+            assert_eq!(batch_norms(&folded), 0, "{variant}: a BatchNorm is left");
+            assert_close(&flat(folded.forward(x)), &want, &variant.to_string());
         }
     }
 
