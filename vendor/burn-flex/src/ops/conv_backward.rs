@@ -39,8 +39,8 @@ use burn_backend::ops::ConvOptions;
 use burn_std::{Bytes, Shape, bf16, f16};
 
 use super::conv_gemm::{
-    GemmElement, Geometry, MatRef, for_each_chunk, gemm, im2col, im2col_strided, num_threads,
-    planes_side_by_side,
+    GemmElement, Geometry, MatRef, for_each_chunk, gemm, gemm_transposed, im2col, im2col_strided,
+    num_threads, planes_side_by_side,
 };
 use super::conv_winograd;
 use super::module::{cast_from_f32, cast_to_f32};
@@ -279,7 +279,9 @@ fn weight_backward<T: GemmElement>(
 /// Weight gradient through `dY_g · col(x_g)ᵀ`: the batch is split into one
 /// contiguous chunk per thread, each accumulating its own partial gradient;
 /// the partials are then summed in chunk order (deterministic for a given
-/// thread count).
+/// thread count). The partials hold each group's gradient transposed,
+/// `[in_per_group·KH·KW, out_per_group]` (see [`gemm_transposed`]), and the
+/// sum is transposed back once at the end.
 fn weight_backward_gemm<T: GemmElement>(g: &Geometry, x: &[T], dy: &[T]) -> Vec<T> {
     let col_rows = g.col_rows();
     let w_len = g.channels_out * col_rows;
@@ -325,11 +327,26 @@ fn weight_backward_gemm<T: GemmElement>(g: &Geometry, x: &[T], dy: &[T]) -> Vec<
             *t = *t + p;
         }
     }
-    partials.truncate(w_len);
-    partials
+    let group_len = g.out_per_group * col_rows;
+    let mut dw = vec![T::zero(); w_len];
+    for (dw_group, dwt_group) in dw
+        .chunks_exact_mut(group_len)
+        .zip(total.chunks_exact(group_len))
+    {
+        for (o, dw_row) in dw_group.chunks_exact_mut(col_rows).enumerate() {
+            for (value, dwt_row) in dw_row
+                .iter_mut()
+                .zip(dwt_group.chunks_exact(g.out_per_group))
+            {
+                *value = dwt_row[o];
+            }
+        }
+    }
+    dw
 }
 
-/// `dw += Σ_g dY_{b,g} · col(x_{b,g})ᵀ` for image `b`, tile by tile of output rows.
+/// `dwᵀ += Σ_g (dY_{b,g} · col(x_{b,g})ᵀ)ᵀ` for image `b`, tile by tile of output
+/// rows (`dw` holds each group's gradient transposed).
 fn weight_grad_image<T: GemmElement>(
     g: &Geometry,
     x: &[T],
@@ -350,7 +367,7 @@ fn weight_grad_image<T: GemmElement>(
             // col(x_g)ᵀ is the row-major [in_per_group, plane] input read transposed.
             let x_t = MatRef::new(x_group, g.in_plane(), g.in_per_group, 1, g.in_plane());
             let dy_mat = MatRef::new(dy_group, g.out_per_group, g.out_plane(), g.out_plane(), 1);
-            gemm(dw_group, true, dy_mat, x_t, inner_parallel);
+            gemm_transposed(dw_group, true, dy_mat, x_t, inner_parallel);
             continue;
         }
         for rows in g.row_tiles() {
@@ -365,12 +382,12 @@ fn weight_grad_image<T: GemmElement>(
                 1,
             );
             let col_t = MatRef::new(col, n, col_rows, 1, n);
-            gemm(dw_group, true, dy_tile, col_t, inner_parallel);
+            gemm_transposed(dw_group, true, dy_tile, col_t, inner_parallel);
         }
     }
 }
 
-/// `dw += [dY_b …] · [col(x_b) …]ᵀ` for the `images` of a
+/// `dwᵀ += ([dY_b …] · [col(x_b) …]ᵀ)ᵀ` for the `images` of a
 /// [`Geometry::images_per_gemm`] group (one convolution group): one gemm whose
 /// inner dimension is the images' output planes side by side.
 fn weight_grad_side_by_side<T: GemmElement>(
@@ -403,7 +420,7 @@ fn weight_grad_side_by_side<T: GemmElement>(
     }
     let dy_mat = MatRef::new(dy_side, g.channels_out, n, n, 1);
     let col_t = MatRef::new(&col[..col_rows * n], n, col_rows, 1, n);
-    gemm(dw, true, dy_mat, col_t, false);
+    gemm_transposed(dw, true, dy_mat, col_t, false);
 }
 
 /// Depthwise weight gradient: `dw[c, i, j] = Σ_b ⟨dY[b, c], x[b, c] shifted by (i, j)⟩`,
