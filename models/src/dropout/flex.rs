@@ -105,8 +105,14 @@ fn stream_seeds(len: usize) -> Vec<u64> {
 /// `(x · mask · scale, mask)`: each element is kept with probability `keep_prob`, stream `i`
 /// of the mask drawn from `seeds[i]`.
 fn masked(x: &[f32], keep_prob: f64, seeds: &[u64], scale: f32) -> (Vec<f32>, Vec<u8>) {
-    // Kept when a uniform 32-bit draw is below keep_prob · 2³².
+    // Kept when a uniform 32-bit draw is below keep_prob · 2³², i.e. at most `last_kept`
+    // (compared as u32: a u64 comparison keeps the loop below from vectorizing on x86-64's
+    // baseline SSE2, which has no 64-bit compare).
     let threshold = (keep_prob.clamp(0.0, 1.0) * 4_294_967_296.0).round() as u64;
+    let Some(last_kept) = threshold.checked_sub(1).map(|t| t as u32) else {
+        // p = 1: nothing is kept (and `scale` is 0).
+        return (x.iter().map(|&x| x * 0.0).collect(), vec![0; x.len()]);
+    };
     let mut y = vec![0.0f32; x.len()];
     let mut keep = vec![0u8; x.len()];
     y.par_chunks_mut(STREAM)
@@ -125,7 +131,7 @@ fn masked(x: &[f32], keep_prob: f64, seeds: &[u64], scale: f32) -> (Vec<f32>, Ve
                     pair[1] = (bits >> 32) as u32;
                 }
                 for (((y, k), &x), &draw) in y.iter_mut().zip(keep.iter_mut()).zip(x).zip(&draws) {
-                    *k = u8::from(u64::from(draw) < threshold);
+                    *k = u8::from(draw <= last_kept);
                     *y = x * (f32::from(*k) * scale);
                 }
             }
@@ -186,6 +192,36 @@ mod tests {
         let (_, other) = on(3, &[11, 12, 13, 15]);
         assert_eq!(keep1[..3 * STREAM], other[..3 * STREAM], "streams are independent");
         assert_ne!(keep1[3 * STREAM..], other[3 * STREAM..], "another seed, another stream");
+    }
+
+    /// Element `i` of a stream is kept exactly when the `i`-th 32-bit draw of its generator
+    /// (the low, then the high half of each `next_u64`) is below `keep_prob · 2³²`, computed
+    /// here in 64-bit arithmetic; `keep_prob` 0 keeps nothing and 1 everything.
+    #[test]
+    fn keeps_the_draws_below_keep_prob_times_two_to_the_32() {
+        let x: Vec<f32> = (0..3000).map(|i| i as f32 - 1500.0).collect();
+        let seed = 7;
+        let mut rng = SmallRng::seed_from_u64(seed);
+        let draws: Vec<u64> = (0..x.len() / 2)
+            .flat_map(|_| {
+                let bits = rng.next_u64();
+                [bits & 0xffff_ffff, bits >> 32]
+            })
+            .collect();
+        for keep_prob in [0.0, 0.3, 0.75, 1.0] {
+            let (y, keep) = masked(&x, keep_prob, &[seed], 2.0);
+            let threshold = (keep_prob * 4_294_967_296.0).round() as u64;
+            for (i, &draw) in draws.iter().enumerate() {
+                assert_eq!(
+                    keep[i],
+                    u8::from(draw < threshold),
+                    "keep_prob {keep_prob}, element {i}"
+                );
+                assert_eq!(y[i], x[i] * (f32::from(keep[i]) * 2.0));
+            }
+            let kept = keep.iter().filter(|&&k| k == 1).count() as f64 / x.len() as f64;
+            assert!((kept - keep_prob).abs() < 0.05, "keep_prob {keep_prob}: kept {kept}");
+        }
     }
 
     #[test]
