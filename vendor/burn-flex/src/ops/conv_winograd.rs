@@ -277,7 +277,7 @@ fn run<T: GemmElement>(
         || Scratch {
             v: vec![T::zero(); TAPS * g.channels_in * columns],
             m: vec![T::zero(); TAPS * g.channels_out * columns],
-            rows: vec![T::zero(); 5 * (2 * tiling.tiles_w + 2) + g.in_w],
+            rows: vec![T::zero(); input_buffer_len(&tiling)],
             out: vec![T::zero(); 6 * columns],
         },
         |scratch, task, y_task| {
@@ -354,9 +354,15 @@ vectorized!(transform_output_simd => transform_output(
 /// is tile row `r % tiles_h` of image `r / tiles_h` of `x_task`, `[images,
 /// c_in, in_h, in_w]`) into `v` (`[TAPS, c_in, n]`, tile row `q` of the chunk
 /// at columns `q·tiles_w..`), with `B^T = [1 0 −1 0; 0 1 1 0; 0 −1 1 0; 0 1 0 −1]`.
-/// Taps in the padding are zero. `buffer` holds four padded rows, zero outside
-/// columns `pad_w..pad_w + in_w`, then `in_w` zeros, then one row's worth
-/// of scratch.
+/// Taps in the padding are zero. `buffer` holds [`input_buffer_len`] elements.
+///
+/// Each input row goes through `B` once ([`row_through_b`]: four values per
+/// tile, kept for even and odd rows apart), then each tile row's four rows
+/// through `B^T`: with even rows `E` and odd rows `O`, tile row `q` combines
+/// `E[q], O[q], E[q + 1], O[q + 1]`, so that for a run of tile rows of one
+/// image every `B^T` output is one elementwise pass over contiguous slices
+/// (`tiles_w ·` rows long), which vectorises even for 7×7 and 14×14 planes,
+/// whose 4- and 7-tile rows do not.
 #[inline(always)]
 fn transform_input<T: GemmElement>(
     g: &Geometry,
@@ -367,60 +373,107 @@ fn transform_input<T: GemmElement>(
     buffer: &mut [T],
 ) {
     let tw = tiling.tiles_w;
-    // A padded row: columns 0..2·tw + 2 of the input row shifted right by pad_w.
-    let len = 2 * tw + 2;
     let n = rows.len() * tw;
-    let [pad_h, pad_w] = g.padding;
+    let pad_h = g.padding[0];
     let plane_stride = g.channels_in * n;
-    let (padded, rest) = buffer.split_at_mut(4 * len);
-    let (zeros, halves) = rest.split_at_mut(g.in_w);
-    let (zeros, halves) = (&*zeros, &mut halves[..len]);
-    for (q, row) in rows.enumerate() {
-        let (image, tile_row) = (row / tiling.tiles_h, row % tiling.tiles_h);
+    // Eight arrays of (tile rows + 1) · tw: B-transformed even rows (k = 0..4), then odd rows.
+    let capacity = (tiling.rows_per_chunk + 1) * tw;
+    let (through_b, row_scratch) = buffer.split_at_mut(8 * capacity);
+    row_scratch.fill(T::zero());
+    let mut row = rows.start;
+    while row < rows.end {
+        // A run of tile rows `first..first + count` of one image, at chunk row `row - rows.start`.
+        let (image, first) = (row / tiling.tiles_h, row % tiling.tiles_h);
+        let count = (tiling.tiles_h - first).min(rows.end - row);
+        let (run_len, column) = (count * tw, (row - rows.start) * tw);
         for c in 0..g.channels_in {
             let plane = &x_task[(image * g.channels_in + c) * g.in_plane()..][..g.in_plane()];
-            // The tile row's four input rows (zeros above and below the plane)
-            // through `B^T`, (r0 − r2, r1 + r2, r2 − r1, r1 − r3), written at
-            // columns pad_w.. of the padded rows (whose other columns stay zero).
-            let input_row = |r: usize| {
-                (2 * tile_row + r)
-                    .checked_sub(pad_h)
-                    .filter(|&ih| ih < g.in_h)
-                    .map_or(zeros, |ih| &plane[ih * g.in_w..][..g.in_w])
-            };
-            let (r0, r1, r2, r3) = (input_row(0), input_row(1), input_row(2), input_row(3));
-            let [e0, e1, e2, e3] = four_mut(padded, len, pad_w, g.in_w);
-            for k in 0..g.in_w {
-                let (a, b, c, d) = (r0[k], r1[k], r2[k], r3[k]);
-                e0[k] = a - c;
-                e1[k] = b + c;
-                e2[k] = c - b;
-                e3[k] = b - d;
-            }
-            // Each tile's columns through `B`: (d0 − d2, d1 + d2, d2 − d1, d1 − d3)
-            // with d = e[2t..2t + 4] = (even[t], odd[t], even[t + 1], odd[t + 1]).
-            for (r, e) in padded.chunks_exact(len).enumerate() {
-                let (even, odd) = halves.split_at_mut(tw + 1);
-                for ((e, o), pair) in even.iter_mut().zip(odd.iter_mut()).zip(e.chunks_exact(2)) {
-                    *e = pair[0];
-                    *o = pair[1];
+            for pair in 0..=count {
+                for parity in 0..2 {
+                    let input_row = (2 * (first + pair) + parity)
+                        .checked_sub(pad_h)
+                        .filter(|&ih| ih < g.in_h)
+                        .map(|ih| &plane[ih * g.in_w..][..g.in_w]);
+                    let out = four_mut(
+                        &mut through_b[4 * parity * capacity..],
+                        capacity,
+                        pair * tw,
+                        tw,
+                    );
+                    row_through_b(g, tw, input_row, row_scratch, out);
                 }
+            }
+            for k in 0..4 {
+                let even = &through_b[k * capacity..][..capacity];
+                let odd = &through_b[(4 + k) * capacity..][..capacity];
+                let (e0, e1) = (&even[..run_len], &even[tw..tw + run_len]);
+                let (o0, o1) = (&odd[..run_len], &odd[tw..tw + run_len]);
                 let [v0, v1, v2, v3] = four_mut(
-                    &mut v[4 * r * plane_stride..],
-                    plane_stride,
-                    c * n + q * tw,
-                    tw,
+                    &mut v[k * plane_stride..],
+                    4 * plane_stride,
+                    c * n + column,
+                    run_len,
                 );
-                let (e, o) = (&even[..tw + 1], &odd[..tw + 1]);
-                for t in 0..tw {
-                    let (d0, d1, d2, d3) = (e[t], o[t], e[t + 1], o[t + 1]);
-                    v0[t] = d0 - d2;
-                    v1[t] = d1 + d2;
-                    v2[t] = d2 - d1;
-                    v3[t] = d1 - d3;
+                for i in 0..run_len {
+                    v0[i] = e0[i] - e1[i];
+                    v1[i] = o0[i] + e1[i];
+                    v2[i] = e1[i] - o0[i];
+                    v3[i] = o0[i] - o1[i];
                 }
             }
         }
+        row += count;
+    }
+}
+
+/// Elements of [`transform_input`]'s `buffer` for `tiling`.
+fn input_buffer_len(tiling: &Tiling) -> usize {
+    8 * (tiling.rows_per_chunk + 1) * tiling.tiles_w + 4 * (tiling.tiles_w + 1)
+}
+
+/// One input row (`None`: a row of the padding) through `B`: for each tile
+/// `t`, with `d = row[2t − pad_w..2t − pad_w + 4]` (zero outside the row),
+/// `out[k][t]` for `(d0 − d2, d1 + d2, d2 − d1, d1 − d3)`. `scratch` holds
+/// `4·(tiles + 1)` elements, zero outside the row's columns.
+#[inline(always)]
+fn row_through_b<T: GemmElement>(
+    g: &Geometry,
+    tiles: usize,
+    input_row: Option<&[T]>,
+    scratch: &mut [T],
+    [o0, o1, o2, o3]: [&mut [T]; 4],
+) {
+    let Some(input_row) = input_row else {
+        for out in [o0, o1, o2, o3] {
+            out.fill(T::zero());
+        }
+        return;
+    };
+    let len = 2 * tiles + 2;
+    let (padded, halves) = scratch.split_at_mut(len);
+    padded[g.padding[1]..][..g.in_w].copy_from_slice(input_row);
+    let (even, odd) = halves.split_at_mut(tiles + 1);
+    for ((e, o), pair) in even
+        .iter_mut()
+        .zip(odd.iter_mut())
+        .zip(padded.chunks_exact(2))
+    {
+        *e = pair[0];
+        *o = pair[1];
+    }
+    let (even, odd) = (&even[..tiles + 1], &odd[..tiles + 1]);
+    let (o0, o1, o2, o3) = (
+        &mut o0[..tiles],
+        &mut o1[..tiles],
+        &mut o2[..tiles],
+        &mut o3[..tiles],
+    );
+    for t in 0..tiles {
+        let (d0, d1, d2, d3) = (even[t], odd[t], even[t + 1], odd[t + 1]);
+        o0[t] = d0 - d2;
+        o1[t] = d1 + d2;
+        o2[t] = d2 - d1;
+        o3[t] = d1 - d3;
     }
 }
 
