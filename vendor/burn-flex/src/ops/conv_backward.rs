@@ -280,8 +280,8 @@ fn weight_backward<T: GemmElement>(
 /// contiguous chunk per thread, each accumulating its own partial gradient;
 /// the partials are then summed in chunk order (deterministic for a given
 /// thread count). The partials hold each group's gradient transposed,
-/// `[in_per_group·KH·KW, out_per_group]` (see [`gemm_transposed`]), and the
-/// sum is transposed back once at the end.
+/// `[in_per_group·KH·KW, out_per_group]` (see [`gemm_transposed`]); their sum
+/// is transposed back in the same pass.
 fn weight_backward_gemm<T: GemmElement>(g: &Geometry, x: &[T], dy: &[T]) -> Vec<T> {
     let col_rows = g.col_rows();
     let w_len = g.channels_out * col_rows;
@@ -321,24 +321,16 @@ fn weight_backward_gemm<T: GemmElement>(g: &Geometry, x: &[T], dy: &[T]) -> Vec<
             }
         },
     );
-    let (total, rest) = partials.split_at_mut(w_len);
-    for partial in rest.chunks_exact(w_len) {
-        for (t, &p) in total.iter_mut().zip(partial) {
-            *t = *t + p;
-        }
-    }
+    // Sum the partials in chunk order, transposing each group back on the way.
     let group_len = g.out_per_group * col_rows;
     let mut dw = vec![T::zero(); w_len];
-    for (dw_group, dwt_group) in dw
-        .chunks_exact_mut(group_len)
-        .zip(total.chunks_exact(group_len))
-    {
+    for (group, dw_group) in dw.chunks_exact_mut(group_len).enumerate() {
         for (o, dw_row) in dw_group.chunks_exact_mut(col_rows).enumerate() {
-            for (value, dwt_row) in dw_row
-                .iter_mut()
-                .zip(dwt_group.chunks_exact(g.out_per_group))
-            {
-                *value = dwt_row[o];
+            for (r, value) in dw_row.iter_mut().enumerate() {
+                let at = group * group_len + r * g.out_per_group + o;
+                *value = partials
+                    .chunks_exact(w_len)
+                    .fold(T::zero(), |sum, partial| sum + partial[at]);
             }
         }
     }

@@ -378,7 +378,7 @@ fn transform_input<T: GemmElement>(
     let plane_stride = g.channels_in * n;
     // Eight arrays of (tile rows + 1) · tw: B-transformed even rows (k = 0..4), then odd rows.
     let capacity = (tiling.rows_per_chunk + 1) * tw;
-    let (through_b, row_scratch) = buffer.split_at_mut(8 * capacity);
+    let (transformed_rows, row_scratch) = buffer.split_at_mut(8 * capacity);
     row_scratch.fill(T::zero());
     let mut row = rows.start;
     while row < rows.end {
@@ -395,7 +395,7 @@ fn transform_input<T: GemmElement>(
                         .filter(|&ih| ih < g.in_h)
                         .map(|ih| &plane[ih * g.in_w..][..g.in_w]);
                     let out = four_mut(
-                        &mut through_b[4 * parity * capacity..],
+                        &mut transformed_rows[4 * parity * capacity..],
                         capacity,
                         pair * tw,
                         tw,
@@ -404,8 +404,8 @@ fn transform_input<T: GemmElement>(
                 }
             }
             for k in 0..4 {
-                let even = &through_b[k * capacity..][..capacity];
-                let odd = &through_b[(4 + k) * capacity..][..capacity];
+                let even = &transformed_rows[k * capacity..][..capacity];
+                let odd = &transformed_rows[(4 + k) * capacity..][..capacity];
                 let (e0, e1) = (&even[..run_len], &even[tw..tw + run_len]);
                 let (o0, o1) = (&odd[..run_len], &odd[tw..tw + run_len]);
                 let [v0, v1, v2, v3] = four_mut(
@@ -414,12 +414,7 @@ fn transform_input<T: GemmElement>(
                     c * n + column,
                     run_len,
                 );
-                for i in 0..run_len {
-                    v0[i] = e0[i] - e1[i];
-                    v1[i] = o0[i] + e1[i];
-                    v2[i] = e1[i] - o0[i];
-                    v3[i] = o0[i] - o1[i];
-                }
+                through_b(e0, o0, e1, o1, [v0, v1, v2, v3]);
             }
         }
         row += count;
@@ -461,19 +456,41 @@ fn row_through_b<T: GemmElement>(
         *e = pair[0];
         *o = pair[1];
     }
-    let (even, odd) = (&even[..tiles + 1], &odd[..tiles + 1]);
-    let (o0, o1, o2, o3) = (
-        &mut o0[..tiles],
-        &mut o1[..tiles],
-        &mut o2[..tiles],
-        &mut o3[..tiles],
+    through_b(
+        &even[..tiles],
+        &odd[..tiles],
+        &even[1..=tiles],
+        &odd[1..=tiles],
+        [o0, o1, o2, o3],
     );
-    for t in 0..tiles {
-        let (d0, d1, d2, d3) = (even[t], odd[t], even[t + 1], odd[t + 1]);
-        o0[t] = d0 - d2;
-        o1[t] = d1 + d2;
-        o2[t] = d2 - d1;
-        o3[t] = d1 - d3;
+}
+
+/// `(d0, d1, d2, d3) ↦ (d0 − d2, d1 + d2, d2 − d1, d1 − d3)` element by element:
+/// four values through `B` (or `Bᵀ`, the same combination), as [`through_g`]
+/// is for the kernels.
+#[inline(always)]
+fn through_b<T: GemmElement>(
+    d0: &[T],
+    d1: &[T],
+    d2: &[T],
+    d3: &[T],
+    [o0, o1, o2, o3]: [&mut [T]; 4],
+) {
+    let n = d0.len();
+    let (d1, d2, d3, o0, o1, o2, o3) = (
+        &d1[..n],
+        &d2[..n],
+        &d3[..n],
+        &mut o0[..n],
+        &mut o1[..n],
+        &mut o2[..n],
+        &mut o3[..n],
+    );
+    for i in 0..n {
+        o0[i] = d0[i] - d2[i];
+        o1[i] = d1[i] + d2[i];
+        o2[i] = d2[i] - d1[i];
+        o3[i] = d1[i] - d3[i];
     }
 }
 
