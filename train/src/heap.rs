@@ -34,3 +34,84 @@ pub fn keep_freed_memory() {
         libc::mallopt(libc::M_TOP_PAD, TOP_PAD);
     }
 }
+
+/// glibc's tunable that makes malloc `madvise(MADV_HUGEPAGE)` the memory it obtains from the
+/// kernel, so that the kernel's default transparent-huge-page mode (`madvise`) backs the heap
+/// with 2 MB pages.
+const HUGE_PAGES_TUNABLE: &str = "glibc.malloc.hugetlb";
+
+/// Restarts this program with [`HUGE_PAGES_TUNABLE`]`=1` added to `GLIBC_TUNABLES`, unless
+/// that variable already names the tunable (so a user's `glibc.malloc.hugetlb=0` wins, and the
+/// restarted process goes on). glibc reads its tunables only when a process starts, hence the
+/// `exec`; call this first thing in `main`, before any thread starts. Where the C library is
+/// not glibc, or the `exec` fails, the process goes on as it is.
+///
+/// With 2 MB pages the training step's multi-megabyte tensors cost fewer TLB misses and page
+/// faults: `kiln-train mnist --epochs 1` trained in 39.4, 39.6 and 38.8 s with the tunable
+/// against 40.7, 41.1 and 42.1 s without, alternating runs, and its page faults over the
+/// epoch fell from 803,000 to 11,000.
+pub fn use_transparent_huge_pages() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        use std::os::unix::process::CommandExt;
+        let current = std::env::var_os("GLIBC_TUNABLES");
+        let current = match current.as_deref().map(std::ffi::OsStr::to_str) {
+            Some(None) => return,
+            Some(Some(tunables)) => Some(tunables),
+            None => None,
+        };
+        let (Some(tunables), Ok(exe)) = (tunables_with_huge_pages(current), std::env::current_exe())
+        else {
+            return;
+        };
+        let mut args = std::env::args_os();
+        let mut command = std::process::Command::new(exe);
+        if let Some(arg0) = args.next() {
+            command.arg0(arg0);
+        }
+        // `exec` returns only when it failed; the process then goes on without the tunable.
+        let _failed = command.args(args).env("GLIBC_TUNABLES", tunables).exec();
+    }
+}
+
+/// `GLIBC_TUNABLES` (`current`, colon-separated `name=value` pairs) with
+/// [`HUGE_PAGES_TUNABLE`]`=1` appended, or `None` when it already sets that tunable.
+fn tunables_with_huge_pages(current: Option<&str>) -> Option<String> {
+    let setting = format!("{HUGE_PAGES_TUNABLE}=1");
+    match current.filter(|tunables| !tunables.is_empty()) {
+        None => Some(setting),
+        Some(tunables)
+            if tunables
+                .split(':')
+                .any(|pair| pair.split('=').next() == Some(HUGE_PAGES_TUNABLE)) =>
+        {
+            None
+        }
+        Some(tunables) => Some(format!("{tunables}:{setting}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tunables_with_huge_pages;
+
+    #[test]
+    fn huge_pages_are_added_to_the_tunables_unless_already_set() {
+        assert_eq!(tunables_with_huge_pages(None).as_deref(), Some("glibc.malloc.hugetlb=1"));
+        assert_eq!(tunables_with_huge_pages(Some("")).as_deref(), Some("glibc.malloc.hugetlb=1"));
+        assert_eq!(
+            tunables_with_huge_pages(Some("glibc.malloc.mmap_threshold=4096")).as_deref(),
+            Some("glibc.malloc.mmap_threshold=4096:glibc.malloc.hugetlb=1")
+        );
+        assert_eq!(tunables_with_huge_pages(Some("glibc.malloc.hugetlb=0")), None);
+        assert_eq!(
+            tunables_with_huge_pages(Some("glibc.malloc.top_pad=1:glibc.malloc.hugetlb=2")),
+            None
+        );
+        // A tunable whose name only starts like it is another one.
+        assert_eq!(
+            tunables_with_huge_pages(Some("glibc.malloc.hugetlbx=0")).as_deref(),
+            Some("glibc.malloc.hugetlbx=0:glibc.malloc.hugetlb=1")
+        );
+    }
+}

@@ -10,6 +10,7 @@ use kiln_train::dist::{self, DistPlan};
 use kiln_train::{jobs, Cli, DeviceChoice, DeviceSpec, DistArgs, Job, TrainError};
 
 fn main() -> ExitCode {
+    kiln_train::heap::use_transparent_huge_pages();
     kiln_train::heap::keep_freed_memory();
     kiln_train::float_mode::flush_denormals();
     let cli = Cli::parse();
