@@ -79,6 +79,11 @@ def ops():
         timed("MNIST conv2 (x)", "fwd+bwd", conv2(True, False)),
         timed("MNIST conv2 (w)", "fwd+bwd", conv2(False, True)),
         timed("MNIST max-pool 2×2 [64,64,24,24]", "fwd+bwd", lambda: F.max_pool2d(pool_in, 2, 2)),
+        timed("MNIST max-pool 2×2 + ReLU [64,64,24,24]", "fwd+bwd",
+              lambda: F.relu(F.max_pool2d(pool_in, 2, 2))),
+        # kiln's fused pooling and ReLU: the same ops in PyTorch.
+        timed("MNIST kiln max-pool 2×2 + ReLU [64,64,24,24]", "fwd+bwd",
+              lambda: F.relu(F.max_pool2d(pool_in, 2, 2))),
         timed("MNIST dropout 0.25 [64,64,12,12]", "fwd+bwd",
               lambda: F.dropout(dropout_in, 0.25, training=True)),
         # kiln's own dropout op: the same op in PyTorch.

@@ -14,10 +14,11 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use burn::backend::{Autodiff, Flex};
+use burn::nn::pool::MaxPool2dConfig;
 use burn::nn::{BatchNormConfig, DropoutConfig};
 use burn::optim::{GradientsParams, Optimizer};
 use burn::prelude::*;
-use burn::tensor::activation::log_softmax;
+use burn::tensor::activation::{log_softmax, relu};
 use burn::tensor::module::{conv2d, linear, max_pool2d};
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::Distribution;
@@ -241,8 +242,20 @@ fn ops() -> Vec<TimedOp> {
         timed("MNIST conv2 (x+w)", Backward, conv2((true, true))),
         timed("MNIST conv2 (x)", Backward, conv2((true, false))),
         timed("MNIST conv2 (w)", Backward, conv2((false, true))),
-        timed("MNIST max-pool 2×2 [64,64,24,24]", Backward, move || {
-            max_pool2d(pool_in.clone(), [2, 2], [2, 2], [0, 0], [1, 1], false)
+        timed("MNIST max-pool 2×2 [64,64,24,24]", Backward, {
+            let pool_in = pool_in.clone();
+            move || max_pool2d(pool_in.clone(), [2, 2], [2, 2], [0, 0], [1, 1], false)
+        }),
+        timed("MNIST max-pool 2×2 + ReLU [64,64,24,24]", Backward, {
+            let pool_in = pool_in.clone();
+            move || relu(max_pool2d(pool_in.clone(), [2, 2], [2, 2], [0, 0], [1, 1], false))
+        }),
+        // What kiln's `Net` runs instead of burn's pooling and ReLU.
+        timed("MNIST kiln max-pool 2×2 + ReLU [64,64,24,24]", Backward, move || {
+            kiln_models::max_pool_relu(
+                &MaxPool2dConfig::new([2, 2]).with_strides([2, 2]).init(),
+                pool_in.clone(),
+            )
         }),
         timed("MNIST dropout 0.25 [64,64,12,12]", Backward, {
             let (dropout, dropout_in) = (dropout.clone(), dropout_in.clone());
