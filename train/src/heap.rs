@@ -60,8 +60,7 @@ pub fn use_transparent_huge_pages() {
             Some(Some(tunables)) => Some(tunables),
             None => None,
         };
-        let (Some(tunables), Ok(exe)) = (tunables_with_huge_pages(current), std::env::current_exe())
-        else {
+        let (Some(tunables), Ok(exe)) = (tunables_with_huge_pages(current), std::env::current_exe()) else {
             return;
         };
         let mut args = std::env::args_os();
@@ -97,8 +96,14 @@ mod tests {
 
     #[test]
     fn huge_pages_are_added_to_the_tunables_unless_already_set() {
-        assert_eq!(tunables_with_huge_pages(None).as_deref(), Some("glibc.malloc.hugetlb=1"));
-        assert_eq!(tunables_with_huge_pages(Some("")).as_deref(), Some("glibc.malloc.hugetlb=1"));
+        assert_eq!(
+            tunables_with_huge_pages(None).as_deref(),
+            Some("glibc.malloc.hugetlb=1")
+        );
+        assert_eq!(
+            tunables_with_huge_pages(Some("")).as_deref(),
+            Some("glibc.malloc.hugetlb=1")
+        );
         assert_eq!(
             tunables_with_huge_pages(Some("glibc.malloc.mmap_threshold=4096")).as_deref(),
             Some("glibc.malloc.mmap_threshold=4096:glibc.malloc.hugetlb=1")
