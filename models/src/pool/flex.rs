@@ -148,8 +148,9 @@ fn pool_plane(x: &[f32], w: usize, y: &mut [f32], codes: &mut [u8]) {
             if b[1] > best {
                 (best, at) = (b[1], 3);
             }
-            // burn's ReLU zeroes what is `<= 0` (so a NaN maximum passes, with its gradient).
-            let passes = !(best <= 0.0);
+            // burn-flex's ReLU keeps what is `> 0` (`x.max(0.0)`: a NaN gives 0, and no
+            // gradient).
+            let passes = best > 0.0;
             *y = if passes { best } else { 0.0 };
             *code = if passes { at } else { NO_GRADIENT };
         }
@@ -212,13 +213,21 @@ mod tests {
     }
 
     /// Against burn's own `relu(max_pool2d(x))`, bit for bit, on inputs with many ties and
-    /// non-positive windows (small integers), even and odd plane sizes.
+    /// non-positive windows (small integers) and a few NaNs, even and odd plane sizes.
     #[test]
     fn equals_burns_pool_and_relu() {
         let device = Default::default();
         let (mut routed, mut zeroed) = (false, false);
         for dims in [[3, 5, 24, 24], [2, 3, 7, 5], [1, 2, 2, 3]] {
-            let values = Tensor::<Flex, 4>::random(dims, Distribution::Uniform(-3.0, 3.0), &device).round();
+            let mut values = Tensor::<Flex, 4>::random(dims, Distribution::Uniform(-3.0, 3.0), &device)
+                .round()
+                .into_data()
+                .to_vec::<f32>()
+                .unwrap();
+            // A NaN as a window's first tap and as a later one.
+            values[0] = f32::NAN;
+            values[3] = f32::NAN;
+            let values = Tensor::<Flex, 4>::from_data(TensorData::new(values, dims), &device);
             let upstream_dims = [dims[0], dims[1], dims[2] / 2, dims[3] / 2];
             let upstream = Tensor::<Ad, 4>::random(upstream_dims, Distribution::Normal(0.0, 1.0), &device);
             let run = |fused: bool| {

@@ -10,10 +10,11 @@ use burn::tensor::activation::relu;
 
 /// `relu(pool.forward(x))`. On `Autodiff<Flex>` with f32 tensors and a 2×2 window at stride
 /// 2 (no padding or dilation, floor mode) this is one fused op ([`flex`]): one pass forward
-/// that keeps each window's winning tap as a byte, one pass backward; burn's ops instead write
-/// 64-bit indices, a ReLU mask and a zero-filled gradient before scattering into it. The
-/// values and gradients are burn's exactly, ties included (the first maximal tap in
-/// row-major order wins). Other backends, dtypes and windows run burn's own ops.
+/// that keeps each window's winning tap as a byte, one pass backward; burn-flex's pooling
+/// instead keeps 64-bit indices and scatters into a zero-filled gradient, and its ReLU is a
+/// pass of its own each way. The values and gradients are burn-flex's exactly, ties included
+/// (the first maximal tap in row-major order wins) and NaNs too. Other backends, dtypes and
+/// windows run burn's own ops.
 pub fn max_pool_relu<B: Backend>(pool: &MaxPool2d, x: Tensor<B, 4>) -> Tensor<B, 4> {
     if B::ad_enabled(&x.device()) && is_plain_2x2(pool) {
         if let Some(y) = flex::train(&x) {
