@@ -38,6 +38,7 @@ pub fn keep_freed_memory() {
 /// glibc's tunable that makes malloc `madvise(MADV_HUGEPAGE)` the memory it obtains from the
 /// kernel, so that the kernel's default transparent-huge-page mode (`madvise`) backs the heap
 /// with 2 MB pages.
+#[cfg_attr(not(all(target_os = "linux", target_env = "gnu")), allow(dead_code))]
 const HUGE_PAGES_TUNABLE: &str = "glibc.malloc.hugetlb";
 
 /// Restarts this program with [`HUGE_PAGES_TUNABLE`]`=1` added to `GLIBC_TUNABLES`, unless
@@ -75,6 +76,7 @@ pub fn use_transparent_huge_pages() {
 
 /// `GLIBC_TUNABLES` (`current`, colon-separated `name=value` pairs) with
 /// [`HUGE_PAGES_TUNABLE`]`=1` appended, or `None` when it already sets that tunable.
+#[cfg_attr(not(all(target_os = "linux", target_env = "gnu")), allow(dead_code))]
 fn tunables_with_huge_pages(current: Option<&str>) -> Option<String> {
     let setting = format!("{HUGE_PAGES_TUNABLE}=1");
     match current.filter(|tunables| !tunables.is_empty()) {
