@@ -5,10 +5,15 @@
 //! update). Such a step asks [`downcast`] whether the generic tensor primitive it holds *is*
 //! the concrete one, and otherwise keeps its generic code, so CUDA builds and other dtypes
 //! are unaffected and no trait bound spreads through the code base. The fused autodiff ops
-//! (BatchNorm, dropout) share the conversions below.
+//! (BatchNorm, dropout, pooling + ReLU) share the conversions below, and the one-input ones
+//! the recording of their forward ([`record_unary`]) and the shape of their backward
+//! ([`backward_unary`]).
 
 use std::any::Any;
 
+use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
 use burn::backend::{Autodiff, Flex};
 use burn::prelude::*;
@@ -41,4 +46,36 @@ pub(crate) fn from_flex_autodiff<B: Backend, const D: usize>(primitive: FlexAuto
 /// An f32 `FlexTensor` of shape `dims` holding `values`.
 pub(crate) fn flex_tensor(values: Vec<f32>, dims: Vec<usize>) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(values, dims))
+}
+
+/// The output `y` of a one-input fused op on `Autodiff<Flex>`, recorded with `state` for
+/// `backward` when `x` tracks gradients (and as a constant otherwise).
+pub(crate) fn record_unary<Op: Backward<Flex, 1>>(
+    backward: Op,
+    x: &FlexAutodiffTensor,
+    state: Op::State,
+    y: FlexTensor,
+) -> FlexAutodiffTensor {
+    match backward
+        .prepare::<NoCheckpointing>([x.node.clone()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => prep.finish(state, y),
+        OpsKind::UnTracked(prep) => prep.finish(y),
+    }
+}
+
+/// The backward of a one-input fused op: takes the output gradient (contiguous) and, when the
+/// input tracks gradients, registers `input_grad(dy, state)` (its values and shape) for it.
+pub(crate) fn backward_unary<S>(
+    ops: Ops<S, 1>,
+    grads: &mut Gradients,
+    input_grad: impl FnOnce(&FlexTensor, S) -> (Vec<f32>, Vec<usize>),
+) {
+    let [node_x] = ops.parents;
+    let dy = grads.consume::<Flex>(&ops.node).to_contiguous();
+    let Some(node) = node_x else { return };
+    let (values, dims) = input_grad(&dy, ops.state);
+    grads.register::<Flex>(node.id, flex_tensor(values, dims));
 }

@@ -7,9 +7,8 @@
 //! seed only (not on the thread count), and the streams fill in parallel.
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
-use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::ops::{Backward, Ops};
 use burn::backend::Flex;
 use burn::prelude::*;
 use burn::tensor::{DType, Distribution};
@@ -17,7 +16,10 @@ use rand::rngs::SmallRng;
 use rand::{RngCore, SeedableRng};
 use rayon::prelude::*;
 
-use crate::specialize::{as_flex_autodiff, flex_tensor, from_flex_autodiff, FlexAutodiffTensor as AutodiffTensor};
+use crate::specialize::{
+    as_flex_autodiff, backward_unary, flex_tensor, from_flex_autodiff, record_unary,
+    FlexAutodiffTensor as AutodiffTensor,
+};
 
 /// Elements per independently seeded stream of the mask.
 const STREAM: usize = 1 << 16;
@@ -46,20 +48,17 @@ impl Backward<Flex, 1> for DropoutBackward {
     type State = SavedMask;
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
-        let [node_x] = ops.parents;
-        let dy = grads.consume::<Flex>(&ops.node).to_contiguous();
-        let Some(node) = node_x else { return };
-        let dims = dy.layout().shape().to_vec();
-        let SavedMask { keep, scale } = ops.state;
-        let mut dx = vec![0.0f32; keep.len()];
-        dx.par_chunks_mut(STREAM)
-            .zip(dy.storage::<f32>().par_chunks(STREAM).zip(keep.par_chunks(STREAM)))
-            .for_each(|(dx, (dy, keep))| {
-                for ((dx, &dy), &k) in dx.iter_mut().zip(dy).zip(keep) {
-                    *dx = dy * (f32::from(k) * scale);
-                }
-            });
-        grads.register::<Flex>(node.id, flex_tensor(dx, dims));
+        backward_unary(ops, grads, |dy, SavedMask { keep, scale }| {
+            let mut dx = vec![0.0f32; keep.len()];
+            dx.par_chunks_mut(STREAM)
+                .zip(dy.storage::<f32>().par_chunks(STREAM).zip(keep.par_chunks(STREAM)))
+                .for_each(|(dx, (dy, keep))| {
+                    for ((dx, &dy), &k) in dx.iter_mut().zip(dy).zip(keep) {
+                        *dx = dy * (f32::from(k) * scale);
+                    }
+                });
+            (dx, dy.layout().shape().to_vec())
+        });
     }
 }
 
@@ -76,14 +75,7 @@ fn dropout_op(x: AutodiffTensor, prob: f64) -> AutodiffTensor {
         scale,
     );
     let y = flex_tensor(y, dims);
-    match DropoutBackward
-        .prepare::<NoCheckpointing>([x.node.clone()])
-        .compute_bound()
-        .stateful()
-    {
-        OpsKind::Tracked(prep) => prep.finish(SavedMask { keep, scale }, y),
-        OpsKind::UnTracked(prep) => prep.finish(y),
-    }
+    record_unary(DropoutBackward, &x, SavedMask { keep, scale }, y)
 }
 
 /// One 62-bit seed per [`STREAM`] of `len` elements, from two 31-bit draws of the backend's

@@ -6,16 +6,18 @@
 //! tap, 0 at the other taps and at the rows and columns an odd size leaves out.
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
-use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::ops::{Backward, Ops};
 use burn::backend::Flex;
 use burn::prelude::*;
 use burn::tensor::DType;
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
-use crate::specialize::{as_flex_autodiff, flex_tensor, from_flex_autodiff, FlexAutodiffTensor as AutodiffTensor};
+use crate::specialize::{
+    as_flex_autodiff, backward_unary, flex_tensor, from_flex_autodiff, record_unary,
+    FlexAutodiffTensor as AutodiffTensor,
+};
 
 /// The code of a window whose maximum is not positive: ReLU passes it no gradient.
 const NO_GRADIENT: u8 = 4;
@@ -48,12 +50,9 @@ impl Backward<Flex, 1> for MaxPoolReluBackward {
     type State = SavedWinners;
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
-        let [node_x] = ops.parents;
-        let dy = grads.consume::<Flex>(&ops.node).to_contiguous();
-        let Some(node) = node_x else { return };
-        let SavedWinners { dims, codes } = ops.state;
-        let dx = route_gradient(dy.storage::<f32>(), &codes, dims);
-        grads.register::<Flex>(node.id, flex_tensor(dx, dims.to_vec()));
+        backward_unary(ops, grads, |dy, SavedWinners { dims, codes }| {
+            (route_gradient(dy.storage::<f32>(), &codes, dims), dims.to_vec())
+        });
     }
 }
 
@@ -64,14 +63,7 @@ fn pool_relu_op(x: AutodiffTensor) -> AutodiffTensor {
     let dims = [shape[0], shape[1], shape[2], shape[3]];
     let (y, codes) = pool_relu(x_data.storage::<f32>(), dims);
     let y = flex_tensor(y, vec![dims[0], dims[1], dims[2] / 2, dims[3] / 2]);
-    match MaxPoolReluBackward
-        .prepare::<NoCheckpointing>([x.node.clone()])
-        .compute_bound()
-        .stateful()
-    {
-        OpsKind::Tracked(prep) => prep.finish(SavedWinners { dims, codes }, y),
-        OpsKind::UnTracked(prep) => prep.finish(y),
-    }
+    record_unary(MaxPoolReluBackward, &x, SavedWinners { dims, codes }, y)
 }
 
 /// `(relu(max_pool2d(x)), codes)` for `x` of shape `[n, c, h, w]`, `h, w ≥ 2`.
