@@ -1,5 +1,5 @@
-//! `kiln-bench mnist`: `kiln-train mnist` for N epochs (epoch wall time, train-pass images/s,
-//! test accuracy, from the job's own `metrics.jsonl`) and, with `--compare-pytorch`, the
+//! `kiln-bench mnist`: `kiln-train mnist` for N epochs (wall time of the train and test passes,
+//! train-pass images/s, test accuracy, from the job's own `metrics.jsonl`) and, with `--compare-pytorch`, the
 //! guide's `train.py` recipe (`benches/reference/mnist_train.py`) on the same data, device and
 //! cores in the same run, with the ratios.
 
@@ -43,6 +43,10 @@ pub struct EpochFigures {
     pub epoch: usize,
     /// Wall time of the training pass, seconds.
     pub train_seconds: f64,
+    /// Wall time of the test pass, seconds (absent from results written before it was
+    /// measured).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_seconds: Option<f64>,
     /// Training images per second.
     pub images_per_second: f64,
     /// Test accuracy in [0, 1].
@@ -154,17 +158,28 @@ pub fn parse_lines(text: &str) -> Result<Vec<EpochFigures>, String> {
 }
 
 fn print_table(kiln: &[EpochFigures], torch: Option<&[EpochFigures]>) {
-    println!("| epoch | kiln train s | PyTorch train s | time ratio | kiln img/s | PyTorch img/s | kiln acc % | PyTorch acc % |");
-    println!("|---|---|---|---|---|---|---|---|");
+    println!(
+        "| epoch | kiln train s | PyTorch train s | time ratio | kiln test s | PyTorch test s | test ratio \
+         | kiln img/s | PyTorch img/s | kiln acc % | PyTorch acc % |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    let seconds = |s: Option<f64>| s.map_or("n/a".to_string(), |s| format!("{s:.2}"));
     for (i, k) in kiln.iter().enumerate() {
         let t = torch.and_then(|t| t.get(i));
         let cell = |f: &dyn Fn(&EpochFigures) -> String| t.map_or("n/a".to_string(), f);
+        let test_ratio = match (k.test_seconds, t.and_then(|t| t.test_seconds)) {
+            (Some(k), Some(t)) => format!("{:.2}×", k / t),
+            _ => "n/a".to_string(),
+        };
         println!(
-            "| {} | {:.1} | {} | {} | {:.0} | {} | {:.2} | {} |",
+            "| {} | {:.1} | {} | {} | {} | {} | {} | {:.0} | {} | {:.2} | {} |",
             k.epoch,
             k.train_seconds,
             cell(&|t| format!("{:.1}", t.train_seconds)),
             cell(&|t| format!("{:.2}×", k.train_seconds / t.train_seconds)),
+            seconds(k.test_seconds),
+            seconds(t.and_then(|t| t.test_seconds)),
+            test_ratio,
             k.images_per_second,
             cell(&|t| format!("{:.0}", t.images_per_second)),
             100.0 * k.accuracy,
@@ -179,11 +194,19 @@ mod tests {
 
     #[test]
     fn reads_kiln_and_reference_lines() {
-        let kiln = r#"{"epoch":1,"train_loss":0.3,"test_loss":0.04,"accuracy":0.9856,"lr":1.0,"train_seconds":233.5,"seconds":240.4,"images_per_second":257.0}"#;
+        let kiln = r#"{"epoch":1,"train_loss":0.3,"test_loss":0.04,"accuracy":0.9856,"lr":1.0,"train_seconds":233.5,"test_seconds":6.9,"seconds":240.4,"images_per_second":257.0}"#;
         let torch = r#"{"epoch": 1, "train_seconds": 39.5, "test_seconds": 1.2, "images_per_second": 1517.0, "accuracy": 0.9844, "device": "cpu", "threads": 2}"#;
         let got = parse_lines(&format!("{kiln}\n{torch}")).unwrap();
         assert_eq!(got.len(), 2);
         assert_eq!((got[0].train_seconds, got[1].images_per_second), (233.5, 1517.0));
+        assert_eq!((got[0].test_seconds, got[1].test_seconds), (Some(6.9), Some(1.2)));
         assert!(parse_lines("{\"epoch\": 1}").unwrap_err().contains("epoch"));
+    }
+
+    #[test]
+    fn results_written_before_the_test_pass_was_timed_still_read() {
+        let old = r#"{"epoch":1,"train_seconds":35.4,"images_per_second":1697.2,"accuracy":0.9841}"#;
+        let got = parse_lines(old).unwrap();
+        assert_eq!((got[0].train_seconds, got[0].test_seconds), (35.4, None));
     }
 }

@@ -125,6 +125,7 @@ mod tests {
             kiln: vec![crate::mnist::EpochFigures {
                 epoch: 1,
                 train_seconds: 233.5,
+                test_seconds: Some(6.9),
                 images_per_second: 257.0,
                 accuracy: 0.9856,
             }],

@@ -21,6 +21,8 @@ pub struct EpochMetrics {
     pub lr: f64,
     /// Wall time of the training pass in seconds.
     pub train_seconds: f64,
+    /// Wall time of the test pass in seconds.
+    pub test_seconds: f64,
     /// Wall time of the whole epoch (train + test) in seconds.
     pub seconds: f64,
     /// Training images per second.

@@ -90,9 +90,22 @@ fn dry_run_on_real_data_writes_a_loadable_package() {
     assert_eq!(rows.len(), 2);
     assert_eq!(rows[1]["epoch"], 2);
     assert!((rows[1]["lr"].as_f64().unwrap() - 0.7).abs() < 1e-12);
-    for key in ["train_loss", "test_loss", "accuracy", "seconds"] {
+    for key in [
+        "train_loss",
+        "test_loss",
+        "accuracy",
+        "train_seconds",
+        "test_seconds",
+        "seconds",
+    ] {
         assert!(rows[0][key].is_number(), "{key} missing: {metrics}");
     }
+    let seconds = |key: &str| rows[0][key].as_f64().unwrap();
+    assert!(seconds("test_seconds") > 0.0, "{metrics}");
+    assert!(
+        seconds("train_seconds") + seconds("test_seconds") <= seconds("seconds"),
+        "{metrics}"
+    );
 
     let pkg = out.path().join("model");
     let config = PackageConfig::read(&pkg).unwrap();

@@ -101,8 +101,10 @@ pub fn run<B: AutodiffBackend>(
             passes.train_epoch(epoch, lr, model, &mut optim, &*loader, train_len, &device)?;
         model = trained;
         let train_seconds = started.elapsed().as_secs_f64();
+        let test_started = Instant::now();
         let loader = passes.loader(&test_set, test_sampler.indices(0), passes.test_batch_size, &device);
         let (test_loss, correct) = passes.test(&model.valid(), &*loader, test_len, &device)?;
+        let test_seconds = test_started.elapsed().as_secs_f64();
         if dist.is_root() {
             println!("\n{}\n", test_line(test_loss, correct, test_len));
         }
@@ -113,6 +115,7 @@ pub fn run<B: AutodiffBackend>(
             accuracy: correct as f64 / test_len as f64,
             lr,
             train_seconds,
+            test_seconds,
             seconds: started.elapsed().as_secs_f64(),
             images_per_second: images as f64 / train_seconds,
         };
