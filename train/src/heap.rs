@@ -41,11 +41,21 @@ pub fn keep_freed_memory() {
 #[cfg_attr(not(all(target_os = "linux", target_env = "gnu")), allow(dead_code))]
 const HUGE_PAGES_TUNABLE: &str = "glibc.malloc.hugetlb";
 
+/// Set (to the user's `GLIBC_TUNABLES`, or empty where it was unset) in the restarted process,
+/// which then puts the user's value back for the programs it starts.
+#[cfg_attr(not(all(target_os = "linux", target_env = "gnu")), allow(dead_code))]
+const TUNABLES_BEFORE_RESTART: &str = "KILN_GLIBC_TUNABLES_BEFORE_RESTART";
+
 /// Restarts this program with [`HUGE_PAGES_TUNABLE`]`=1` added to `GLIBC_TUNABLES`, unless
-/// that variable already names the tunable (so a user's `glibc.malloc.hugetlb=0` wins, and the
-/// restarted process goes on). glibc reads its tunables only when a process starts, hence the
-/// `exec`; call this first thing in `main`, before any thread starts. Where the C library is
-/// not glibc, or the `exec` fails, the process goes on as it is.
+/// that variable already names the tunable (so a user's `glibc.malloc.hugetlb=0` wins).
+/// glibc reads its tunables only when a process starts, hence the `exec`; call this first
+/// thing in `main`, before any thread starts. Where the C library is not glibc, or the `exec`
+/// fails, the process goes on as it is.
+///
+/// The restarted process recognises itself by [`TUNABLES_BEFORE_RESTART`] and goes on, with
+/// `GLIBC_TUNABLES` back at the user's value (its own heap keeps the tunable, read at start):
+/// so the programs it starts run in the user's environment. That matters for `kiln-bench`,
+/// whose PyTorch references must run as their users run them.
 ///
 /// With 2 MB pages the training step's multi-megabyte tensors cost fewer TLB misses and page
 /// faults: `kiln-train mnist --epochs 1` trained in 39.4, 39.6 and 38.8 s with the tunable
@@ -55,6 +65,15 @@ pub fn use_transparent_huge_pages() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
         use std::os::unix::process::CommandExt;
+        if let Some(before) = std::env::var_os(TUNABLES_BEFORE_RESTART) {
+            std::env::remove_var(TUNABLES_BEFORE_RESTART);
+            if before.is_empty() {
+                std::env::remove_var("GLIBC_TUNABLES");
+            } else {
+                std::env::set_var("GLIBC_TUNABLES", before);
+            }
+            return;
+        }
         let current = std::env::var_os("GLIBC_TUNABLES");
         let current = match current.as_deref().map(std::ffi::OsStr::to_str) {
             Some(None) => return,
@@ -70,7 +89,11 @@ pub fn use_transparent_huge_pages() {
             command.arg0(arg0);
         }
         // `exec` returns only when it failed; the process then goes on without the tunable.
-        let _failed = command.args(args).env("GLIBC_TUNABLES", tunables).exec();
+        let _failed = command
+            .args(args)
+            .env("GLIBC_TUNABLES", tunables)
+            .env(TUNABLES_BEFORE_RESTART, current.unwrap_or(""))
+            .exec();
     }
 }
 
