@@ -1,7 +1,7 @@
-//! `kiln-bench mnist`: `kiln-train mnist` for N epochs (wall time of the train and test passes,
-//! train-pass images/s, test accuracy, from the job's own `metrics.jsonl`) and, with `--compare-pytorch`, the
-//! guide's `train.py` recipe (`benches/reference/mnist_train.py`) on the same data, device and
-//! cores in the same run, with the ratios.
+//! `kiln-bench mnist`: `kiln-train mnist` for N epochs (wall time of the train and test
+//! passes, train-pass images/s, test accuracy, from the job's own `metrics.jsonl`) and, with
+//! `--compare-pytorch`, the guide's `train.py` recipe (`benches/reference/mnist_train.py`) on
+//! the same data, device and cores in the same run, with the ratios.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -102,14 +102,19 @@ impl Report for MnistReport {
 pub fn run(args: MnistBench) -> Result<(), String> {
     let out = tempfile::tempdir().map_err(|e| e.to_string())?;
     let (mut kiln, mut torch) = (Vec::new(), None);
+    let mut compare = args.compare_pytorch;
     for round in 1..=args.rounds {
         let run = kiln_epochs(&args, &out.path().join(format!("round-{round}")))?;
         eprintln!("kiln    round {round}: {run:?}");
         kiln = best_epochs(kiln, run);
-        if args.compare_pytorch {
-            if let Some(run) = reference_epochs(&args)? {
-                eprintln!("pytorch round {round}: {run:?}");
-                torch = Some(best_epochs(torch.unwrap_or_default(), run));
+        if compare {
+            match reference_epochs(&args)? {
+                Some(run) => {
+                    eprintln!("pytorch round {round}: {run:?}");
+                    torch = Some(best_epochs(torch.unwrap_or_default(), run));
+                }
+                // No torch here (said on stderr once): kiln's rounds go on alone.
+                None => compare = false,
             }
         }
     }
