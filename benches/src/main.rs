@@ -39,12 +39,9 @@ enum Bench {
 }
 
 fn main() -> ExitCode {
-    // In-process training steps run under kiln-train's heap policy (huge pages included: the
-    // restart gives the programs this one starts, such as the PyTorch references, the user's
-    // environment back) and floating-point mode.
-    kiln_train::heap::use_transparent_huge_pages();
-    kiln_train::heap::keep_freed_memory();
-    kiln_train::float_mode::flush_denormals();
+    // In-process training steps run as kiln-train runs them (the huge-page restart gives the
+    // programs this one starts, such as the PyTorch references, the user's environment back).
+    kiln_train::prepare_training_process();
     let cli = Cli::parse();
     let result = match cli.bench {
         Bench::Serve(args) => serve::run(args),

@@ -23,3 +23,14 @@ pub use cli::{Cli, ImagenetArgs, Job, MnistArgs, YoloxArgs};
 pub use dist::{DeviceSpec, DistArgs};
 pub use error::TrainError;
 pub use kiln_models::DeviceChoice;
+
+/// Sets up a process that runs training steps as `kiln-train` runs them: the heap on
+/// transparent huge pages (a restart, see [`heap::use_transparent_huge_pages`]), freed memory
+/// kept for reuse ([`heap::keep_freed_memory`]) and denormal floats flushed to zero
+/// ([`float_mode::flush_denormals`]). Call it first thing in `main`, before any thread starts;
+/// `kiln-train` and `kiln-bench` (whose in-process steps must measure kiln-train's) both do.
+pub fn prepare_training_process() {
+    heap::use_transparent_huge_pages();
+    heap::keep_freed_memory();
+    float_mode::flush_denormals();
+}

@@ -10,9 +10,7 @@ use kiln_train::dist::{self, DistPlan};
 use kiln_train::{jobs, Cli, DeviceChoice, DeviceSpec, DistArgs, Job, TrainError};
 
 fn main() -> ExitCode {
-    kiln_train::heap::use_transparent_huge_pages();
-    kiln_train::heap::keep_freed_memory();
-    kiln_train::float_mode::flush_denormals();
+    kiln_train::prepare_training_process();
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
