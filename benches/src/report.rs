@@ -126,6 +126,7 @@ mod tests {
                 epoch: 1,
                 train_seconds: 233.5,
                 test_seconds: Some(6.9),
+                epoch_seconds: Some(240.4),
                 images_per_second: 257.0,
                 accuracy: 0.9856,
             }],
