@@ -122,7 +122,7 @@ pub fn run(args: MnistBench) -> Result<(), String> {
             }
         }
     }
-    print_table(&kiln, torch.as_deref());
+    print!("{}", table(&kiln, torch.as_deref()));
     let report = MnistReport {
         device: args.device.to_string(),
         threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
@@ -215,10 +215,6 @@ pub fn parse_lines(text: &str) -> Result<Vec<EpochFigures>, String> {
             })
         })
         .collect()
-}
-
-fn print_table(kiln: &[EpochFigures], torch: Option<&[EpochFigures]>) {
-    print!("{}", table(kiln, torch));
 }
 
 /// The Markdown table of `kiln`'s epochs beside `torch`'s, with each figure's ratio.
