@@ -5,6 +5,7 @@
 
 pub mod chart;
 pub mod chart_cmd;
+pub mod cpu;
 pub mod curves;
 pub mod documented;
 pub mod load;

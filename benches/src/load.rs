@@ -6,6 +6,8 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use crate::cpu::CpuPerRequest;
+
 /// A request body shared between requests without copying.
 #[derive(Clone)]
 struct Shared(bytes::Bytes);
@@ -29,6 +31,9 @@ pub struct LoadResult {
     pub requests: usize,
     /// Share of requests the server itself handled within 20 ms (kiln-serve's histogram).
     pub server_share_under_20ms: Option<f64>,
+    /// Where the CPU went, per request (kiln-serve only; absent in older results).
+    #[serde(default)]
+    pub cpu_per_request: Option<CpuPerRequest>,
 }
 
 /// The multipart boundary of the pre-built request bodies.
@@ -109,5 +114,6 @@ pub async fn drive(url: &str, field: &str, files: &[Vec<u8>], concurrency: usize
         errors,
         requests: latencies.len() + errors,
         server_share_under_20ms: None,
+        cpu_per_request: None,
     }
 }

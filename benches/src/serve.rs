@@ -18,6 +18,7 @@ use kiln_models::{net_package_config, write_package, NetConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::chart::BarChart;
+use crate::cpu::CpuClock;
 use crate::load::{drive, LoadResult};
 use crate::raw::forward_images_per_second;
 use crate::report::Report;
@@ -222,9 +223,12 @@ pub fn run(args: ServeBench) -> Result<(), String> {
         let mut results = Vec::new();
         for &c in &args.concurrency {
             let before = server_latency_counts(&server.url).await;
+            let cpu_before = CpuClock::now(server.child.id());
             let mut r = drive(&server.url, "image", &pngs, c, window).await;
+            let cpu_after = CpuClock::now(server.child.id());
             let after = server_latency_counts(&server.url).await;
             r.server_share_under_20ms = Some((after.0 - before.0) / (after.1 - before.1).max(1.0));
+            r.cpu_per_request = Some(cpu_before.per_request(&cpu_after, r.requests as f64));
             results.push(r);
         }
         let rss = rss_mb(server.child.id());
@@ -272,6 +276,7 @@ pub fn run(args: ServeBench) -> Result<(), String> {
     };
     results.iter().for_each(|r| row("kiln-serve", r));
     compare.iter().for_each(|r| row("compared", r));
+    print_cpu_table(&results, raw, cores);
     for (k, o) in results.iter().zip(&compare) {
         println!(
             "kiln/compared req/s at concurrency {}: {:.2}",
@@ -292,6 +297,30 @@ pub fn run(args: ServeBench) -> Result<(), String> {
         threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
     };
     crate::report::write(&args.json, &report)
+}
+
+/// Where each request's CPU went at every level, and the share of the raw forward
+/// throughput the server could reach if its model ran as fast as in the raw measurement and
+/// no core were ever idle: the raw forward's CPU per image over that plus the HTTP side's
+/// and the load generator's CPU per request (all on the same `cores`).
+fn print_cpu_table(results: &[LoadResult], raw: f64, cores: usize) {
+    let raw_us = cores as f64 / raw * 1e6;
+    println!("\nCPU per request, µs (the raw forward: {raw_us:.0} µs of CPU per image):\n");
+    println!("| concurrency | model | HTTP side | load generator | idle | ceiling (no idle, model at raw speed) |");
+    println!("|---|---|---|---|---|---|");
+    for r in results {
+        if let Some(c) = r.cpu_per_request {
+            println!(
+                "| {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.2} |",
+                r.concurrency,
+                c.model_us,
+                c.http_us,
+                c.client_us,
+                c.idle_us,
+                raw_us / (raw_us + c.http_us + c.client_us)
+            );
+        }
+    }
 }
 
 /// The results file of `kiln-bench serve`.

@@ -1,10 +1,18 @@
 //! Dynamic batching: concurrent requests' images are grouped into one forward pass on a
 //! model worker thread, off the async executor, behind a bounded queue. Several workers share
 //! the queue and the model: while one runs a batch, the next forms and starts on another.
+//!
+//! A batch closes when it is full, when its oldest image has waited `max_delay`, when no
+//! request is still decoding images (nothing more is on its way), or as soon as another
+//! worker is free too: a free worker is an idle core, and the images still on their way
+//! will start the next batch there. So a worker waits for company only while every other
+//! worker is busy, and concurrent clients settle into one group per worker instead of
+//! piling into one batch that leaves the other cores idle. Workers sleep on one condition
+//! variable that is signalled only when one of those conditions may have changed, not for
+//! every image.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex};
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
@@ -18,7 +26,7 @@ use crate::workers::WorkerLayout;
 pub struct BatchPolicy {
     /// Most images in one forward pass.
     pub max_batch: usize,
-    /// Longest a batch waits for more images while requests are still being prepared.
+    /// Longest a batch waits, from its oldest image, for more images still being prepared.
     pub max_delay: Duration,
     /// Most images waiting for the model; beyond it requests are refused (429).
     pub queue_capacity: usize,
@@ -29,6 +37,7 @@ pub struct BatchPolicy {
 /// One image waiting for the model.
 struct Job {
     input: Vec<f32>,
+    queued: Instant,
     reply: oneshot::Sender<Prediction>,
 }
 
@@ -36,29 +45,57 @@ struct Job {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Overloaded;
 
-/// The sending side of the batcher, shared by request handlers.
+/// The sending side of the batcher, shared by request handlers. Dropping the last clone
+/// stops the workers once the queue is empty.
 #[derive(Clone)]
 pub struct Batcher {
-    tx: SyncSender<Job>,
     queue: Arc<Queue>,
+    _open: Arc<Open>,
 }
 
-/// The receiving side, shared by the model workers: one at a time forms a batch from it.
+/// Closes the queue when the last [`Batcher`] goes away.
+struct Open(Arc<Queue>);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.lock().closed = true;
+        self.0.wake.notify_all();
+    }
+}
+
+/// What the request handlers and the model workers share.
 struct Queue {
-    rx: Mutex<Receiver<Job>>,
-    /// Requests still decoding their images.
-    preparing: AtomicUsize,
+    state: Mutex<QueueState>,
+    /// Signalled when a waiting worker may be able to take a batch.
+    wake: Condvar,
     policy: BatchPolicy,
     metrics: Arc<Metrics>,
 }
 
-/// Marks a request as "being prepared" until dropped, so the inference thread knows more
-/// images are on their way and a short wait will fill the batch.
+#[derive(Default)]
+struct QueueState {
+    jobs: VecDeque<Job>,
+    /// Requests still decoding their images.
+    preparing: usize,
+    /// Workers not running a batch.
+    free: usize,
+    /// No request handler is left.
+    closed: bool,
+}
+
+/// Marks a request as "being prepared" until dropped, so a forming batch knows more images
+/// are on their way and a short wait will fill it.
 pub struct Preparing(Arc<Queue>);
 
 impl Drop for Preparing {
     fn drop(&mut self) {
-        self.0.preparing.fetch_sub(1, Ordering::SeqCst);
+        let mut state = self.0.lock();
+        state.preparing -= 1;
+        let wake = state.preparing == 0 && !state.jobs.is_empty();
+        drop(state);
+        if wake {
+            self.0.wake.notify_all();
+        }
     }
 }
 
@@ -70,14 +107,8 @@ impl Batcher {
         L: FnOnce() -> Result<Box<dyn ImageModel>, String> + Send + 'static,
         R: FnOnce(Result<(), String>) + Send + 'static,
     {
-        let (tx, rx) = sync_channel(policy.queue_capacity);
-        let queue = Arc::new(Queue {
-            rx: Mutex::new(rx),
-            preparing: AtomicUsize::new(0),
-            policy,
-            metrics,
-        });
-        let first = queue.clone();
+        let batcher = Self::idle(policy, metrics);
+        let first = batcher.queue.clone();
         spawn_worker(0, policy.layout, move || match load() {
             Ok(model) => {
                 let model: Arc<dyn ImageModel> = model.into();
@@ -90,25 +121,51 @@ impl Batcher {
             }
             Err(e) => on_loaded(Err(e)),
         });
-        Self { tx, queue }
+        batcher
+    }
+
+    /// The queue with no worker yet.
+    fn idle(policy: BatchPolicy, metrics: Arc<Metrics>) -> Self {
+        let queue = Arc::new(Queue {
+            state: Mutex::default(),
+            wake: Condvar::new(),
+            policy,
+            metrics,
+        });
+        Self {
+            _open: Arc::new(Open(queue.clone())),
+            queue,
+        }
     }
 
     /// Call when a request starts decoding images; keep the guard until they are submitted.
     pub fn preparing(&self) -> Preparing {
-        self.queue.preparing.fetch_add(1, Ordering::SeqCst);
+        self.queue.lock().preparing += 1;
         Preparing(self.queue.clone())
     }
 
     /// Queues one prepared image; the receiver yields the model's prediction for it.
     pub fn submit(&self, input: Vec<f32>) -> Result<oneshot::Receiver<Prediction>, Overloaded> {
         let (reply, rx) = oneshot::channel();
-        match self.tx.try_send(Job { input, reply }) {
-            Ok(()) => {
-                self.queue.metrics.queue_depth.inc();
-                Ok(rx)
-            }
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => Err(Overloaded),
+        let mut state = self.queue.lock();
+        if state.jobs.len() >= self.queue.policy.queue_capacity {
+            return Err(Overloaded);
         }
+        state.jobs.push_back(Job {
+            input,
+            queued: Instant::now(),
+            reply,
+        });
+        let n = state.jobs.len();
+        // A waiting worker can act now only if this is its first image, the batch is full,
+        // or nothing more is being prepared.
+        let wake = n == 1 || n == self.queue.policy.max_batch || state.preparing == 0;
+        drop(state);
+        if wake {
+            self.queue.wake.notify_all();
+        }
+        self.queue.metrics.queue_depth.inc();
+        Ok(rx)
     }
 }
 
@@ -121,7 +178,11 @@ fn spawn_worker(index: usize, layout: WorkerLayout, work: impl FnOnce() + Send +
 }
 
 impl Queue {
-    /// Forms batches and runs them until every sender is gone.
+    fn lock(&self) -> MutexGuard<'_, QueueState> {
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Forms batches and runs them until the queue is closed and empty.
     fn serve_batches(&self, model: &dyn ImageModel) {
         while let Some(jobs) = self.next_batch() {
             self.metrics.queue_depth.sub(jobs.len() as i64);
@@ -143,23 +204,159 @@ impl Queue {
         }
     }
 
-    /// The next batch: waits for one image, then takes whatever is queued, waiting (briefly)
-    /// only while more images are being prepared. `None` once the queue is closed. Other
-    /// workers wait for the queue meanwhile, so each batch is formed by one worker.
+    /// The next batch, by the rules in the module docs; `None` once the queue is closed and
+    /// empty.
     fn next_batch(&self) -> Option<Vec<Job>> {
-        let rx = self.rx.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let mut jobs = vec![rx.recv().ok()?];
-        let deadline = Instant::now() + self.policy.max_delay;
-        while jobs.len() < self.policy.max_batch {
-            match rx.try_recv() {
-                Ok(job) => jobs.push(job),
-                Err(_) if self.preparing.load(Ordering::SeqCst) == 0 => break,
-                Err(_) => match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                    Ok(job) => jobs.push(job),
-                    Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
-                },
+        let mut state = self.lock();
+        state.free += 1;
+        // Another worker may be waiting to know that it is no longer the only free one.
+        self.wake.notify_all();
+        loop {
+            let Some(oldest) = state.jobs.front().map(|j| j.queued) else {
+                if state.closed {
+                    state.free -= 1;
+                    return None;
+                }
+                state = self.wake.wait(state).unwrap_or_else(|p| p.into_inner());
+                continue;
+            };
+            let deadline = oldest + self.policy.max_delay;
+            let now = Instant::now();
+            let go = state.jobs.len() >= self.policy.max_batch
+                || state.preparing == 0
+                || state.free > 1
+                || state.closed
+                || now >= deadline;
+            if go {
+                let n = state.jobs.len().min(self.policy.max_batch);
+                state.free -= 1;
+                let batch: Vec<Job> = state.jobs.drain(..n).collect();
+                if !state.jobs.is_empty() {
+                    // What is left is another worker's first image.
+                    self.wake.notify_all();
+                }
+                return Some(batch);
             }
+            state = self
+                .wake
+                .wait_timeout(state, deadline - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
         }
-        Some(jobs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A queue for two workers, with no worker running: the tests play the workers.
+    fn queue(max_batch: usize, max_delay: Duration) -> Batcher {
+        let policy = BatchPolicy {
+            max_batch,
+            max_delay,
+            queue_capacity: 64,
+            layout: WorkerLayout::new(2, 2),
+        };
+        Batcher::idle(policy, Arc::new(Metrics::new()))
+    }
+
+    /// Queues an image whose first value is `tag`.
+    fn submit(b: &Batcher, tag: f32) {
+        let _reply = b.submit(vec![tag]).unwrap();
+    }
+
+    fn tags(batch: &[Job]) -> Vec<f32> {
+        batch.iter().map(|j| j.input[0]).collect()
+    }
+
+    /// Plays a worker on its own thread: the tags of the batch it takes.
+    fn worker(b: &Batcher) -> std::thread::JoinHandle<Vec<f32>> {
+        let q = b.queue.clone();
+        std::thread::spawn(move || tags(&q.next_batch().unwrap()))
+    }
+
+    #[test]
+    fn a_lone_free_worker_waits_for_images_still_being_prepared() {
+        let b = queue(32, Duration::from_secs(30));
+        let preparing = b.preparing();
+        submit(&b, 1.0);
+        let w = worker(&b);
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(
+            !w.is_finished(),
+            "the batch closed while an image was still being prepared"
+        );
+        submit(&b, 2.0);
+        drop(preparing);
+        assert_eq!(w.join().unwrap(), vec![1.0, 2.0]);
+    }
+
+    #[test]
+    fn a_second_free_worker_makes_the_forming_batch_go() {
+        let b = queue(32, Duration::from_secs(30));
+        let preparing = b.preparing();
+        submit(&b, 1.0);
+        let first = worker(&b);
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(!first.is_finished());
+        // A second worker comes free: one of the two takes the queued image at once.
+        let second = worker(&b);
+        let started = Instant::now();
+        while !first.is_finished() && !second.is_finished() {
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "neither worker took the image"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let (went, alone) = if first.is_finished() {
+            (first, second)
+        } else {
+            (second, first)
+        };
+        assert_eq!(went.join().unwrap(), vec![1.0]);
+        // The other is the only free worker again, so it waits for what is being prepared.
+        submit(&b, 2.0);
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(
+            !alone.is_finished(),
+            "a lone free worker went while an image was being prepared"
+        );
+        drop(preparing);
+        assert_eq!(alone.join().unwrap(), vec![2.0]);
+    }
+
+    #[test]
+    fn a_full_batch_goes_and_the_rest_waits_for_the_next() {
+        let b = queue(2, Duration::from_secs(30));
+        let _preparing = b.preparing();
+        for tag in [1.0, 2.0, 3.0] {
+            submit(&b, tag);
+        }
+        assert_eq!(worker(&b).join().unwrap(), vec![1.0, 2.0]);
+        assert_eq!(b.queue.lock().jobs.len(), 1);
+    }
+
+    #[test]
+    fn a_batch_goes_once_its_oldest_image_has_waited_max_delay() {
+        let b = queue(32, Duration::from_millis(100));
+        let _preparing = b.preparing();
+        submit(&b, 1.0);
+        let started = Instant::now();
+        assert_eq!(worker(&b).join().unwrap(), vec![1.0]);
+        let waited = started.elapsed();
+        assert!(waited >= Duration::from_millis(90), "went after {waited:?}");
+        assert!(waited < Duration::from_secs(5), "went after {waited:?}");
+    }
+
+    #[test]
+    fn workers_stop_once_the_last_sender_is_gone() {
+        let b = queue(32, Duration::from_secs(30));
+        let q = b.queue.clone();
+        submit(&b, 1.0);
+        drop(b);
+        assert_eq!(tags(&q.next_batch().unwrap()), vec![1.0]);
+        assert!(q.next_batch().is_none());
     }
 }

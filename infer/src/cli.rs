@@ -38,7 +38,8 @@ pub struct ServeArgs {
     /// Most images in one forward pass.
     #[arg(long = "max-batch", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_batch: u32,
-    /// Longest a forming batch waits for images still being decoded, in milliseconds.
+    /// Longest a forming batch waits for images still being decoded (while every other model
+    /// worker is busy), in milliseconds after its oldest image was queued.
     #[arg(long = "max-delay-ms", default_value_t = 2)]
     pub max_delay_ms: u64,
     /// Most images queued for the model; more answers 429.

@@ -17,7 +17,7 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 use tower_http::set_header::SetResponseHeaderLayer;
 
-use crate::batcher::Batcher;
+use crate::batcher::{Batcher, Preparing};
 use crate::errors::ApiError;
 use crate::metrics::Metrics;
 use crate::preprocess::{Prepared, PreprocessError, Preprocessor};
@@ -203,13 +203,17 @@ async fn predict_inner(state: Arc<AppState>, detail: bool, req: Request) -> Resu
     let guard = state.batcher.preparing();
     let fields = read_fields(&state, req).await?;
     let prepared = prepare_off_executor(&state, fields).await?;
-    drop(guard);
-    let answers = answer(&state, prepared).await?;
+    let answers = answer(&state, prepared, guard).await?;
     Ok(render(&state.labels, &answers, detail))
 }
 
-/// Queues every prepared file for the model, then awaits the predictions, grouped by field.
-async fn answer(state: &AppState, prepared: PreparedFields) -> Result<Vec<(String, Vec<Answer>)>, ApiError> {
+/// Queues every prepared file for the model, ends the request's `preparing` mark once they
+/// are all queued, then awaits the predictions, grouped by field.
+async fn answer(
+    state: &AppState,
+    prepared: PreparedFields,
+    preparing: Preparing,
+) -> Result<Vec<(String, Vec<Answer>)>, ApiError> {
     let mut pending = Vec::new();
     for (name, files) in prepared {
         for (file_name, file) in files {
@@ -222,6 +226,7 @@ async fn answer(state: &AppState, prepared: PreparedFields) -> Result<Vec<(Strin
             pending.push((name.clone(), file_name, file.size, file.ratio, rx));
         }
     }
+    drop(preparing);
     let mut answers: Vec<(String, Vec<Answer>)> = Vec::new();
     for (name, file_name, size, ratio, rx) in pending {
         let prediction = rx
@@ -385,8 +390,9 @@ async fn ws_predict(state: &Arc<AppState>, bytes: Vec<u8>) -> Result<Value, ApiE
         name: "image".into(),
         files: vec![(String::new(), bytes)],
     }];
+    let guard = state.batcher.preparing();
     let prepared = prepare_off_executor(state, fields).await?;
-    let answers = answer(state, prepared).await?;
+    let answers = answer(state, prepared, guard).await?;
     Ok(render(&state.labels, &answers, false))
 }
 
