@@ -7,7 +7,7 @@
 //! on every request's critical path, while a batch is long CPU work: with equal priority the
 //! scheduler made that short work queue behind running batches, the images of the next
 //! batch arrived late, and cores sat idle in between. `kiln-bench serve` at concurrency 16
-//! (2 cores, 2026-11-30, alternating runs) measured 40–69 µs of idle CPU per request with
+//! (2 cores, 2026-11-30, alternating runs) measured 40–72 µs of idle CPU per request with
 //! the model at nice 10 or 19 against 69–302 µs at nice 0. Where nothing else runs, nice
 //! changes nothing: the model still gets every idle cycle.
 
