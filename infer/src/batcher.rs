@@ -209,8 +209,10 @@ impl Queue {
     fn next_batch(&self) -> Option<Vec<Job>> {
         let mut state = self.lock();
         state.free += 1;
-        // Another worker may be waiting to know that it is no longer the only free one.
-        self.wake.notify_all();
+        if state.free > 1 {
+            // A forming batch elsewhere may now go: it is no longer the only free worker.
+            self.wake.notify_all();
+        }
         loop {
             let Some(oldest) = state.jobs.front().map(|j| j.queued) else {
                 if state.closed {
@@ -276,17 +278,24 @@ mod tests {
         std::thread::spawn(move || tags(&q.next_batch().unwrap()))
     }
 
-    #[test]
-    fn a_lone_free_worker_waits_for_images_still_being_prepared() {
-        let b = queue(32, Duration::from_secs(30));
+    /// Queues image 1.0 while a request is still being prepared, and starts a worker on it:
+    /// the worker, checked to be still waiting, and the request's mark.
+    fn waiting_worker(b: &Batcher) -> (std::thread::JoinHandle<Vec<f32>>, Preparing) {
         let preparing = b.preparing();
-        submit(&b, 1.0);
-        let w = worker(&b);
+        submit(b, 1.0);
+        let w = worker(b);
         std::thread::sleep(Duration::from_millis(50));
         assert!(
             !w.is_finished(),
             "the batch closed while an image was still being prepared"
         );
+        (w, preparing)
+    }
+
+    #[test]
+    fn a_lone_free_worker_waits_for_images_still_being_prepared() {
+        let b = queue(32, Duration::from_secs(30));
+        let (w, preparing) = waiting_worker(&b);
         submit(&b, 2.0);
         drop(preparing);
         assert_eq!(w.join().unwrap(), vec![1.0, 2.0]);
@@ -295,11 +304,7 @@ mod tests {
     #[test]
     fn a_second_free_worker_makes_the_forming_batch_go() {
         let b = queue(32, Duration::from_secs(30));
-        let preparing = b.preparing();
-        submit(&b, 1.0);
-        let first = worker(&b);
-        std::thread::sleep(Duration::from_millis(50));
-        assert!(!first.is_finished());
+        let (first, preparing) = waiting_worker(&b);
         // A second worker comes free: one of the two takes the queued image at once.
         let second = worker(&b);
         let started = Instant::now();
