@@ -224,7 +224,7 @@ pub fn run(args: ServeBench) -> Result<(), String> {
         for &c in &args.concurrency {
             let before = server_latency_counts(&server.url).await;
             let cpu_before = CpuClock::now(server.child.id());
-            let mut r = drive(&server.url, "image", &pngs, c, window).await;
+            let mut r = drive(&server.url, "image", &pngs, c, window).await?;
             let cpu_after = CpuClock::now(server.child.id());
             let after = server_latency_counts(&server.url).await;
             r.server_share_under_20ms = Some((after.0 - before.0) / (after.1 - before.1).max(1.0));
@@ -235,7 +235,7 @@ pub fn run(args: ServeBench) -> Result<(), String> {
         let mut compare = Vec::new();
         if let Some(url) = &args.compare {
             for &c in &args.concurrency {
-                compare.push(drive(url, "image", &pngs, c, window).await);
+                compare.push(drive(url, "image", &pngs, c, window).await?);
             }
         }
         Ok::<_, String>((results, server.ready_ms, rss, compare))
