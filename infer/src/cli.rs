@@ -42,6 +42,11 @@ pub struct ServeArgs {
     /// worker is busy), in milliseconds after its oldest image was queued.
     #[arg(long = "max-delay-ms", default_value_t = 2)]
     pub max_delay_ms: u64,
+    /// How long an idle model worker polls the queue before it sleeps, in microseconds (0:
+    /// sleep at once). Polling spares the wake-up of a halted core when the next image is that
+    /// close; the polling threads yield to any other work.
+    #[arg(long = "poll-us", default_value_t = 200)]
+    pub poll_us: u64,
     /// Most images queued for the model; more answers 429.
     #[arg(long = "queue", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
     pub queue: u32,

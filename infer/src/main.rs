@@ -64,6 +64,7 @@ fn config(args: &ServeArgs, cores: usize, on_gpu: bool) -> Result<ServeConfig, S
             max_batch: args.max_batch as usize,
             max_delay: Duration::from_millis(args.max_delay_ms),
             queue_capacity: args.queue as usize,
+            poll: Duration::from_micros(args.poll_us),
             layout: WorkerLayout::new(args.workers.map_or(if on_gpu { 1 } else { 2 }, |n| n as usize), cores),
         },
         max_body: (positive("--max-body-mb", args.max_body_mb)? * 1_000_000.0) as usize,

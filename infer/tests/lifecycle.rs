@@ -99,6 +99,7 @@ fn workers_policy(workers: usize, max_batch: usize, queue_capacity: usize) -> Ba
         max_batch,
         max_delay: Duration::from_millis(5),
         queue_capacity,
+        poll: Duration::from_micros(200),
         layout: WorkerLayout::new(workers, 2),
     }
 }
