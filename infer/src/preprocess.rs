@@ -5,7 +5,7 @@
 
 use std::io::Cursor;
 
-use image::{DynamicImage, GenericImageView, ImageBuffer, ImageReader, Limits, Pixel};
+use image::{DynamicImage, GenericImageView, ImageBuffer, ImageDecoder, ImageReader, Limits, Pixel};
 use kiln_data::letterbox;
 use kiln_data::transforms::{to_pil_luma, CenterCrop, Resize};
 use kiln_models::package::{ChannelOrder, InputSpec, ResizeMode};
@@ -51,12 +51,22 @@ pub struct Prepared {
 pub struct Preprocessor {
     spec: InputSpec,
     max_pixels: u64,
+    /// For each model-input channel, the value of every 8-bit pixel: `(scaled − mean) / std`,
+    /// computed once with the same arithmetic a per-pixel computation would use.
+    values: Vec<[f32; 256]>,
 }
 
 impl Preprocessor {
     /// A preprocessor for a package's input spec, refusing images over `max_pixels`.
     pub fn new(spec: InputSpec, max_pixels: u64) -> Self {
-        Self { spec, max_pixels }
+        let values = (0..spec.channels)
+            .map(|c| std::array::from_fn(|v| (spec.scale.apply(v as u8) - spec.mean[c]) / spec.std[c]))
+            .collect();
+        Self {
+            spec,
+            max_pixels,
+            values,
+        }
     }
 
     /// Values per prepared image (C × H × W).
@@ -94,13 +104,16 @@ impl Preprocessor {
             return Err(PreprocessError::Empty);
         }
         let undecodable = |e: &dyn std::fmt::Display| PreprocessError::Undecodable(e.to_string());
-        let reader = || {
-            ImageReader::new(Cursor::new(bytes))
-                .with_guessed_format()
-                .map_err(|e| undecodable(&e))
-        };
-        // Check the declared size from the header before allocating anything for pixels.
-        let (width, height) = reader()?.into_dimensions().map_err(|e| undecodable(&e))?;
+        let mut reader = ImageReader::new(Cursor::new(bytes))
+            .with_guessed_format()
+            .map_err(|e| undecodable(&e))?;
+        let mut limits = Limits::default();
+        limits.max_alloc = Some(self.max_pixels.saturating_mul(16).max(1 << 20));
+        reader.limits(limits);
+        // The decoder has read the header only: check the declared size before any pixel is
+        // allocated.
+        let decoder = reader.into_decoder().map_err(|e| undecodable(&e))?;
+        let (width, height) = decoder.dimensions();
         let pixels = width as u64 * height as u64;
         if pixels > self.max_pixels {
             return Err(PreprocessError::TooManyPixels {
@@ -110,11 +123,7 @@ impl Preprocessor {
                 limit: self.max_pixels,
             });
         }
-        let mut limits = Limits::default();
-        limits.max_alloc = Some(self.max_pixels.saturating_mul(16).max(1 << 20));
-        let mut r = reader()?;
-        r.limits(limits);
-        r.decode().map_err(|e| undecodable(&e))
+        DynamicImage::from_decoder(decoder).map_err(|e| undecodable(&e))
     }
 
     /// The classification job's evaluation transform (kiln-data's): resize the shorter side,
@@ -123,14 +132,13 @@ impl Preprocessor {
     where
         P: Pixel<Subpixel = u8> + 'static,
     {
-        let resized = Resize {
-            size: self.spec.resize_shorter as u32,
+        let (resize, crop) = (self.spec.resize_shorter as u32, self.spec.height as u32);
+        if img.dimensions() == (crop, crop) && resize == crop {
+            // Already the input's size: resizing and cropping would copy it unchanged.
+            return self.to_chw(&img);
         }
-        .apply(&img);
-        let cropped = CenterCrop {
-            size: self.spec.height as u32,
-        }
-        .apply(&resized);
+        let resized = Resize { size: resize }.apply(&img);
+        let cropped = CenterCrop { size: crop }.apply(&resized);
         self.to_chw(&cropped)
     }
 
@@ -140,18 +148,17 @@ impl Preprocessor {
     where
         P: Pixel<Subpixel = u8>,
     {
-        let spec = &self.spec;
-        let order: &[usize] = match (P::CHANNEL_COUNT, spec.channel_order) {
+        let order: &[usize] = match (P::CHANNEL_COUNT, self.spec.channel_order) {
             (1, _) => &[0],
             (_, ChannelOrder::Rgb) => &[0, 1, 2],
             (_, ChannelOrder::Bgr) => &[2, 1, 0],
         };
         let plane = img.width() as usize * img.height() as usize;
+        let pixels = img.as_raw().chunks_exact(P::CHANNEL_COUNT as usize);
         let mut out = vec![0f32; order.len() * plane];
-        for (i, px) in img.pixels().enumerate() {
-            let px = px.channels();
-            for (c, &source) in order.iter().enumerate() {
-                out[c * plane + i] = (spec.scale.apply(px[source]) - spec.mean[c]) / spec.std[c];
+        for ((values, &source), channel) in self.values.iter().zip(order).zip(out.chunks_exact_mut(plane)) {
+            for (o, px) in channel.iter_mut().zip(pixels.clone()) {
+                *o = values[px[source] as usize];
             }
         }
         out

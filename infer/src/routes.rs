@@ -321,10 +321,10 @@ const INLINE_INPUT_VALUES: usize = 3 * 224 * 224;
 /// input are small.
 async fn prepare_off_executor(state: &AppState, fields: Vec<FieldFiles>) -> Result<PreparedFields, ApiError> {
     let total: usize = fields.iter().flat_map(|f| f.files.iter().map(|(_, b)| b.len())).sum();
-    let preprocessor = state.preprocessor.clone();
-    if total <= INLINE_DECODE_BYTES && preprocessor.input_len() <= INLINE_INPUT_VALUES {
-        return prepare_all(&preprocessor, fields);
+    if total <= INLINE_DECODE_BYTES && state.preprocessor.input_len() <= INLINE_INPUT_VALUES {
+        return prepare_all(&state.preprocessor, fields);
     }
+    let preprocessor = state.preprocessor.clone();
     tokio::task::spawn_blocking(move || prepare_all(&preprocessor, fields))
         .await
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("preprocessing failed: {e}")))?
