@@ -38,8 +38,8 @@ pub struct ServeBench {
     /// Seconds per level.
     #[arg(long, default_value_t = 10.0)]
     seconds: f64,
-    /// The server's --max-batch.
-    #[arg(long = "max-batch", default_value_t = 32)]
+    /// The server's --max-batch (its CPU default); the raw forward runs batches of this size.
+    #[arg(long = "max-batch", default_value_t = 8)]
     max_batch: usize,
     /// The server's --workers; the raw ceiling is measured with this split of the cores too.
     #[arg(long, default_value_t = 2)]

@@ -61,7 +61,7 @@ fn config(args: &ServeArgs, cores: usize, on_gpu: bool) -> Result<ServeConfig, S
         addr: SocketAddr::new(host, args.port),
         tls,
         policy: BatchPolicy {
-            max_batch: args.max_batch as usize,
+            max_batch: args.max_batch.map_or(if on_gpu { 32 } else { 8 }, |n| n as usize),
             max_delay: Duration::from_millis(args.max_delay_ms),
             queue_capacity: args.queue as usize,
             poll: Duration::from_micros(args.poll_us),
