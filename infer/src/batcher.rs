@@ -11,11 +11,11 @@
 //! variable that is signalled only when one of those conditions may have changed, not for
 //! every image.
 //!
-//! A worker with nothing to take first polls for [`BatchPolicy::poll`] before it sleeps. Under load the
-//! next image is usually that close, and a sleeping worker's core halts: waking it (an
-//! interrupt to a halted core, a costly exit on a virtual machine) took long enough that
-//! `kiln-bench serve` counted 43–49 µs of idle CPU per request at concurrency 16 with
-//! sleeping workers, and 2–5 µs with polling ones, which answered 4–6% more requests.
+//! A worker with nothing to take first polls for [`BatchPolicy::poll`] before it sleeps.
+//! Under load the next image is usually that close, and a sleeping worker's core halts:
+//! waking it (an interrupt to a halted core, a costly exit on a virtual machine) took long
+//! enough that `kiln-bench serve` counted 43–50 µs of idle CPU per request at concurrency 16
+//! with sleeping workers, and 2–8 µs with polling ones, which answered 2–6% more requests.
 //! Polling costs the HTTP side nothing: the model's threads run at a lower priority
 //! ([`crate::workers::MODEL_NICE`]), so any request work preempts them.
 
