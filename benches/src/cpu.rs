@@ -2,15 +2,12 @@
 //! the rest of the server, this process (the load generator) and the machine's idle time.
 //! Elsewhere every figure reads as zero.
 
+use kiln_infer::workers::MODEL_THREAD_PREFIX;
 use serde::{Deserialize, Serialize};
 
 /// `/proc` counts CPU time in ticks of `USER_HZ`, which Linux fixes at 100 per second on
 /// every architecture it reports to user space.
 const TICKS_PER_SECOND: f64 = 100.0;
-
-/// Thread-name prefix of kiln-serve's model workers (`kiln-inference-N`; Linux keeps the
-/// first 15 bytes of a name).
-const MODEL_THREAD_PREFIX: &str = "kiln-inference";
 
 /// CPU seconds used so far, by whom.
 #[derive(Debug, Clone, Copy, Default)]

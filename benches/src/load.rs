@@ -56,16 +56,16 @@ pub fn multipart_body(field: &str, file: &[u8]) -> Vec<u8> {
 
 /// Where a plain `http://` URL points.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Target {
+struct Target {
     /// `host:port` to connect to.
-    pub authority: String,
+    authority: String,
     /// The request target, e.g. `/`.
-    pub path: String,
+    path: String,
 }
 
 impl Target {
     /// Parses `http://host[:port][/path]`; port 80 when none is given.
-    pub fn parse(url: &str) -> Result<Self, String> {
+    fn parse(url: &str) -> Result<Self, String> {
         let rest = url
             .strip_prefix("http://")
             .ok_or_else(|| format!("{url}: the load generator speaks plain http:// only"))?;
@@ -87,7 +87,7 @@ impl Target {
 }
 
 /// A whole `POST` request, head and multipart body, carrying `file` as field `field`.
-pub fn post_request(target: &Target, field: &str, file: &[u8]) -> Vec<u8> {
+fn post_request(target: &Target, field: &str, file: &[u8]) -> Vec<u8> {
     let body = multipart_body(field, file);
     let mut request = format!(
         "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: multipart/form-data; boundary={BOUNDARY}\r\nContent-Length: {}\r\n\r\n",
@@ -102,15 +102,17 @@ pub fn post_request(target: &Target, field: &str, file: &[u8]) -> Vec<u8> {
 
 /// The parts of an answer the load generator looks at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Answer {
+struct Answer {
     /// HTTP status code.
-    pub status: u16,
+    status: u16,
     /// Whether the connection may carry the next request.
-    pub keep_alive: bool,
+    keep_alive: bool,
 }
 
 /// The head of an answer at the start of `buf`: the answer, the head's length and the body's
-/// (`None`: until the connection closes). `Ok(None)` while the head is incomplete.
+/// (`None`: until the connection closes). `Ok(None)` while the head is incomplete. A chunked
+/// body is an error: its end is not read here, and reading a kept-open connection to its
+/// close would wait for ever.
 fn parse_head(buf: &[u8]) -> Result<Option<(Answer, usize, Option<usize>)>, String> {
     let mut headers = [httparse::EMPTY_HEADER; 32];
     let mut response = httparse::Response::new(&mut headers);
@@ -125,6 +127,9 @@ fn parse_head(buf: &[u8]) -> Result<Option<(Answer, usize, Option<usize>)>, Stri
             .find(|h| h.name.eq_ignore_ascii_case(name))
             .map(|h| String::from_utf8_lossy(h.value).trim().to_ascii_lowercase())
     };
+    if header("transfer-encoding").is_some_and(|te| te != "identity") {
+        return Err("a chunked answer (the load generator reads Content-Length bodies)".into());
+    }
     let body_len = match header("content-length") {
         Some(v) => Some(v.parse::<usize>().map_err(|_| format!("bad Content-Length {v:?}"))?),
         None => None,
@@ -320,6 +325,9 @@ mod tests {
         // No length: the body runs to the end of the connection.
         let (answer, _, body) = parse_head(b"HTTP/1.1 200 OK\r\n\r\n").unwrap().unwrap();
         assert_eq!((answer.keep_alive, body), (false, None));
+
+        let chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert!(parse_head(chunked).unwrap_err().contains("chunked"));
 
         assert_eq!(parse_head(b"HTTP/1.1 200 OK\r\nContent-").unwrap(), None);
         assert!(parse_head(b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n").is_err());

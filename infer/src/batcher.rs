@@ -28,7 +28,7 @@ use tokio::sync::oneshot;
 
 use crate::metrics::Metrics;
 use crate::registry::{ImageModel, Prediction};
-use crate::workers::WorkerLayout;
+use crate::workers::{WorkerLayout, MODEL_THREAD_PREFIX};
 
 /// Batching limits.
 #[derive(Debug, Clone, Copy)]
@@ -186,7 +186,7 @@ impl Batcher {
 /// Runs `work` on a new model worker thread numbered `index`, inside its own thread pool.
 fn spawn_worker(index: usize, layout: WorkerLayout, work: impl FnOnce() + Send + 'static) {
     std::thread::Builder::new()
-        .name(format!("kiln-inference-{index}"))
+        .name(format!("{MODEL_THREAD_PREFIX}-{index}"))
         .spawn(move || layout.run_worker(work))
         .expect("spawn a model worker thread");
 }

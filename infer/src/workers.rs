@@ -11,6 +11,11 @@
 //! the model at nice 10 or 19 against 69–302 µs at nice 0. Where nothing else runs, nice
 //! changes nothing: the model still gets every idle cycle.
 
+/// Name prefix of every model thread: each worker is `kiln-inference-N`, and its pool's
+/// threads inherit the name (Linux keeps a name's first 15 bytes), so a thread's name tells
+/// model work from HTTP work (`kiln-bench serve` splits the server's CPU by it).
+pub const MODEL_THREAD_PREFIX: &str = "kiln-inference";
+
 /// The nice value of the model's threads (0 is the default; higher runs later). A
 /// non-privileged process may raise its threads' nice value, never lower it.
 pub const MODEL_NICE: i32 = 10;
