@@ -20,7 +20,7 @@
 //! ([`crate::workers::MODEL_NICE`]), so any request work preempts them.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -81,6 +81,9 @@ struct Queue {
     wake: Condvar,
     /// Counts those signals, so a polling worker sees them without the lock.
     signals: AtomicU64,
+    /// Workers asleep on `wake`: a signal with none skips the condition variable's system
+    /// call (while workers poll, most signals find none).
+    sleepers: AtomicUsize,
     policy: BatchPolicy,
     metrics: Arc<Metrics>,
 }
@@ -143,6 +146,7 @@ impl Batcher {
             state: Mutex::default(),
             wake: Condvar::new(),
             signals: AtomicU64::new(0),
+            sleepers: AtomicUsize::new(0),
             policy,
             metrics,
         });
@@ -199,8 +203,12 @@ impl Queue {
     /// Tells waiting workers that they may be able to take a batch. Call after the change,
     /// with or without the lock.
     fn signal(&self) {
-        self.signals.fetch_add(1, Ordering::Release);
-        self.wake.notify_all();
+        self.signals.fetch_add(1, Ordering::SeqCst);
+        // A worker counts itself a sleeper under the lock, before its wait releases the lock;
+        // every change worth a signal is made under the lock, so it comes after that count.
+        if self.sleepers.load(Ordering::SeqCst) > 0 {
+            self.wake.notify_all();
+        }
     }
 
     /// Gives up the lock for a while. With `poll` set: until the next signal, the policy's
@@ -225,13 +233,16 @@ impl Queue {
             return self.lock();
         }
         *poll = true;
-        match deadline {
+        self.sleepers.fetch_add(1, Ordering::SeqCst);
+        let state = match deadline {
             None => self.wake.wait(state).unwrap_or_else(|p| p.into_inner()),
             Some(d) => {
                 let left = d.saturating_duration_since(Instant::now());
                 self.wake.wait_timeout(state, left).unwrap_or_else(|p| p.into_inner()).0
             }
-        }
+        };
+        self.sleepers.fetch_sub(1, Ordering::SeqCst);
+        state
     }
 
     /// Forms batches and runs them until the queue is closed and empty.
@@ -424,14 +435,19 @@ mod tests {
     }
 
     /// A worker waiting on an empty queue with `poll`: how long it took to take an image
-    /// queued 50 ms after it started.
+    /// queued 50 ms after it started. Fails, instead of hanging, if it took none in 10 s.
     fn pickup_after_50ms(poll: Duration) -> Duration {
         let b = polling_queue(32, Duration::from_secs(30), poll);
         let w = worker(&b);
+        let (done, taken) = std::sync::mpsc::channel();
+        std::thread::spawn(move || done.send(w.join().unwrap()));
         std::thread::sleep(Duration::from_millis(50));
         let queued = Instant::now();
         submit(&b, 1.0);
-        assert_eq!(w.join().unwrap(), vec![1.0]);
+        let batch = taken
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the worker took no image in 10 s");
+        assert_eq!(batch, vec![1.0]);
         queued.elapsed()
     }
 

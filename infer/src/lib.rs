@@ -6,6 +6,7 @@ pub mod batcher;
 pub mod cli;
 pub mod errors;
 pub mod metrics;
+pub mod observe;
 pub mod preprocess;
 pub mod process;
 pub mod registry;

@@ -3,23 +3,22 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::multipart::MultipartError;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{DefaultBodyLimit, FromRequest, MatchedPath, Multipart, Request, State};
-use axum::http::{header, HeaderName, HeaderValue, Method, StatusCode};
-use axum::middleware::{self, Next};
+use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Request, State};
+use axum::http::{header, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
-use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::batcher::{Batcher, Preparing};
 use crate::errors::ApiError;
 use crate::metrics::Metrics;
+use crate::observe::Observed;
 use crate::preprocess::{Prepared, PreprocessError, Preprocessor};
 use crate::response::{render, Answer};
 
@@ -44,15 +43,6 @@ pub struct AppState {
 /// Paths the server owns; an `apis` entry may not take them.
 const RESERVED: [&str; 3] = ["/health", "/metrics", "/ws"];
 
-/// The nginx front's security headers (guide section 5.5), on every response.
-const SECURITY_HEADERS: [(&str, &str); 5] = [
-    ("x-content-type-options", "nosniff"),
-    ("x-frame-options", "SAMEORIGIN"),
-    ("strict-transport-security", "max-age=31536000; includeSubDomains"),
-    ("content-security-policy", "default-src 'self'"),
-    ("cache-control", "no-store"),
-];
-
 /// Predict paths: `/` plus every `post` entry of the package's `apis` that is a plain path
 /// not already taken. Returns the paths and a warning for each entry left out.
 pub fn predict_paths(apis: &[kiln_models::package::ApiSpec]) -> (Vec<String>, Vec<String>) {
@@ -72,8 +62,9 @@ pub fn predict_paths(apis: &[kiln_models::package::ApiSpec]) -> (Vec<String>, Ve
     (paths, skipped)
 }
 
-/// The whole application.
-pub fn router(state: Arc<AppState>, paths: &[String]) -> Router {
+/// The whole application: every route, JSON errors for the rest, and around it all the
+/// security headers, metrics and request log of [`Observed`].
+pub fn router(state: Arc<AppState>, paths: &[String]) -> Observed {
     let mut router = Router::new()
         .route("/health", get(health))
         .route("/metrics", get(metrics))
@@ -81,47 +72,18 @@ pub fn router(state: Arc<AppState>, paths: &[String]) -> Router {
     for path in paths {
         router = router.route(path, post(predict));
     }
-    let mut router = router
+    let metrics = state.metrics.clone();
+    let router = router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.max_body))
-        .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state);
-    for (name, value) in SECURITY_HEADERS {
-        router = router.layer(SetResponseHeaderLayer::overriding(
-            HeaderName::from_static(name),
-            HeaderValue::from_static(value),
-        ));
-    }
-    router
-}
-
-/// Counts, times and logs every request.
-async fn observe(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let path = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("unmatched", |p| p.as_str())
-        .to_string();
-    let method = req.method().clone();
-    state.metrics.in_flight.inc();
-    let response = next.run(req).await;
-    state.metrics.in_flight.dec();
-    let status = response.status();
-    let seconds = started.elapsed().as_secs_f64();
-    state
-        .metrics
-        .requests
-        .with_label_values(&[path.as_str(), method.as_str(), status.as_str()])
-        .inc();
-    state
-        .metrics
-        .latency
-        .with_label_values(&[path.as_str()])
-        .observe(seconds);
-    tracing::info!(%method, path, status = status.as_u16(), ms = format!("{:.2}", seconds * 1e3), "request");
-    response
+    let routes = RESERVED
+        .iter()
+        .map(|r| r.to_string())
+        .chain(paths.iter().cloned())
+        .collect();
+    Observed::new(router, metrics, routes)
 }
 
 async fn health(State(state): State<Arc<AppState>>) -> Response {

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use axum::ServiceExt;
 use axum_server::accept::NoDelayAcceptor;
 use axum_server::tls_rustls::RustlsAcceptor;
 use axum_server::Handle;
@@ -164,7 +165,7 @@ where
         }
     });
 
-    let service = app.into_make_service();
+    let service = ServiceExt::<axum::extract::Request>::into_make_service(app);
     // TCP_NODELAY: small JSON answers go out at once instead of waiting on delayed ACKs.
     let server = axum_server::bind(config.addr).handle(handle);
     let served = match tls {
