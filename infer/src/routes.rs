@@ -64,7 +64,7 @@ pub fn predict_paths(apis: &[kiln_models::package::ApiSpec]) -> (Vec<String>, Ve
 
 /// The whole application: every route, JSON errors for the rest, and around it all the
 /// security headers, metrics and request log of [`Observed`].
-pub fn router(state: Arc<AppState>, paths: &[String]) -> Observed {
+pub fn app(state: Arc<AppState>, paths: &[String]) -> Observed {
     let mut router = Router::new()
         .route("/health", get(health))
         .route("/metrics", get(metrics))

@@ -18,7 +18,7 @@ use crate::batcher::{BatchPolicy, Batcher};
 use crate::metrics::Metrics;
 use crate::preprocess::Preprocessor;
 use crate::registry::{load_model, ImageModel};
-use crate::routes::{predict_paths, router, AppState};
+use crate::routes::{app, predict_paths, AppState};
 use crate::tls::{rustls_config, TlsMode};
 
 /// Everything the server is configured with.
@@ -119,7 +119,7 @@ where
         max_body: config.max_body,
         timeout: config.timeout,
     });
-    let app = router(state.clone(), &paths);
+    let application = app(state.clone(), &paths);
 
     let handle = Handle::new();
     let drain = config.drain;
@@ -165,7 +165,7 @@ where
         }
     });
 
-    let service = ServiceExt::<axum::extract::Request>::into_make_service(app);
+    let service = ServiceExt::<axum::extract::Request>::into_make_service(application);
     // TCP_NODELAY: small JSON answers go out at once instead of waiting on delayed ACKs.
     let server = axum_server::bind(config.addr).handle(handle);
     let served = match tls {
