@@ -19,6 +19,9 @@ type Loader = Box<dyn FnOnce() -> Result<Box<dyn ImageModel>, String> + Send>;
 use kiln_models::DeviceChoice;
 
 fn main() -> ExitCode {
+    // The CPU backend's convolutions read their im2col tiles in place, as in kiln-train and in
+    // kiln-bench's raw forward (`kiln_models::gemm_packing`: 5% more requests at concurrency 16).
+    kiln_models::gemm_packing::read_lhs_in_place();
     let args = ServeArgs::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)

@@ -6,6 +6,7 @@ pub mod device;
 mod dropout;
 #[cfg(test)]
 mod fold_tests;
+pub mod gemm_packing;
 pub mod net;
 mod norm;
 pub mod package;

@@ -8,7 +8,6 @@ pub mod dist;
 pub mod ema;
 pub mod error;
 pub mod float_mode;
-pub mod gemm_packing;
 pub mod heap;
 pub mod jobs;
 pub mod log;
@@ -29,11 +28,11 @@ pub use kiln_models::DeviceChoice;
 /// transparent huge pages (a restart, see [`heap::use_transparent_huge_pages`]), freed memory
 /// kept for reuse ([`heap::keep_freed_memory`]), denormal floats flushed to zero
 /// ([`float_mode::flush_denormals`]) and gemm reading im2col tiles in place
-/// ([`gemm_packing::read_lhs_in_place`]). Call it first thing in `main`, before any thread starts;
+/// ([`kiln_models::gemm_packing::read_lhs_in_place`]). Call it first thing in `main`, before any thread starts;
 /// `kiln-train` and `kiln-bench` (whose in-process steps must measure kiln-train's) both do.
 pub fn prepare_training_process() {
     heap::use_transparent_huge_pages();
     heap::keep_freed_memory();
     float_mode::flush_denormals();
-    gemm_packing::read_lhs_in_place();
+    kiln_models::gemm_packing::read_lhs_in_place();
 }
