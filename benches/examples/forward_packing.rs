@@ -16,17 +16,11 @@ use burn::data::dataloader::batcher::Batcher;
 use burn::data::dataset::Dataset;
 use burn::tensor::{Tensor, TensorData};
 use kiln_data::{MnistBatcher, MnistDataset, MnistItem, MnistSplit};
-use kiln_models::gemm_packing::LHS_PACKING_THRESHOLD;
+use kiln_models::gemm_packing::{lhs_packing_threshold, set_lhs_packing_threshold, LHS_PACKING_THRESHOLD};
 use kiln_models::{Net, NetConfig};
 
 /// Forward passes timed per round and setting.
 const PASSES: usize = 200;
-
-/// Sets gemm's left-operand packing threshold for single- and multi-threaded products.
-fn set_threshold(threshold: usize) {
-    gemm::set_lhs_packing_threshold_single_thread(threshold);
-    gemm::set_lhs_packing_threshold_multi_thread(threshold);
-}
 
 /// (median, 10th percentile) µs per image of `PASSES` forward passes of `images`.
 fn time_per_image(net: &Net<Flex>, images: &Tensor<Flex, 4>, batch: usize) -> (f64, f64) {
@@ -47,7 +41,7 @@ fn main() -> Result<(), String> {
         Some(a) => a.parse().map_err(|_| format!("batch {a:?} is not a number"))?,
         None => 8,
     };
-    let gemm_default = gemm::get_lhs_packing_threshold_single_thread();
+    let gemm_default = lhs_packing_threshold();
     let device = Default::default();
     let net = NetConfig::new().init::<Flex>(&device);
     let test = MnistDataset::from_dir("data/mnist", MnistSplit::Test).map_err(|e| e.to_string())?;
@@ -60,7 +54,7 @@ fn main() -> Result<(), String> {
     pool.install(|| {
         for round in 1..=6 {
             for threshold in [gemm_default, LHS_PACKING_THRESHOLD] {
-                set_threshold(threshold);
+                set_lhs_packing_threshold(threshold);
                 let (median, p10) = time_per_image(&net, &images, batch);
                 println!(
                     "round {round}, batch {batch}, packing threshold {threshold}: median {median:.1} µs per image, p10 {p10:.1}"

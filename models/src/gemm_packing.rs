@@ -28,11 +28,23 @@
 /// wider than 1,536 columns.
 pub const LHS_PACKING_THRESHOLD: usize = 256;
 
-/// Sets gemm's left-operand packing threshold, process-wide, for single- and multi-threaded
-/// products. Call it once before tensor work.
+/// Sets gemm's left-operand packing threshold to [`LHS_PACKING_THRESHOLD`], process-wide.
+/// Call it once before tensor work.
 pub fn read_lhs_in_place() {
-    gemm::set_lhs_packing_threshold_single_thread(LHS_PACKING_THRESHOLD);
-    gemm::set_lhs_packing_threshold_multi_thread(LHS_PACKING_THRESHOLD);
+    set_lhs_packing_threshold(LHS_PACKING_THRESHOLD);
+}
+
+/// Sets gemm's left-operand packing threshold (gemm caps it at 256), process-wide, for
+/// single- and multi-threaded products.
+pub fn set_lhs_packing_threshold(threshold: usize) {
+    gemm::set_lhs_packing_threshold_single_thread(threshold);
+    gemm::set_lhs_packing_threshold_multi_thread(threshold);
+}
+
+/// gemm's left-operand packing threshold for single-threaded products now (gemm's default
+/// until something sets it).
+pub fn lhs_packing_threshold() -> usize {
+    gemm::get_lhs_packing_threshold_single_thread()
 }
 
 #[cfg(test)]
@@ -41,8 +53,11 @@ mod tests {
 
     #[test]
     fn the_threshold_reaches_gemm() {
+        set_lhs_packing_threshold(8);
+        assert_eq!(lhs_packing_threshold(), 8);
+        assert_eq!(gemm::get_lhs_packing_threshold_multi_thread(), 8);
         read_lhs_in_place();
-        assert_eq!(gemm::get_lhs_packing_threshold_single_thread(), LHS_PACKING_THRESHOLD);
+        assert_eq!(lhs_packing_threshold(), LHS_PACKING_THRESHOLD);
         assert_eq!(gemm::get_lhs_packing_threshold_multi_thread(), LHS_PACKING_THRESHOLD);
     }
 }
