@@ -10,6 +10,7 @@
 //! - [`transforms`]: torchvision's classification transforms and the ImageNet presets.
 //! - [`sampler`]: torch's `DistributedSampler` order, epoch by epoch.
 //! - [`coco_eval`]: COCO box detection metrics (AP/AR) with pycocotools' `COCOeval` semantics.
+//! - [`fuzz`]: a seeded byte mutator for the bounded fuzz tests.
 //! - [`loader`]: parallel, prefetching, worker-count-independent batches: classification over
 //!   an ImageFolder, detection over COCO (YOLOX augmentation or letterbox).
 #![warn(missing_docs)]
@@ -17,6 +18,7 @@
 pub mod augment;
 pub mod coco;
 pub mod coco_eval;
+pub mod fuzz;
 pub mod idx;
 pub mod image_folder;
 pub mod letterbox;

@@ -20,6 +20,7 @@
 //! ([`crate::workers::MODEL_NICE`]), so any request work preempts them.
 
 use std::collections::VecDeque;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -162,29 +163,56 @@ impl Batcher {
         Preparing(self.queue.clone())
     }
 
+    /// Most images the queue holds.
+    pub fn capacity(&self) -> usize {
+        self.queue.policy.queue_capacity
+    }
+
     /// Queues one prepared image; the receiver yields the model's prediction for it.
     pub fn submit(&self, input: Vec<f32>) -> Result<oneshot::Receiver<Prediction>, Overloaded> {
-        let (reply, rx) = oneshot::channel();
+        let mut receivers = self.submit_all(vec![input])?;
+        Ok(receivers.pop().expect("one image, one receiver"))
+    }
+
+    /// Queues a request's images, all or none: when they do not all fit, none is queued (no
+    /// image of a refused request is run).
+    pub fn submit_all(&self, inputs: Vec<Vec<f32>>) -> Result<Vec<oneshot::Receiver<Prediction>>, Overloaded> {
+        let count = inputs.len();
         let mut state = self.queue.lock();
-        if state.jobs.len() >= self.queue.policy.queue_capacity {
+        if state.jobs.len() + count > self.queue.policy.queue_capacity {
             return Err(Overloaded);
         }
-        state.jobs.push_back(Job {
-            input,
-            queued: Instant::now(),
-            reply,
-        });
+        let before = state.jobs.len();
+        let queued = Instant::now();
+        let receivers = inputs
+            .into_iter()
+            .map(|input| {
+                let (reply, rx) = oneshot::channel();
+                state.jobs.push_back(Job { input, queued, reply });
+                rx
+            })
+            .collect();
         let n = state.jobs.len();
-        // A waiting worker can act now only if this is its first image, the batch is full,
+        let max_batch = self.queue.policy.max_batch;
+        // A waiting worker can act now only if these are its first images, a batch is full,
         // or nothing more is being prepared.
-        let wake = n == 1 || n == self.queue.policy.max_batch || state.preparing == 0;
+        let wake = before == 0 || (before < max_batch && n >= max_batch) || state.preparing == 0;
         drop(state);
-        if wake {
+        if wake && count > 0 {
             self.queue.signal();
         }
-        self.queue.metrics.queue_depth.inc();
-        Ok(rx)
+        self.queue.metrics.queue_depth.add(count as i64);
+        Ok(receivers)
     }
+}
+
+/// The text of a caught panic.
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
 }
 
 /// Runs `work` on a new model worker thread numbered `index`, inside its own thread pool.
@@ -257,7 +285,15 @@ impl Queue {
                 replies.push(job.reply);
             }
             let started = Instant::now();
-            let predictions = model.predict(inputs, n);
+            // A model that panics on a batch fails that batch's requests (their replies are
+            // dropped unsent), not the worker.
+            let predictions = match catch_unwind(AssertUnwindSafe(|| model.predict(inputs, n))) {
+                Ok(predictions) => predictions,
+                Err(panic) => {
+                    tracing::error!("the model failed on a batch of {n}: {}", panic_message(&*panic));
+                    continue;
+                }
+            };
             self.metrics.batch_size.observe(n as f64);
             self.metrics.inference_seconds.observe(started.elapsed().as_secs_f64());
             for (reply, prediction) in replies.into_iter().zip(predictions) {

@@ -67,7 +67,20 @@ pub struct ServeArgs {
     /// to the model workers).
     #[arg(long = "http-threads", value_parser = clap::value_parser!(u32).range(1..))]
     pub http_threads: Option<u32>,
-    /// Longest a predict request may take, in seconds (the gateway's 40 s); then 504.
+    /// Longest a predict request may take, in seconds (the gateway's 40 s), body and decode
+    /// included: a body still arriving then answers 408, anything else 504.
     #[arg(long = "timeout-s", default_value_t = 40.0)]
     pub timeout_s: f64,
+    /// Working memory that concurrent image decodes share, in MB: a request waits for its
+    /// share, and one needing more than all of it is refused (400).
+    #[arg(long = "decode-memory-mb", default_value_t = 1024.0)]
+    pub decode_memory_mb: f64,
+    /// Longest a client may take to send a request's headers (and a new connection its first
+    /// request), in seconds; then the connection is closed.
+    #[arg(long = "header-timeout-s", default_value_t = 10.0)]
+    pub header_timeout_s: f64,
+    /// Most connections open at once; more are answered 503 and closed (default: the file
+    /// descriptor limit less 64, at most 10,000).
+    #[arg(long = "max-connections", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: Option<u32>,
 }

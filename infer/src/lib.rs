@@ -4,6 +4,8 @@
 
 pub mod batcher;
 pub mod cli;
+pub mod connections;
+pub mod decode_budget;
 pub mod errors;
 pub mod metrics;
 pub mod observe;

@@ -74,6 +74,12 @@ fn config(args: &ServeArgs, cores: usize, on_gpu: bool) -> Result<ServeConfig, S
         max_pixels: args.max_pixels.max(1),
         timeout: Duration::from_secs_f64(positive("--timeout-s", args.timeout_s)?),
         drain: Duration::from_secs(45),
+        decode_memory: (positive("--decode-memory-mb", args.decode_memory_mb)? * 1_000_000.0) as u64,
+        decode_slots: cores,
+        header_timeout: Duration::from_secs_f64(positive("--header-timeout-s", args.header_timeout_s)?),
+        max_connections: args
+            .max_connections
+            .map_or_else(kiln_infer::connections::default_cap, |n| n as usize),
     })
 }
 

@@ -1,7 +1,9 @@
 //! Prometheus metrics, served at `GET /metrics` in the text exposition format.
 
+use axum::http::Method;
 use prometheus::{
-    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
 };
 
 /// Every metric the server keeps.
@@ -21,6 +23,27 @@ pub struct Metrics {
     pub inference_seconds: Histogram,
     /// Seconds it took to load the package and run the warm-up forward pass.
     pub model_load_seconds: Gauge,
+    /// Connections open now.
+    pub connections: IntGauge,
+    /// Connections refused because the cap was reached.
+    pub refused_connections: IntCounter,
+}
+
+/// The method label of a request: one of HTTP's standard methods, or `other`, so that a
+/// client cannot grow the label set with made-up methods.
+pub fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::PATCH => "PATCH",
+        Method::TRACE => "TRACE",
+        _ => "other",
+    }
 }
 
 impl Metrics {
@@ -57,6 +80,12 @@ impl Metrics {
             "Seconds to load the model and run its warm-up pass",
         )
         .expect("valid metric");
+        let connections = IntGauge::new("kiln_http_connections", "Open connections").expect("valid metric");
+        let refused_connections = IntCounter::new(
+            "kiln_http_refused_connections_total",
+            "Connections answered 503 and closed because --max-connections were open",
+        )
+        .expect("valid metric");
         for m in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(latency.clone()),
@@ -65,6 +94,8 @@ impl Metrics {
             Box::new(batch_size.clone()),
             Box::new(inference_seconds.clone()),
             Box::new(model_load_seconds.clone()),
+            Box::new(connections.clone()),
+            Box::new(refused_connections.clone()),
         ] {
             registry.register(m).expect("unique metric names");
         }
@@ -77,6 +108,8 @@ impl Metrics {
             batch_size,
             inference_seconds,
             model_load_seconds,
+            connections,
+            refused_connections,
         }
     }
 
@@ -87,6 +120,18 @@ impl Metrics {
             .encode(&self.registry.gather(), &mut buf)
             .expect("text encoding cannot fail");
         String::from_utf8(buf).expect("prometheus text is UTF-8")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn made_up_methods_share_one_label() {
+        assert_eq!(method_label(&Method::POST), "POST");
+        let made_up = Method::from_bytes(b"FROBNICATE").unwrap();
+        assert_eq!(method_label(&made_up), "other");
     }
 }
 

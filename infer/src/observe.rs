@@ -97,7 +97,7 @@ where
         // The router takes any such body as it is (it boxes it itself).
         let started = Instant::now();
         let route = self.routes.iter().position(|r| r == req.uri().path());
-        let method = req.method().clone();
+        let method_label = crate::metrics::method_label(req.method());
         let in_flight = InFlight::start(&self.metrics.in_flight);
         let response = self.router.call(req);
         let (metrics, routes) = (self.metrics.clone(), self.routes.clone());
@@ -113,10 +113,10 @@ where
             let seconds = started.elapsed().as_secs_f64();
             metrics
                 .requests
-                .with_label_values(&[path, method.as_str(), status.as_str()])
+                .with_label_values(&[path, method_label, status.as_str()])
                 .inc();
             metrics.latency.with_label_values(&[path]).observe(seconds);
-            tracing::info!(%method, path, status = status.as_u16(), ms = format!("{:.2}", seconds * 1e3), "request");
+            tracing::info!(method = method_label, path, status = status.as_u16(), ms = format!("{:.2}", seconds * 1e3), "request");
             Ok(response)
         })
     }
@@ -127,7 +127,7 @@ mod tests {
     use super::*;
     use axum::body::Body;
     use axum::extract::Request;
-    use axum::http::StatusCode;
+    use axum::http::{Method, StatusCode};
     use axum::routing::get;
 
     fn observed() -> (Observed, Arc<Metrics>) {
@@ -174,6 +174,20 @@ mod tests {
         assert_eq!(count(&[UNMATCHED, "GET", "404"]), 3);
         assert_eq!(metrics.latency.with_label_values(&[UNMATCHED]).get_sample_count(), 3);
         assert_eq!(metrics.in_flight.get(), 0);
+    }
+
+    #[tokio::test]
+    async fn made_up_methods_do_not_grow_the_metrics() {
+        let (mut service, metrics) = observed();
+        for i in 0..50 {
+            let method = Method::from_bytes(format!("M{i}").as_bytes()).unwrap();
+            let req = Request::builder().method(method).uri("/health").body(Body::empty()).unwrap();
+            let _ = service.call(req).await;
+        }
+        let text = metrics.render();
+        let series = text.lines().filter(|l| l.starts_with("kiln_http_requests_total{")).count();
+        assert_eq!(series, 1, "{text}");
+        assert!(text.contains("method=\"other\""), "{text}");
     }
 
     #[tokio::test]

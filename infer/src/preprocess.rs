@@ -2,12 +2,17 @@
 //! torchvision's evaluation transform (convert to PIL "L" or RGB, resize the shorter side
 //! (bilinear, antialiased), centre-crop, /255, normalise) or YOLOX's (letterbox with grey 114,
 //! raw 0..255 values, BGR); CHW f32.
+//!
+//! Every size is known from the header before a pixel is allocated: [`Preprocessor::plan`]
+//! refuses an image whose declared size, or whose size after the model's resize, is over the
+//! pixel limit, and estimates the working memory its preparation needs, so that the server can
+//! hold concurrent decodes to a budget.
 
 use std::io::Cursor;
 
-use image::{DynamicImage, GenericImageView, ImageBuffer, ImageDecoder, ImageReader, Limits, Pixel};
+use image::{DynamicImage, GenericImageView, ImageBuffer, ImageDecoder, ImageFormat, ImageReader, Limits, Pixel};
 use kiln_data::letterbox;
-use kiln_data::transforms::{to_pil_luma, CenterCrop, Resize};
+use kiln_data::transforms::{resized_size, to_pil_luma, CenterCrop, Resize};
 use kiln_models::package::{ChannelOrder, InputSpec, ResizeMode};
 
 /// Why an upload cannot be turned into a model input.
@@ -31,6 +36,49 @@ pub enum PreprocessError {
         /// The configured limit.
         limit: u64,
     },
+    /// The model's resize would make the image larger than the pixel limit (a 1×50,000 image
+    /// whose shorter side becomes 256 pixels).
+    #[error(
+        "image is {width}x{height}: resizing it for the model would make it {resized_width}x{resized_height}, \
+         over the limit of {limit} pixels"
+    )]
+    ResizeTooLarge {
+        /// Declared width.
+        width: u32,
+        /// Declared height.
+        height: u32,
+        /// Width after the resize.
+        resized_width: u32,
+        /// Height after the resize.
+        resized_height: u32,
+        /// The configured limit.
+        limit: u64,
+    },
+    /// Preparing the image needs more working memory than the server lets all decodes share.
+    #[error("image is {width}x{height}: preparing it needs {need} bytes, over the decode memory budget of {budget}")]
+    OverBudget {
+        /// Declared width.
+        width: u32,
+        /// Declared height.
+        height: u32,
+        /// The estimated working memory.
+        need: u64,
+        /// The server's budget.
+        budget: u64,
+    },
+}
+
+/// What an upload's header says, before any pixel is decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Plan {
+    /// Declared width.
+    pub width: u32,
+    /// Declared height.
+    pub height: u32,
+    /// Bytes the decode and transform hold at their peak (an estimate from above: the decoded
+    /// image, its 8-bit conversion, the resampler's f32 intermediate and output, the crop and
+    /// the model input).
+    pub bytes: u64,
 }
 
 /// One upload, ready for the model.
@@ -74,6 +122,48 @@ impl Preprocessor {
         self.spec.channels * self.spec.height * self.spec.width
     }
 
+    /// Reads the upload's header only: its size, checked against the pixel limit before and
+    /// after the model's resize, and the memory its preparation needs.
+    pub fn plan(&self, bytes: &[u8]) -> Result<Plan, PreprocessError> {
+        let decoder = self.header(bytes)?;
+        self.plan_decoder(&decoder)
+    }
+
+    fn plan_decoder(&self, decoder: &impl ImageDecoder) -> Result<Plan, PreprocessError> {
+        let (width, height) = decoder.dimensions();
+        let pixels = width as u64 * height as u64;
+        if pixels > self.max_pixels {
+            return Err(PreprocessError::TooManyPixels {
+                width,
+                height,
+                pixels,
+                limit: self.max_pixels,
+            });
+        }
+        let spec = &self.spec;
+        let channels = spec.channels as u64;
+        let (rw, rh) = match spec.resize {
+            ResizeMode::CenterCrop => resized_size(width, height, spec.resize_shorter as u32),
+            ResizeMode::Letterbox => (spec.width as u32, spec.height as u32),
+        };
+        if rw as u64 * rh as u64 > self.max_pixels {
+            return Err(PreprocessError::ResizeTooLarge {
+                width,
+                height,
+                resized_width: rw,
+                resized_height: rh,
+                limit: self.max_pixels,
+            });
+        }
+        let model_input = (spec.channels * spec.height * spec.width) as u64;
+        let bytes = decoder.total_bytes()
+            + pixels * 4 // the 8-bit RGB or luma conversion (RGB on the way to luma)
+            + width as u64 * rh as u64 * 16 // the resampler's vertical pass (RGBA f32)
+            + rw as u64 * rh as u64 * channels // the resized image
+            + model_input * (1 + 4); // the crop or canvas, and the f32 input
+        Ok(Plan { width, height, bytes })
+    }
+
     /// Decodes and transforms one upload.
     pub fn prepare(&self, bytes: &[u8]) -> Result<Prepared, PreprocessError> {
         let image = self.decode(bytes)?;
@@ -99,7 +189,8 @@ impl Preprocessor {
         })
     }
 
-    fn decode(&self, bytes: &[u8]) -> Result<DynamicImage, PreprocessError> {
+    /// The decoder, having read the header only.
+    fn header<'a>(&self, bytes: &'a [u8]) -> Result<impl ImageDecoder + 'a, PreprocessError> {
         if bytes.is_empty() {
             return Err(PreprocessError::Empty);
         }
@@ -107,23 +198,24 @@ impl Preprocessor {
         let mut reader = ImageReader::new(Cursor::new(bytes))
             .with_guessed_format()
             .map_err(|e| undecodable(&e))?;
+        if reader.format() == Some(ImageFormat::Jpeg) && !jpeg_is_complete(bytes) {
+            // zune-jpeg fills a cut-off scan with grey; PIL refuses the file ("image file is
+            // truncated"), and so does kiln.
+            return Err(PreprocessError::Undecodable(
+                "the JPEG data is truncated (no end-of-image marker after its last scan)".into(),
+            ));
+        }
         let mut limits = Limits::default();
         limits.max_alloc = Some(self.max_pixels.saturating_mul(16).max(1 << 20));
         reader.limits(limits);
-        // The decoder has read the header only: check the declared size before any pixel is
-        // allocated.
-        let decoder = reader.into_decoder().map_err(|e| undecodable(&e))?;
-        let (width, height) = decoder.dimensions();
-        let pixels = width as u64 * height as u64;
-        if pixels > self.max_pixels {
-            return Err(PreprocessError::TooManyPixels {
-                width,
-                height,
-                pixels,
-                limit: self.max_pixels,
-            });
-        }
-        DynamicImage::from_decoder(decoder).map_err(|e| undecodable(&e))
+        reader.into_decoder().map_err(|e| undecodable(&e))
+    }
+
+    fn decode(&self, bytes: &[u8]) -> Result<DynamicImage, PreprocessError> {
+        let decoder = self.header(bytes)?;
+        // The header alone decides whether the image may be decoded at all.
+        self.plan_decoder(&decoder)?;
+        DynamicImage::from_decoder(decoder).map_err(|e| PreprocessError::Undecodable(e.to_string()))
     }
 
     /// The classification job's evaluation transform (kiln-data's): resize the shorter side,
@@ -165,10 +257,22 @@ impl Preprocessor {
     }
 }
 
+/// Whether a JPEG stream ends its last scan: an end-of-image marker (`FF D9`) after the last
+/// start-of-scan (`FF DA`). Inside entropy-coded data every `FF` is followed by `00` or a
+/// restart marker, so neither marker can occur there by chance; an embedded thumbnail's
+/// markers come before the main image's scans.
+fn jpeg_is_complete(bytes: &[u8]) -> bool {
+    let last_scan = bytes.windows(2).rposition(|w| w == [0xFF, 0xDA]);
+    let Some(scan) = last_scan else {
+        return false;
+    };
+    bytes[scan..].windows(2).any(|w| w == [0xFF, 0xD9])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use image::{GrayImage, ImageFormat, Luma, Rgb, RgbImage};
+    use image::{GrayImage, Luma, Rgb, RgbImage};
 
     fn mnist_spec() -> InputSpec {
         InputSpec::center_crop(1, 28, 28, vec![0.1307], vec![0.3081])
@@ -293,5 +397,56 @@ mod tests {
                 limit: 40_000_000
             })
         );
+    }
+
+    /// A 1×50,000 image (178 bytes as PNG) would be 256×12,800,000 after a ResNet's resize:
+    /// refused from the header, with both sizes.
+    #[test]
+    fn a_resize_past_the_pixel_limit_is_refused_before_decoding() {
+        let spec = InputSpec::center_crop(3, 224, 256, vec![0.5; 3], vec![0.5; 3]);
+        let p = Preprocessor::new(spec, 40_000_000);
+        let thin = encode(&DynamicImage::ImageLuma8(GrayImage::new(1, 50_000)), ImageFormat::Png);
+        assert_eq!(
+            p.prepare(&thin),
+            Err(PreprocessError::ResizeTooLarge {
+                width: 1,
+                height: 50_000,
+                resized_width: 256,
+                resized_height: 12_800_000,
+                limit: 40_000_000
+            })
+        );
+        assert_eq!(p.plan(&thin).unwrap_err(), p.prepare(&thin).unwrap_err());
+    }
+
+    /// The plan's estimate covers the decoded image, its conversion, the resampler's f32
+    /// intermediate, the resized image and the model input: for a 100×200 16-bit RGBA PNG on
+    /// the MNIST input, 100·200·8 + 100·200·4 + 100·56·16 + 28·56 + 784·5 bytes.
+    #[test]
+    fn the_plan_estimates_the_peak_memory_from_the_header() {
+        let img = DynamicImage::ImageRgba16(image::ImageBuffer::new(100, 200));
+        let png = encode(&img, ImageFormat::Png);
+        let plan = Preprocessor::new(mnist_spec(), 1 << 20).plan(&png).unwrap();
+        let expected = 100 * 200 * 8 + 100 * 200 * 4 + 100 * 56 * 16 + 28 * 56 + 784 * 5;
+        assert_eq!(plan, Plan { width: 100, height: 200, bytes: expected });
+    }
+
+    /// A JPEG cut inside its scan is refused (PIL: "image file is truncated"); the whole file
+    /// and one with bytes after its end marker are accepted, as PIL accepts them.
+    #[test]
+    fn truncated_jpegs_are_refused() {
+        let img = RgbImage::from_fn(64, 64, |x, y| Rgb([(x * 4) as u8, (y * 4) as u8, 9]));
+        let jpeg = encode(&DynamicImage::ImageRgb8(img), ImageFormat::Jpeg);
+        let p = Preprocessor::new(mnist_spec(), 1 << 20);
+        assert!(p.prepare(&jpeg).is_ok());
+        let mut trailing = jpeg.clone();
+        trailing.extend_from_slice(b"\0\0trailer");
+        assert!(p.prepare(&trailing).is_ok());
+        for cut in [jpeg.len() - 2, jpeg.len() / 2] {
+            match p.prepare(&jpeg[..cut]) {
+                Err(PreprocessError::Undecodable(msg)) => assert!(msg.contains("truncated"), "{msg}"),
+                other => panic!("cut at {cut}: {other:?}"),
+            }
+        }
     }
 }

@@ -13,6 +13,9 @@ use kiln_models::{
     NET_ARCHITECTURE,
 };
 
+/// The smallest ResNet input kiln serves: 32×32 leaves layer4 a 1×1 map (stride 32).
+const RESNET_MIN_SIDE: usize = 32;
+
 /// What a model says about one image.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Prediction {
@@ -36,7 +39,19 @@ pub fn load_model<B: Backend>(
 ) -> Result<Box<dyn ImageModel>, PackageError> {
     let classes = config.kiln.labels.len();
     let architecture = config.kiln.architecture.as_str();
+    let input = &config.kiln.input;
+    let refuse = |msg: String| PackageError::Unsupported {
+        path: dir.join(CONFIG_FILE),
+        msg,
+    };
     if architecture == NET_ARCHITECTURE {
+        // The network's first linear layer takes 64 × 12 × 12 features: a 28×28 grey input.
+        if (input.channels, input.height, input.width) != (1, 28, 28) {
+            return Err(refuse(format!(
+                "kiln.input: {NET_ARCHITECTURE} takes 1-channel 28x28 inputs (got {} channels, {}x{})",
+                input.channels, input.width, input.height
+            )));
+        }
         let net = load_weights(
             dir,
             config,
@@ -45,6 +60,13 @@ pub fn load_model<B: Backend>(
         return Ok(Classifier::boxed(config, device, true, move |x| net.forward(x)));
     }
     if let Ok(arch) = architecture.parse::<ResNetArch>() {
+        if input.channels != 3 || input.height < RESNET_MIN_SIDE {
+            return Err(refuse(format!(
+                "kiln.input: {arch} takes 3-channel inputs of at least {RESNET_MIN_SIDE}x{RESNET_MIN_SIDE} \
+                 (got {} channels, {}x{})",
+                input.channels, input.width, input.height
+            )));
+        }
         let resnet = load_weights(dir, config, ResNetConfig::new(arch, classes).init::<B>(device))?.fold_batch_norms();
         return Ok(Classifier::boxed(config, device, false, move |x| resnet.forward(x)));
     }
@@ -191,6 +213,20 @@ mod tests {
         let mut config = kiln_models::yolox_package_config(YoloxVariant::Nano, (64, 64), &names);
         config.kiln.input.resize = ResizeMode::CenterCrop;
         assert!(refusal(&config).contains("letterboxed"));
+    }
+
+    #[test]
+    fn inputs_the_network_cannot_take_are_refused() {
+        let mut config = kiln_models::net_package_config(&NetConfig::new());
+        config.kiln.input.channels = 3;
+        let msg = refusal(&config);
+        assert!(msg.contains("1-channel 28x28") && msg.contains("3 channels"), "{msg}");
+        let mut config = kiln_models::net_package_config(&NetConfig::new());
+        (config.kiln.input.height, config.kiln.input.width) = (32, 32);
+        assert!(refusal(&config).contains("32x32"));
+        let mut config = kiln_models::resnet_package_config(ResNetArch::ResNet18, &["cat".to_string()]);
+        (config.kiln.input.height, config.kiln.input.width) = (16, 16);
+        assert!(refusal(&config).contains("at least 32x32"));
     }
 
     #[test]

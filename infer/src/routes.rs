@@ -5,8 +5,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use axum::body::Body;
 use axum::extract::multipart::MultipartError;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Request, State};
 use axum::http::{header, Method, StatusCode};
@@ -16,6 +19,7 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 
 use crate::batcher::{Batcher, Preparing};
+use crate::decode_budget::DecodeBudget;
 use crate::errors::ApiError;
 use crate::metrics::Metrics;
 use crate::observe::Observed;
@@ -36,8 +40,11 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Largest accepted request body in bytes.
     pub max_body: usize,
-    /// Longest a predict request may take before it answers 504.
+    /// Longest a predict request may take, body and decode included: a body still arriving
+    /// then answers 408, anything later 504.
     pub timeout: Duration,
+    /// The memory and decode slots that concurrent decodes share.
+    pub budget: DecodeBudget,
 }
 
 /// Paths the server owns; an `apis` entry may not take them.
@@ -130,7 +137,8 @@ struct FieldFiles {
 async fn predict(State(state): State<Arc<AppState>>, req: Request) -> Response {
     let detail = wants_detail(req.uri().query());
     let timeout = state.timeout;
-    match tokio::time::timeout(timeout, predict_inner(state, detail, req)).await {
+    let deadline = Instant::now() + timeout;
+    match tokio::time::timeout_at(deadline, predict_inner(state, detail, req, deadline)).await {
         Ok(Ok(body)) => Json(body).into_response(),
         Ok(Err(e)) => e.into_response(),
         Err(_) => ApiError::new(
@@ -141,7 +149,7 @@ async fn predict(State(state): State<Arc<AppState>>, req: Request) -> Response {
     }
 }
 
-async fn predict_inner(state: Arc<AppState>, detail: bool, req: Request) -> Result<Value, ApiError> {
+async fn predict_inner(state: Arc<AppState>, detail: bool, req: Request, deadline: Instant) -> Result<Value, ApiError> {
     ensure_ready(&state)?;
     let content_type = req
         .headers()
@@ -163,7 +171,19 @@ async fn predict_inner(state: Arc<AppState>, detail: bool, req: Request) -> Resu
         return Err(too_large(state.max_body));
     }
     let guard = state.batcher.preparing();
-    let fields = read_fields(&state, req).await?;
+    // A body that has not arrived by the deadline is the client's fault: 408, not 504. (The
+    // outer timeout polls this future first, so at the deadline this answer wins.)
+    let fields = tokio::time::timeout_at(deadline, read_fields(&state, req))
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the request body did not arrive within {} s",
+                    state.timeout.as_secs_f64()
+                ),
+            )
+        })??;
     let prepared = prepare_off_executor(&state, fields).await?;
     let answers = answer(&state, prepared, guard).await?;
     Ok(render(&state.labels, &answers, detail))
@@ -176,24 +196,29 @@ async fn answer(
     prepared: PreparedFields,
     preparing: Preparing,
 ) -> Result<Vec<(String, Vec<Answer>)>, ApiError> {
+    let mut inputs = Vec::new();
     let mut pending = Vec::new();
     for (name, files) in prepared {
         for (file_name, file) in files {
-            let rx = state.batcher.submit(file.input).map_err(|_| {
-                ApiError::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "the inference queue is full; retry later",
-                )
-            })?;
-            pending.push((name.clone(), file_name, file.size, file.ratio, rx));
+            inputs.push(file.input);
+            pending.push((name.clone(), file_name, file.size, file.ratio));
         }
     }
+    let receivers = state.batcher.submit_all(inputs).map_err(|_| {
+        ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "the inference queue is full; retry later",
+        )
+    })?;
     drop(preparing);
     let mut answers: Vec<(String, Vec<Answer>)> = Vec::new();
-    for (name, file_name, size, ratio, rx) in pending {
-        let prediction = rx
-            .await
-            .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the model stopped"))?;
+    for ((name, file_name, size, ratio), rx) in pending.into_iter().zip(receivers) {
+        let prediction = rx.await.map_err(|_| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the model failed on this request's batch (the server log says why)",
+            )
+        })?;
         let answer = Answer {
             file_name,
             size,
@@ -240,6 +265,8 @@ async fn read_fields(state: &AppState, req: Request<Body>) -> Result<Vec<FieldFi
         .await
         .map_err(|e| ApiError::bad_request(format!("malformed multipart request: {}", e.body_text())))?;
     let mut fields: Vec<FieldFiles> = Vec::new();
+    let max_files = state.batcher.capacity();
+    let mut count = 0;
     while let Some(field) = multipart.next_field().await.map_err(|e| multipart_error(state, e))? {
         let name = field.name().unwrap_or("").to_string();
         let file_name = field.file_name().map(str::to_string);
@@ -249,6 +276,14 @@ async fn read_fields(state: &AppState, req: Request<Body>) -> Result<Vec<FieldFi
         }
         if name.is_empty() {
             return Err(ApiError::bad_request("a file part has no field name"));
+        }
+        count += 1;
+        if count > max_files {
+            // A retry could never succeed: the queue never holds more than this.
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the request has more than {max_files} images, the most one request may send (--queue)"),
+            ));
         }
         let bytes = field.bytes().await.map_err(|e| multipart_error(state, e))?;
         let file = (file_name.unwrap_or_default(), bytes.to_vec());
@@ -271,25 +306,47 @@ async fn read_fields(state: &AppState, req: Request<Body>) -> Result<Vec<FieldFi
 /// Each field's files, prepared, with their file names.
 type PreparedFields = Vec<(String, Vec<(String, Prepared)>)>;
 
-/// Uploads up to this many bytes in total are decoded on the executor thread: a small image
-/// decodes faster than a hop to the blocking pool.
-const INLINE_DECODE_BYTES: usize = 64 * 1024;
-
-/// ... as long as the model input has at most this many values (a 224×224 RGB crop): filling
-/// a large input (YOLOX's 640×640 letterbox) takes milliseconds even from a small image.
-const INLINE_INPUT_VALUES: usize = 3 * 224 * 224;
-
-/// Decodes and transforms every file, on the blocking pool unless the upload and the model
-/// input are small.
+/// Decodes and transforms every file on a blocking thread, never on the threads that answer
+/// requests. The headers are read first: an image over the pixel limits, or needing more
+/// memory than the whole decode budget, is refused before anything is decoded; otherwise the
+/// request waits for its share of the budget (the largest image's peak, since a request's
+/// images are decoded one after another, plus every model input).
 async fn prepare_off_executor(state: &AppState, fields: Vec<FieldFiles>) -> Result<PreparedFields, ApiError> {
-    let total: usize = fields.iter().flat_map(|f| f.files.iter().map(|(_, b)| b.len())).sum();
-    if total <= INLINE_DECODE_BYTES && state.preprocessor.input_len() <= INLINE_INPUT_VALUES {
-        return prepare_all(&state.preprocessor, fields);
+    let input_bytes = state.preprocessor.input_len() as u64 * 4;
+    let mut peak = 0;
+    let mut inputs = 0;
+    for f in &fields {
+        for (file_name, bytes) in &f.files {
+            let plan = state
+                .preprocessor
+                .plan(bytes)
+                .map_err(|e| upload_error(&f.name, file_name, e))?;
+            let over = |budget| PreprocessError::OverBudget {
+                width: plan.width,
+                height: plan.height,
+                need: plan.bytes,
+                budget,
+            };
+            state
+                .budget
+                .check(plan.bytes)
+                .map_err(|o| upload_error(&f.name, file_name, over(o.budget)))?;
+            peak = peak.max(plan.bytes);
+            inputs += input_bytes;
+        }
     }
-    let preprocessor = state.preprocessor.clone();
-    tokio::task::spawn_blocking(move || prepare_all(&preprocessor, fields))
+    let reservation = state
+        .budget
+        .reserve((peak + inputs).min(state.budget.bytes()))
         .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("preprocessing failed: {e}")))?
+        .map_err(|o| ApiError::bad_request(format!("the request's images need more than the decode budget of {} bytes", o.budget)))?;
+    let preprocessor = state.preprocessor.clone();
+    tokio::task::spawn_blocking(move || {
+        let _reservation = reservation;
+        prepare_all(&preprocessor, fields)
+    })
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("preprocessing failed: {e}")))?
 }
 
 fn prepare_all(p: &Preprocessor, fields: Vec<FieldFiles>) -> Result<PreparedFields, ApiError> {
@@ -319,7 +376,20 @@ fn upload_error(field: &str, file_name: &str, e: PreprocessError) -> ApiError {
     ApiError::bad_request(format!("field {field:?}{file}: {e}"))
 }
 
-async fn websocket(State(state): State<Arc<AppState>>, ws: WebSocketUpgrade) -> Response {
+async fn websocket(
+    State(state): State<Arc<AppState>>,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(rejection) => {
+            return ApiError::new(
+                rejection.status(),
+                format!("/ws takes WebSocket upgrades only: {}", rejection.body_text()),
+            )
+            .into_response()
+        }
+    };
     let max = state.max_body;
     ws.max_message_size(max)
         .on_upgrade(move |socket| ws_session(state, socket))

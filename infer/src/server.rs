@@ -8,16 +8,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::ServiceExt;
-use axum_server::accept::NoDelayAcceptor;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
 use axum_server::tls_rustls::RustlsAcceptor;
 use axum_server::Handle;
 use burn::tensor::backend::Backend;
 use kiln_models::PackageConfig;
 
-use crate::batcher::{BatchPolicy, Batcher};
+use crate::batcher::{panic_message, BatchPolicy, Batcher};
+use crate::connections::CappedAcceptor;
+use crate::decode_budget::DecodeBudget;
 use crate::metrics::Metrics;
 use crate::preprocess::Preprocessor;
-use crate::registry::{load_model, ImageModel};
+use crate::registry::{load_model, ImageModel, Prediction};
 use crate::routes::{app, predict_paths, AppState};
 use crate::tls::{rustls_config, TlsMode};
 
@@ -40,6 +43,15 @@ pub struct ServeConfig {
     pub timeout: Duration,
     /// How long shutdown waits for in-flight requests.
     pub drain: Duration,
+    /// Working memory that concurrent decodes share, in bytes.
+    pub decode_memory: u64,
+    /// Decodes running at once (the cores).
+    pub decode_slots: usize,
+    /// Longest a client may take to send a request's headers, and a new connection its first
+    /// request; then the connection is closed.
+    pub header_timeout: Duration,
+    /// Most connections open at once; more are answered 503 and closed.
+    pub max_connections: usize,
 }
 
 /// Why the server could not start or stopped with an error.
@@ -97,7 +109,7 @@ where
             metrics.clone(),
             move || {
                 let model = loader()?;
-                model.predict(vec![0.0; input_len], 1); // warm-up pass
+                warm_up(&*model, input_len)?;
                 metrics.model_load_seconds.set(started.elapsed().as_secs_f64());
                 Ok(model)
             },
@@ -118,17 +130,17 @@ where
         metrics,
         max_body: config.max_body,
         timeout: config.timeout,
+        budget: DecodeBudget::new(config.decode_memory, config.decode_slots),
     });
     let application = app(state.clone(), &paths);
 
     let handle = Handle::new();
-    let drain = config.drain;
     tokio::spawn({
-        let handle = handle.clone();
+        let (handle, metrics, drain) = (handle.clone(), state.metrics.clone(), config.drain);
         async move {
             shutdown.await;
             tracing::info!("shutting down: draining in-flight requests");
-            handle.graceful_shutdown(Some(drain));
+            stop_when_drained(handle, metrics, drain).await;
         }
     });
     // A load failure is recorded here before it stops the server, so the caller sees it.
@@ -166,14 +178,27 @@ where
     });
 
     let service = ServiceExt::<axum::extract::Request>::into_make_service(application);
-    // TCP_NODELAY: small JSON answers go out at once instead of waiting on delayed ACKs.
-    let server = axum_server::bind(config.addr).handle(handle);
+    let acceptor = CappedAcceptor::new(
+        config.max_connections,
+        tls.is_none(),
+        state.metrics.connections.clone(),
+        state.metrics.refused_connections.clone(),
+    );
+    let mut server = axum_server::bind(config.addr)
+        .handle(handle)
+        .first_request_timeout(config.header_timeout);
+    server
+        .http_builder()
+        .http1()
+        .header_read_timeout(Some(config.header_timeout));
     let served = match tls {
         Some(tls) => {
-            let acceptor = RustlsAcceptor::new(tls).acceptor(NoDelayAcceptor::new());
+            let acceptor = RustlsAcceptor::new(tls)
+                .handshake_timeout(config.header_timeout)
+                .acceptor(acceptor);
             server.acceptor(acceptor).serve(service).await
         }
-        None => server.acceptor(NoDelayAcceptor::new()).serve(service).await,
+        None => server.acceptor(acceptor).serve(service).await,
     };
     served.map_err(|source| ServeError::Io {
         addr: config.addr,
@@ -184,6 +209,43 @@ where
     match failure {
         Some(e) => Err(ServeError::ModelLoad(e)),
         None => Ok(()),
+    }
+}
+
+/// Runs the warm-up pass: a model that panics on an input of the package's shape, or answers
+/// it with non-finite values, is refused with the cause.
+fn warm_up(model: &dyn ImageModel, input_len: usize) -> Result<(), String> {
+    let predictions = catch_unwind(AssertUnwindSafe(|| model.predict(vec![0.0; input_len], 1)))
+        .map_err(|panic| format!("the warm-up pass failed: {}", panic_message(&*panic)))?;
+    for prediction in predictions {
+        if let Prediction::Classes(probs) = prediction {
+            if probs.iter().any(|p| !p.is_finite()) {
+                return Err("the warm-up pass gave non-finite class probabilities (NaN or infinite weights?)".into());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Graceful shutdown that idle and half-sent connections cannot hold up: connections stop
+/// being accepted and idle ones close; once no request has been in flight for a moment (or
+/// `drain` has passed), every connection left is closed.
+async fn stop_when_drained(handle: Handle<SocketAddr>, metrics: Arc<Metrics>, drain: Duration) {
+    handle.graceful_shutdown(Some(drain));
+    let settle = Duration::from_millis(100);
+    let mut idle_since: Option<Instant> = None;
+    loop {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        if metrics.in_flight.get() > 0 {
+            idle_since = None;
+            continue;
+        }
+        // An answer may still be on its way out: wait a moment without requests.
+        let since = *idle_since.get_or_insert_with(Instant::now);
+        if since.elapsed() >= settle {
+            handle.shutdown();
+            return;
+        }
     }
 }
 

@@ -45,6 +45,17 @@ async fn start(
     timeout: Duration,
     gate: Option<std::sync::mpsc::Receiver<()>>,
 ) -> Running {
+    start_with(delay, policy, timeout, gate, |_| {}).await
+}
+
+/// [`start`], with the configuration changed by `tune` first.
+async fn start_with(
+    delay: Duration,
+    policy: BatchPolicy,
+    timeout: Duration,
+    gate: Option<std::sync::mpsc::Receiver<()>>,
+    tune: impl FnOnce(&mut ServeConfig),
+) -> Running {
     let batches = Arc::new(Mutex::new(Vec::new()));
     let model = SlowModel {
         delay,
@@ -56,7 +67,7 @@ async fn start(
         }
         Ok(Box::new(model) as Box<dyn ImageModel>)
     };
-    let config = ServeConfig {
+    let mut config = ServeConfig {
         model_dir: "unused".into(),
         addr: "127.0.0.1:0".parse().unwrap(),
         tls: TlsMode::Off,
@@ -65,7 +76,12 @@ async fn start(
         max_pixels: 1_000_000,
         timeout,
         drain: Duration::from_secs(10),
+        decode_memory: 256 << 20,
+        decode_slots: 2,
+        header_timeout: Duration::from_secs(10),
+        max_connections: 1000,
     };
+    tune(&mut config);
     let package = kiln_models::net_package_config(&kiln_models::NetConfig::new());
     let (addr_tx, addr_rx) = oneshot::channel::<SocketAddr>();
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
@@ -240,4 +256,170 @@ async fn shutdown_drains_in_flight_requests() {
         reqwest::get(format!("{}/health", s.base)).await.is_err(),
         "still accepting after shutdown"
     );
+}
+
+/// A request with more images than the queue can ever hold is refused as too large (a retry
+/// could not succeed), and none of its images reaches the model.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_images_than_the_queue_holds_is_413() {
+    let s = start(Duration::ZERO, policy(4, 3), Duration::from_secs(5), None).await;
+    wait_ready(&s.base).await;
+    let png = encode_digit(&test_digits(1)[0], 1, ImageFormat::Png);
+    let mut form = Form::new();
+    for i in 0..4 {
+        form = form.part("image", Part::bytes(png.clone()).file_name(format!("{i}.png")));
+    }
+    let r = reqwest::Client::new()
+        .post(format!("{}/", s.base))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert!(body["error_msg"].as_str().unwrap().contains("more than 3 images"), "{body}");
+    assert_eq!(*s.batches.lock().unwrap(), vec![1], "only the warm-up ran");
+}
+
+/// Sends raw bytes on a new connection and returns it.
+async fn raw(base: &str, bytes: &[u8]) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let addr = base.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(bytes).await.unwrap();
+    stream
+}
+
+/// Reads what the server sends until it closes the connection (at most `limit`).
+async fn read_to_close(stream: &mut tokio::net::TcpStream, limit: Duration) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    let mut answer = Vec::new();
+    match tokio::time::timeout(limit, stream.read_to_end(&mut answer)).await {
+        Ok(_) => Some(String::from_utf8_lossy(&answer).into_owned()),
+        Err(_) => None,
+    }
+}
+
+/// A body that stops halfway is the client's fault: 408 at the deadline, with the JSON body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_body_answers_408() {
+    let s = start(Duration::ZERO, policy(4, 16), Duration::from_millis(400), None).await;
+    wait_ready(&s.base).await;
+    let head = "POST / HTTP/1.1\r\nhost: x\r\ncontent-type: multipart/form-data; boundary=b\r\n\
+                content-length: 1000\r\n\r\n--b\r\ncontent-disposition: form-data; name=\"image\"; \
+                filename=\"a.png\"\r\n\r\nPNG";
+    let started = Instant::now();
+    let mut stream = raw(&s.base, head.as_bytes()).await;
+    let answer = read_to_close(&mut stream, Duration::from_secs(5)).await.expect("answered");
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("KILN.408"), "{answer}");
+    assert!(started.elapsed() < Duration::from_secs(2));
+}
+
+/// A connection that stops mid-header is closed after the header timeout, and does not hold
+/// up shutdown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_sent_headers_are_closed_and_do_not_hold_shutdown() {
+    let mut s = start_with(Duration::ZERO, policy(4, 16), Duration::from_secs(5), None, |c| {
+        c.header_timeout = Duration::from_millis(300);
+        c.drain = Duration::from_secs(30);
+    })
+    .await;
+    wait_ready(&s.base).await;
+    let mut stalled = raw(&s.base, b"GET /health HTTP/1.1\r\nhost: x\r\nx-half: ").await;
+    assert!(
+        read_to_close(&mut stalled, Duration::from_secs(3)).await.is_some(),
+        "the stalled connection was not closed"
+    );
+    // Another one, open when shutdown begins: shutdown does not wait the 30 s drain for it.
+    let _open = raw(&s.base, b"GET /health HTTP/1.1\r\nhost: x\r\n").await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let started = Instant::now();
+    s.stop.take().unwrap().send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), s.task)
+        .await
+        .expect("shutdown finished")
+        .unwrap()
+        .unwrap();
+    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+}
+
+/// Past the connection cap a new connection reads a JSON 503 and is closed, and the ones
+/// already open still work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_the_cap_get_503() {
+    let s = start_with(Duration::ZERO, policy(4, 16), Duration::from_secs(5), None, |c| {
+        c.max_connections = 3;
+    })
+    .await;
+    wait_ready(&s.base).await;
+    // reqwest's pooled connection from wait_ready may still be open: fill up to the cap.
+    let mut held = Vec::new();
+    let mut refused = None;
+    for _ in 0..4 {
+        let mut stream = raw(&s.base, b"").await;
+        if let Some(answer) = read_to_close(&mut stream, Duration::from_millis(300)).await {
+            refused = Some(answer);
+            break;
+        }
+        held.push(stream);
+    }
+    let answer = refused.expect("a connection past the cap was refused");
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("KILN.503"), "{answer}");
+    // Closing one frees a place.
+    drop(held.pop());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut stream = raw(&s.base, b"GET /health HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").await;
+    let answer = read_to_close(&mut stream, Duration::from_secs(3)).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
+/// A model that panics on its warm-up input is refused at load with the panic's message, and
+/// `/health` never turns OK.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_that_cannot_run_is_refused_at_load() {
+    struct Broken;
+    impl ImageModel for Broken {
+        fn predict(&self, _: Vec<f32>, _: usize) -> Vec<Prediction> {
+            panic!("shapes do not fit: [1, 3, 32, 32] into a 28x28 network")
+        }
+    }
+    struct NotFinite;
+    impl ImageModel for NotFinite {
+        fn predict(&self, _: Vec<f32>, n: usize) -> Vec<Prediction> {
+            vec![Prediction::Classes(vec![f32::NAN; 10]); n]
+        }
+    }
+    let models: [(Box<dyn ImageModel>, &str); 2] = [
+        (Box::new(Broken), "shapes do not fit"),
+        (Box::new(NotFinite), "non-finite"),
+    ];
+    for (model, cause) in models {
+        let config = ServeConfig {
+            model_dir: "unused".into(),
+            addr: "127.0.0.1:0".parse().unwrap(),
+            tls: TlsMode::Off,
+            policy: policy(4, 16),
+            max_body: 1_000_000,
+            max_pixels: 1_000_000,
+            timeout: Duration::from_secs(5),
+            drain: Duration::from_secs(1),
+            decode_memory: 1 << 20,
+            decode_slots: 1,
+            header_timeout: Duration::from_secs(1),
+            max_connections: 10,
+        };
+        let package = kiln_models::net_package_config(&kiln_models::NetConfig::new());
+        let result = tokio::time::timeout(
+            Duration::from_secs(10),
+            serve(config, package, move || Ok(model), |_, _| {}, std::future::pending()),
+        )
+        .await
+        .expect("the server stopped");
+        match result {
+            Err(ServeError::ModelLoad(e)) => assert!(e.contains(cause), "{e}"),
+            other => panic!("{other:?}"),
+        }
+    }
 }

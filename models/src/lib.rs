@@ -2,6 +2,7 @@
 //! connects `kiln-train` to `kiln-serve`.
 #![warn(missing_docs)]
 
+pub mod checksum;
 pub mod device;
 mod dropout;
 #[cfg(test)]
@@ -14,6 +15,7 @@ mod params;
 mod pool;
 pub mod resnet;
 pub mod specialize;
+pub mod tensor_check;
 mod torch_keys;
 pub mod yolox;
 

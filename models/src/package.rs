@@ -25,6 +25,8 @@ use burn::tensor::backend::Backend;
 use burn_store::{BurnToPyTorchAdapter, ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore};
 use serde::{Deserialize, Serialize};
 
+use crate::checksum::file_sha256_hex;
+use crate::tensor_check::unusable;
 use crate::torch_keys::KeyScheme;
 use crate::yolox::YoloxVariant;
 
@@ -36,6 +38,10 @@ pub const WEIGHTS_FILE: &str = "model.safetensors";
 /// (`input.resize`, `input.scale`, `input.channel_order`, `detection`) have defaults that
 /// keep the meaning of packages written before them.
 pub const FORMAT_VERSION: u32 = 1;
+
+/// The longest side of a model input (and of a centre crop's resize) a package may ask for:
+/// a 4096×4096 RGB input is 200 MB of f32 per image.
+pub const MAX_INPUT_SIDE: usize = 4096;
 
 /// The platform's `model_algorithm` of a classifier.
 pub const IMAGE_CLASSIFICATION: &str = "image_classification";
@@ -91,6 +97,10 @@ pub struct ModelSpec {
     pub architecture: String,
     /// The weights file, relative to the package folder.
     pub weights: String,
+    /// The weights file's SHA-256 (hex), checked on load; absent in packages written before
+    /// it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weights_sha256: Option<String>,
     /// How an uploaded image becomes the model's input.
     pub input: InputSpec,
     /// Output labels in class-index order (numbers for MNIST, names for ImageFolder or COCO
@@ -331,6 +341,7 @@ impl PackageConfig {
                 format_version: FORMAT_VERSION,
                 architecture: architecture.into(),
                 weights: WEIGHTS_FILE.into(),
+                weights_sha256: None,
                 input,
                 labels,
                 detection,
@@ -373,6 +384,12 @@ impl PackageConfig {
         }
         if i.std.iter().any(|s| *s <= 0.0) || i.height == 0 || i.width == 0 {
             return unsupported("kiln.input: sizes and std must be positive".into());
+        }
+        if i.height > MAX_INPUT_SIDE || i.width > MAX_INPUT_SIDE || i.resize_shorter > MAX_INPUT_SIDE {
+            return unsupported(format!(
+                "kiln.input: {}x{} (resize_shorter {}) is over the largest input side kiln serves, {MAX_INPUT_SIDE}",
+                i.width, i.height, i.resize_shorter
+            ));
         }
         match i.resize {
             ResizeMode::CenterCrop if i.resize_shorter == 0 => {
@@ -442,42 +459,102 @@ pub fn yolox_package_config<S: AsRef<str>>(
 }
 
 /// Writes `model`'s weights and `config` as a package at `dir`, atomically: everything goes
-/// to a temporary sibling folder first, which then replaces `dir` by rename.
+/// to a temporary sibling folder first, which then replaces `dir` by rename. Returns the
+/// config as written (with the weights' checksum).
 pub fn write_package<B: Backend, M: Module<B>>(
     dir: &Path,
     config: &PackageConfig,
     model: &M,
-) -> Result<(), PackageError> {
-    let parent = dir.parent().unwrap_or(Path::new("."));
+) -> Result<PackageConfig, PackageError> {
+    let parent = dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     fs::create_dir_all(parent).map_err(io_err(parent))?;
-    let name = dir
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "model".into());
+    let name = package_name(dir);
+    recover_package(dir)?;
     let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
     if tmp.exists() {
         fs::remove_dir_all(&tmp).map_err(io_err(&tmp))?;
     }
     fs::create_dir(&tmp).map_err(io_err(&tmp))?;
-    let written = fill_package(&tmp, config, model);
-    if let Err(e) = written {
-        let _ = fs::remove_dir_all(&tmp);
-        return Err(e);
-    }
-    // A folder cannot be renamed over a non-empty one: move the old package aside first.
+    let written = match fill_package(&tmp, config, model) {
+        Ok(written) => written,
+        Err(e) => {
+            let _ = fs::remove_dir_all(&tmp);
+            return Err(e);
+        }
+    };
+    // A folder cannot be renamed over a non-empty one: move the old package aside first
+    // ([`recover_package`] puts it back if the process dies before the new one is in place).
     let old = parent.join(format!(".{name}.old-{}", std::process::id()));
     let had_old = dir.exists();
     if had_old {
         fs::rename(dir, &old).map_err(io_err(dir))?;
     }
     fs::rename(&tmp, dir).map_err(io_err(dir))?;
+    sync_dir(parent);
     if had_old {
         fs::remove_dir_all(&old).map_err(io_err(&old))?;
     }
-    Ok(())
+    Ok(written)
 }
 
-fn fill_package<B: Backend, M: Module<B>>(dir: &Path, config: &PackageConfig, model: &M) -> Result<(), PackageError> {
+fn package_name(dir: &Path) -> String {
+    dir.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "model".into())
+}
+
+/// Makes a folder's renames durable (best effort: not every file system syncs folders).
+fn sync_dir(dir: &Path) {
+    if let Ok(f) = fs::File::open(dir) {
+        let _ = f.sync_all();
+    }
+}
+
+/// Cleans up after a writer of the package at `dir` that died: its temporary folders
+/// (`.<name>.tmp-<pid>`) are removed, and an old package it had moved aside
+/// (`.<name>.old-<pid>`) is put back where no package is, else removed. Folders of writers
+/// still running are left alone. Returns whether anything was found.
+pub fn recover_package(dir: &Path) -> Result<bool, PackageError> {
+    let parent = dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = package_name(dir);
+    let Ok(entries) = fs::read_dir(parent) else {
+        return Ok(false);
+    };
+    let mut found = false;
+    for entry in entries.flatten() {
+        let file_name = entry.file_name().to_string_lossy().into_owned();
+        let Some(rest) = file_name.strip_prefix(&format!(".{name}.")) else {
+            continue;
+        };
+        let (kind, pid) = match rest.split_once('-') {
+            Some((kind @ ("tmp" | "old"), pid)) => (kind, pid.parse::<u32>().ok()),
+            _ => continue,
+        };
+        if pid.is_some_and(process_alive) {
+            continue;
+        }
+        found = true;
+        let path = entry.path();
+        if kind == "old" && !dir.exists() {
+            fs::rename(&path, dir).map_err(io_err(dir))?;
+        } else {
+            fs::remove_dir_all(&path).map_err(io_err(&path))?;
+        }
+    }
+    Ok(found)
+}
+
+/// Whether process `pid` is running (this one counts as not running: its own leftovers are
+/// from an earlier call that failed).
+fn process_alive(pid: u32) -> bool {
+    pid != std::process::id() && Path::new(&format!("/proc/{pid}")).exists()
+}
+
+fn fill_package<B: Backend, M: Module<B>>(
+    dir: &Path,
+    config: &PackageConfig,
+    model: &M,
+) -> Result<PackageConfig, PackageError> {
     let weights = dir.join(&config.kiln.weights);
     let mut store = SafetensorsStore::from_file(&weights)
         .with_to_adapter(BurnToPyTorchAdapter)
@@ -488,11 +565,44 @@ fn fill_package<B: Backend, M: Module<B>>(dir: &Path, config: &PackageConfig, mo
         path: weights.clone(),
         msg: e.to_string(),
     })?;
+    let mut written = config.clone();
+    written.kiln.weights_sha256 = Some(file_sha256_hex(&weights).map_err(io_err(&weights))?);
     let cfg_path = dir.join(CONFIG_FILE);
-    let json = serde_json::to_string_pretty(config).expect("config serialises");
+    let json = serde_json::to_string_pretty(&written).expect("config serialises");
     fs::write(&cfg_path, json + "\n").map_err(io_err(&cfg_path))?;
     for f in [&weights, &cfg_path] {
         fs::File::open(f).and_then(|f| f.sync_all()).map_err(io_err(f))?;
+    }
+    sync_dir(dir);
+    Ok(written)
+}
+
+/// Reads a package's config and checks its weights file against the recorded checksum.
+pub fn verify_package(dir: &Path) -> Result<PackageConfig, PackageError> {
+    let config = PackageConfig::read(dir)?;
+    verify_weights(dir, &config)?;
+    Ok(config)
+}
+
+fn verify_weights(dir: &Path, config: &PackageConfig) -> Result<(), PackageError> {
+    let path = dir.join(&config.kiln.weights);
+    if !path.is_file() {
+        return Err(PackageError::Io {
+            path,
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "weights file missing"),
+        });
+    }
+    if let Some(expected) = &config.kiln.weights_sha256 {
+        let actual = file_sha256_hex(&path).map_err(io_err(&path))?;
+        if !actual.eq_ignore_ascii_case(expected) {
+            return Err(PackageError::Weights {
+                path,
+                msg: format!(
+                    "checksum mismatch: the file's SHA-256 is {actual}, config.json records {expected} \
+                     (the file is damaged or was replaced)"
+                ),
+            });
+        }
     }
     Ok(())
 }
@@ -505,13 +615,8 @@ pub fn load_weights<B: Backend, M: Module<B>>(
     config: &PackageConfig,
     mut model: M,
 ) -> Result<M, PackageError> {
+    verify_weights(dir, config)?;
     let path = dir.join(&config.kiln.weights);
-    if !path.is_file() {
-        return Err(PackageError::Io {
-            path,
-            source: std::io::Error::new(std::io::ErrorKind::NotFound, "weights file missing"),
-        });
-    }
     let scheme = KeyScheme::for_architecture(&config.kiln.architecture);
     let mut store = SafetensorsStore::from_file(&path)
         .with_from_adapter(PyTorchToBurnAdapter)
@@ -525,6 +630,9 @@ pub fn load_weights<B: Backend, M: Module<B>>(
     };
     let result = model.load_from(&mut store).map_err(|e| weights_err(e.to_string()))?;
     scheme.check_load(&result, &[]).map_err(weights_err)?;
+    if let Some(msg) = unusable(&model) {
+        return Err(weights_err(msg));
+    }
     Ok(model)
 }
 
@@ -545,10 +653,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let pkg = dir.path().join("model");
         let config = net_package_config(&cfg);
-        write_package(&pkg, &config, &net).unwrap();
+        let written = write_package(&pkg, &config, &net).unwrap();
 
         let read = PackageConfig::read(&pkg).unwrap();
-        assert_eq!(read, config);
+        assert_eq!(read, written);
+        let sha = written.kiln.weights_sha256.as_deref().unwrap();
+        assert_eq!(sha, crate::checksum::file_sha256_hex(&pkg.join(WEIGHTS_FILE)).unwrap());
+        assert_eq!(PackageConfig { kiln: ModelSpec { weights_sha256: None, ..read.kiln.clone() }, ..read.clone() }, config);
         let fresh = cfg.init::<Flex>(&device);
         let loaded = load_weights(&pkg, &read, fresh).unwrap();
         let x = Tensor::<Flex, 4>::random([2, 1, 28, 28], burn::tensor::Distribution::Default, &device);
@@ -586,6 +697,82 @@ mod tests {
         assert_eq!(v["apis"][0]["response"]["Content-type"], "application/json");
         assert_eq!(v["kiln"]["labels"][2], 2);
         assert!(v["runtime"].as_str().unwrap().starts_with("kiln_"));
+    }
+
+    /// Flipped bytes in the weights, or a weights file swapped for another model's, fail the
+    /// recorded checksum, naming the file.
+    #[test]
+    fn damaged_weights_fail_the_checksum() {
+        let device = Default::default();
+        let cfg = NetConfig::new();
+        let dir = tempfile::tempdir().unwrap();
+        let pkg = dir.path().join("model");
+        let config = write_package(&pkg, &net_package_config(&cfg), &cfg.init::<Flex>(&device)).unwrap();
+        let w = pkg.join(WEIGHTS_FILE);
+        let mut bytes = fs::read(&w).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0x40; // inside the last tensor's data
+        fs::write(&w, &bytes).unwrap();
+        for e in [
+            verify_package(&pkg).unwrap_err(),
+            load_weights(&pkg, &config, cfg.init::<Flex>(&device)).unwrap_err(),
+        ] {
+            let msg = e.to_string();
+            assert!(msg.contains("model.safetensors") && msg.contains("checksum mismatch"), "{msg}");
+        }
+    }
+
+    /// Weights that load but cannot run are refused at load with the cause.
+    #[test]
+    fn non_finite_weights_are_refused_at_load() {
+        let device = Default::default();
+        let cfg = NetConfig::new();
+        let dir = tempfile::tempdir().unwrap();
+        let pkg = dir.path().join("model");
+        struct Poison;
+        impl<B: Backend> burn::module::ModuleMapper<B> for Poison {
+            fn map_float<const D: usize>(
+                &mut self,
+                param: burn::module::Param<Tensor<B, D>>,
+            ) -> burn::module::Param<Tensor<B, D>> {
+                param.map(|t| t.mul_scalar(f32::NAN))
+            }
+        }
+        let net = cfg.init::<Flex>(&device).map(&mut Poison);
+        let config = write_package(&pkg, &net_package_config(&cfg), &net).unwrap();
+        let msg = load_weights(&pkg, &config, cfg.init::<Flex>(&device)).unwrap_err().to_string();
+        assert!(msg.contains("conv1.weight") && msg.contains("NaN"), "{msg}");
+    }
+
+    /// A writer that died leaves its temporary folder, or the old package moved aside with no
+    /// package in its place: the next write (or a resume) cleans up and puts the old one back.
+    #[test]
+    fn a_dead_writers_leftovers_are_recovered() {
+        let device = Default::default();
+        let cfg = NetConfig::new();
+        let dir = tempfile::tempdir().unwrap();
+        let pkg = dir.path().join("model");
+        write_package(&pkg, &net_package_config(&cfg), &cfg.init::<Flex>(&device)).unwrap();
+        // No process has pid u32::MAX - 1.
+        let dead = u32::MAX - 1;
+        fs::create_dir(dir.path().join(format!(".model.tmp-{dead}"))).unwrap();
+        fs::rename(&pkg, dir.path().join(format!(".model.old-{dead}"))).unwrap();
+        assert!(recover_package(&pkg).unwrap());
+        let names: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("model")]);
+        verify_package(&pkg).unwrap();
+        assert!(!recover_package(&pkg).unwrap());
+    }
+
+    #[test]
+    fn inputs_over_the_largest_side_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = net_package_config(&NetConfig::new());
+        config.kiln.input.height = 100_000;
+        config.kiln.input.width = 100_000;
+        fs::write(dir.path().join(CONFIG_FILE), serde_json::to_string(&config).unwrap()).unwrap();
+        let msg = PackageConfig::read(dir.path()).unwrap_err().to_string();
+        assert!(msg.contains("100000x100000") && msg.contains("4096"), "{msg}");
     }
 
     #[test]
@@ -638,10 +825,10 @@ mod tests {
             let model = Yolox::<Flex>::new(variant, 3, &device);
             let pkg = dir.path().join(variant.to_string());
             let config = yolox_package_config(variant, (64, 96), &["person", "bicycle", "car"]);
-            write_package(&pkg, &config, &model).unwrap();
+            let written = write_package(&pkg, &config, &model).unwrap();
 
             let read = PackageConfig::read(&pkg).unwrap();
-            assert_eq!(read, config);
+            assert_eq!(read, written);
             // A fresh model from another seed: equal outputs mean every tensor was loaded.
             Flex::seed(&device, seed + 10);
             let loaded = load_weights(&pkg, &read, Yolox::<Flex>::new(variant, 3, &device)).unwrap();

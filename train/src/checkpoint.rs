@@ -3,14 +3,20 @@
 //! A checkpoint is one file in burn's named MessagePack record format (not a PyTorch pickle,
 //! whatever its name says) holding the next epoch, the architecture, the best Acc@1, the seed,
 //! the class names, the model's parameters and buffers, the optimizer's state and the
-//! scheduler's state. It is written to a temporary file in the same folder and renamed into
-//! place, so a crash never leaves a half-written checkpoint.
+//! scheduler's state, behind a header: the magic [`MAGIC`] and the SHA-256 of the rest, which
+//! `load` checks, so flipped bits, a cut-off file or appended bytes are an error naming the
+//! file, not a silently different run. It is written to a temporary file in the same folder
+//! and renamed into place, so a crash never leaves a half-written checkpoint.
 
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+use burn::module::Module;
 use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, PrecisionSettings, Record, Recorder};
 use burn::tensor::backend::Backend;
+use kiln_models::checksum::sha256;
+use kiln_models::tensor_check::{float_tensors, shape_mismatch};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -19,6 +25,13 @@ pub const CHECKPOINT_FILE: &str = "checkpoint.pth.tar";
 /// The copy of the checkpoint with the best validation Acc@1 so far.
 pub const BEST_FILE: &str = "model_best.pth.tar";
 
+/// The first bytes of every kiln checkpoint (format version 1); the SHA-256 of the payload
+/// follows.
+pub const MAGIC: &[u8; 8] = b"KILNCKP1";
+
+/// Header length: the magic and the checksum.
+const HEADER: usize = MAGIC.len() + 32;
+
 /// The run's position and metadata, stored beside the tensors.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunState {
@@ -26,7 +39,8 @@ pub struct RunState {
     pub epoch: usize,
     /// The architecture name, e.g. `resnet50`.
     pub arch: String,
-    /// The best validation Acc@1 so far, in percent.
+    /// The best validation score so far: Acc@1 in percent for the classifiers, AP50:95 as a
+    /// fraction for YOLOX.
     pub best_acc1: f64,
     /// The seed the run's data order and augmentation derive from.
     pub seed: u64,
@@ -135,7 +149,11 @@ impl<M, O, S> CheckpointRecord<M, O, S> {
                     msg: e.to_string(),
                 }
             })?;
-        write_atomic(path, &bytes)
+        let mut file = Vec::with_capacity(HEADER + bytes.len());
+        file.extend_from_slice(MAGIC);
+        file.extend_from_slice(&sha256(&bytes));
+        file.extend_from_slice(&bytes);
+        write_atomic(path, &file)
     }
 
     /// Reads a checkpoint written by [`save`](Self::save) onto `device`.
@@ -147,8 +165,25 @@ impl<M, O, S> CheckpointRecord<M, O, S> {
             path: path.to_path_buf(),
             source,
         })?;
+        let format = |msg: String| CheckpointError::Format {
+            path: path.to_path_buf(),
+            msg,
+        };
+        if bytes.len() < HEADER || &bytes[..MAGIC.len()] != MAGIC {
+            return Err(format(
+                "it does not start with kiln's checkpoint header (written by another program or an older kiln)".into(),
+            ));
+        }
+        let payload = &bytes[HEADER..];
+        if sha256(payload)[..] != bytes[MAGIC.len()..HEADER] {
+            return Err(format(
+                "checksum mismatch: the content is not what was written (the file is damaged, cut off or \
+                 has bytes appended)"
+                    .into(),
+            ));
+        }
         NamedMpkBytesRecorder::<FullPrecisionSettings>::new()
-            .load(bytes, device)
+            .load(payload.to_vec(), device)
             .map_err(|e| CheckpointError::Format {
                 path: path.to_path_buf(),
                 msg: e.to_string(),
@@ -167,11 +202,48 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     fs::create_dir_all(dir).map_err(io)?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(TEMP_PREFIX)
+        .permissions(fs::Permissions::from_mode(0o644))
+        .tempfile_in(dir)
+        .map_err(io)?;
     std::io::Write::write_all(&mut tmp, bytes).map_err(io)?;
     tmp.as_file().sync_all().map_err(io)?;
     tmp.persist(path).map_err(|e| io(e.error))?;
+    if let Ok(d) = fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
     Ok(())
+}
+
+/// Name prefix of the temporary files checkpoints are written to before the rename.
+const TEMP_PREFIX: &str = ".tmp-kiln-ckpt";
+
+/// Removes the temporary checkpoint files a run that died left in `dir`; returns how many.
+/// Call before a run starts writing there.
+pub fn remove_stale_temporaries(dir: &Path) -> usize {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(TEMP_PREFIX))
+        .filter(|e| fs::remove_file(e.path()).is_ok())
+        .count()
+}
+
+/// Loads `record` into `model`, checking that every tensor has the shape a fresh `model` has:
+/// a checkpoint of another configuration is an error naming `path`, not a panic later.
+pub fn load_checked<B: Backend, M: Module<B>>(model: M, record: M::Record, path: &Path) -> Result<M, CheckpointError> {
+    let fresh = float_tensors(&model);
+    let loaded = model.load_record(record);
+    match shape_mismatch(&fresh, &float_tensors(&loaded)) {
+        None => Ok(loaded),
+        Some(msg) => Err(CheckpointError::Format {
+            path: path.to_path_buf(),
+            msg: format!("it does not fit this model: {msg}"),
+        }),
+    }
 }
 
 /// Copies the checkpoint at `from` to `to` atomically (the original's `model_best` copy).
@@ -236,6 +308,68 @@ mod tests {
                 .epoch,
             3
         );
+    }
+
+    fn saved(dir: &Path) -> PathBuf {
+        let path = dir.join(CHECKPOINT_FILE);
+        let linear: Linear<Flex> = LinearConfig::new(3, 2).init(&Default::default());
+        Rec {
+            state: state(),
+            model: linear.into_record(),
+            optimizer: 7,
+            scheduler: 2,
+        }
+        .save::<Flex>(&path)
+        .unwrap();
+        path
+    }
+
+    fn load_error(path: &Path) -> String {
+        Rec::load::<Flex>(path, &Default::default()).err().unwrap().to_string()
+    }
+
+    /// A flipped bit in the tensor data, appended bytes and a cut-off file all fail the
+    /// checksum, naming the file.
+    #[test]
+    fn damage_fails_the_checksum() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = saved(dir.path());
+        let good = fs::read(&path).unwrap();
+        let mut flipped = good.clone();
+        let i = flipped.len() - 5;
+        flipped[i] ^= 1;
+        let mut appended = good.clone();
+        appended.extend_from_slice(b"garbage");
+        for bad in [flipped, appended, good[..good.len() - 10].to_vec()] {
+            fs::write(&path, &bad).unwrap();
+            let err = load_error(&path);
+            assert!(err.contains(CHECKPOINT_FILE) && err.contains("checksum mismatch"), "{err}");
+        }
+        fs::write(&path, &good[HEADER..]).unwrap();
+        assert!(load_error(&path).contains("header"));
+    }
+
+    #[test]
+    fn checkpoints_are_readable_by_all_and_leave_no_temporaries() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = saved(dir.path());
+        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o644);
+        fs::write(dir.path().join(format!("{TEMP_PREFIX}Ab12Cd")), b"half").unwrap();
+        assert_eq!(remove_stale_temporaries(dir.path()), 1);
+        let names: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, vec![std::ffi::OsString::from(CHECKPOINT_FILE)]);
+    }
+
+    /// A checkpoint of a model with other shapes is an error naming the file and the tensor.
+    #[test]
+    fn a_record_of_other_shapes_is_refused() {
+        let device = Default::default();
+        let small: Linear<Flex> = LinearConfig::new(3, 2).init(&device);
+        let large: Linear<Flex> = LinearConfig::new(4, 2).init(&device);
+        let path = Path::new("run/checkpoint.pth.tar");
+        let err = load_checked(small.clone(), large.into_record(), path).err().unwrap().to_string();
+        assert!(err.contains("checkpoint.pth.tar") && err.contains("weight"), "{err}");
+        assert!(load_checked(small.clone(), small.into_record(), path).is_ok());
     }
 
     #[test]

@@ -222,6 +222,67 @@ fn resume_is_exact() {
     assert_eq!(output(&straight), output(&split));
 }
 
+/// What a run killed while writing `model/` leaves (the old package moved aside, the new one
+/// half written in a temporary folder, a half-written checkpoint file), or a package damaged
+/// on disk: the resumed run puts `model/` back to the best recorded weights, leaves no
+/// temporaries, and a damaged checkpoint is refused, naming the file.
+#[test]
+fn a_resume_repairs_what_a_crash_left_of_the_package() {
+    let (_dir, data, out) = tmp();
+    run(&data, &out, &["--epochs", "1"]);
+    let pkg = out.join("model");
+    let reference = package_output(&pkg);
+    let ckpt = out.join("checkpoint.pth.tar");
+    let resume = |out: &Path| run(&data, out, &["--epochs", "1", "--resume", ckpt.to_str().unwrap()]);
+
+    // Killed between moving the old package aside and renaming the new one into place.
+    let dead = u32::MAX - 1;
+    fs::rename(&pkg, out.join(format!(".model.old-{dead}"))).unwrap();
+    fs::create_dir(out.join(format!(".model.tmp-{dead}"))).unwrap();
+    fs::write(out.join(".tmp-kiln-ckptX1y2Z3"), b"half a checkpoint").unwrap();
+    resume(&out);
+    assert_eq!(package_output(&pkg), reference);
+
+    // Gone altogether (a full disk, a careless cleanup): rewritten from model_best.pth.tar.
+    fs::remove_dir_all(&pkg).unwrap();
+    let log = resume(&out);
+    assert!(log.contains("rewrote the model package"), "{log}");
+    assert_eq!(package_output(&pkg), reference);
+
+    // Damaged weights fail their checksum and are rewritten the same way.
+    let weights = pkg.join("model.safetensors");
+    let mut bytes = fs::read(&weights).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x10;
+    fs::write(&weights, &bytes).unwrap();
+    resume(&out);
+    assert_eq!(package_output(&pkg), reference);
+
+    let mut names: Vec<String> = fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    names.sort();
+    assert!(names.is_empty(), "left behind: {names:?}");
+
+    // A checkpoint with a flipped byte is refused with its name, not resumed from.
+    let mut bytes = fs::read(&ckpt).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    fs::write(&ckpt, &bytes).unwrap();
+    let o = kiln_train(&[
+        "--resume",
+        ckpt.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+        data.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("checkpoint.pth.tar") && err.contains("checksum mismatch"), "{err}");
+}
+
 #[test]
 fn bad_inputs_are_named_errors() {
     let (_dir, data, out) = tmp();

@@ -22,11 +22,14 @@ use burn::tensor::backend::AutodiffBackend;
 use serde::Serialize;
 
 use kiln_data::{open_splits, ClassifyBatch, ClassifyLoader, ClassifyTransform, EpochSampler, LoaderConfig};
+use kiln_models::package::{recover_package, verify_package};
 use kiln_models::{
     load_pretrained, load_weights, resnet_package_config, write_package, PackageConfig, ResNet, ResNetConfig,
 };
 
-use crate::checkpoint::{copy_atomic, CheckpointRecord, RunState, BEST_FILE, CHECKPOINT_FILE};
+use crate::checkpoint::{
+    copy_atomic, load_checked, remove_stale_temporaries, CheckpointRecord, RunState, BEST_FILE, CHECKPOINT_FILE,
+};
 use crate::cli::ImagenetArgs;
 use crate::dist::Collective;
 use crate::error::TrainError;
@@ -131,6 +134,9 @@ pub fn run<B: AutodiffBackend>(
     }
 
     let mut run = RunSetup::<B>::new(args, dist, &classes, &device)?;
+    if dist.is_root() {
+        run.repair_package(args)?;
+    }
     let train_transform = ClassifyTransform::Train {
         size: args.image_size as u32,
     };
@@ -270,7 +276,7 @@ impl<'a, B: AutodiffBackend> RunSetup<'a, B> {
             if root {
                 println!("=> loading checkpoint '{}'", path.display());
             }
-            model = model.load_record(checkpoint.model);
+            model = load_checked(model, checkpoint.model, path)?;
             optim = optim.load_record(checkpoint.optimizer);
             scheduler = scheduler.load_record::<B>(checkpoint.scheduler);
             state = checkpoint.state;
@@ -307,9 +313,34 @@ impl<'a, B: AutodiffBackend> RunSetup<'a, B> {
         )
     }
 
-    /// Writes `checkpoint.pth.tar`; when `is_best`, copies it to `model_best.pth.tar` and
-    /// rewrites the model package.
+    /// Makes `model/` hold the best recorded weights before the run goes on: a run that died
+    /// while writing it (or a disk that filled up) may have left none, or a damaged one, while
+    /// `model_best.pth.tar` recorded the best. Also removes temporary files it left.
+    fn repair_package(&self, args: &ImagenetArgs) -> Result<(), TrainError> {
+        let output = &args.output;
+        remove_stale_temporaries(output);
+        let package = output.join(PACKAGE_DIR);
+        recover_package(&package)?;
+        let best = output.join(BEST_FILE);
+        if !best.is_file() || verify_package(&package).is_ok() {
+            return Ok(());
+        }
+        let checkpoint = Checkpoint::<B>::load::<B>(&best, &self.device)?;
+        let fresh = ResNetConfig::new(args.arch, self.state.classes.len()).init::<B>(&self.device);
+        let model = load_checked(fresh, checkpoint.model, &best)?;
+        write_package(&package, &self.config, &model.valid())?;
+        println!("=> rewrote the model package '{}' from '{}'", package.display(), best.display());
+        Ok(())
+    }
+
+    /// When `is_best`, rewrites the model package first; then writes `checkpoint.pth.tar`
+    /// (and copies it to `model_best.pth.tar` when `is_best`). In that order a crash leaves
+    /// either the old best recorded (the resumed run redoes the epoch and writes the package
+    /// again) or the package already holding the newly recorded best.
     fn save(&self, output: &Path, is_best: bool) -> Result<(), TrainError> {
+        if is_best {
+            write_package(&output.join(PACKAGE_DIR), &self.config, &self.model.valid())?;
+        }
         let checkpoint = output.join(CHECKPOINT_FILE);
         Checkpoint::<B> {
             state: self.state.clone(),
@@ -320,7 +351,6 @@ impl<'a, B: AutodiffBackend> RunSetup<'a, B> {
         .save::<B>(&checkpoint)?;
         if is_best {
             copy_atomic(&checkpoint, &output.join(BEST_FILE))?;
-            write_package(&output.join(PACKAGE_DIR), &self.config, &self.model.valid())?;
         }
         Ok(())
     }
@@ -546,5 +576,5 @@ fn evaluation_model<B: AutodiffBackend>(
             checkpoint.state.epoch
         );
     }
-    Ok(model.load_record(checkpoint.model).valid())
+    Ok(load_checked(model, checkpoint.model, path)?.valid())
 }

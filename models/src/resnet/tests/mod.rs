@@ -266,10 +266,10 @@ fn package_round_trip() {
     let dir = tempfile::tempdir().unwrap();
     let pkg = dir.path().join("model");
     let config = resnet_package_config(ResNetArch::ResNet18, &labels(&["cat", "dog"]));
-    write_package(&pkg, &config, &model).unwrap();
+    let written = write_package(&pkg, &config, &model).unwrap();
 
     let read = PackageConfig::read(&pkg).unwrap();
-    assert_eq!(read, config);
+    assert_eq!(read, written);
     let v = serde_json::to_value(&read).unwrap();
     assert_eq!(v["kiln"]["architecture"], "resnet18");
     assert_eq!(v["kiln"]["labels"], serde_json::json!(["cat", "dog"]));

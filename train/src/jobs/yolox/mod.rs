@@ -26,9 +26,10 @@ use serde::Serialize;
 
 use kiln_data::{CocoDataset, DetectLoader, DetectMode, EpochSampler, LoaderConfig, YoloxAugConfig};
 use kiln_models::yolox::Yolox;
+use kiln_models::package::{recover_package, verify_package};
 use kiln_models::{write_package, yolox_package_config, PackageConfig};
 
-use crate::checkpoint::{copy_atomic, CheckpointRecord, RunState};
+use crate::checkpoint::{copy_atomic, load_checked, remove_stale_temporaries, CheckpointRecord, RunState};
 use crate::cli::YoloxArgs;
 use crate::dist::Collective;
 use crate::ema::ModelEma;
@@ -153,6 +154,9 @@ pub fn run<B: AutodiffBackend>(
         .num_samples()
         .div_ceil(batch);
     let mut run = RunSetup::<B>::new(args, &exp, iters, dist, &train_set, &device)?;
+    if dist.is_root() {
+        run.repair_package(&out)?;
+    }
     let train_sampler = dist.shard(EpochSampler::new(train_set.len(), true, run.state.seed))?;
     let mut train_loader = DetectLoader::new(
         Arc::clone(&train_set),
@@ -372,8 +376,8 @@ impl<'a, B: AutodiffBackend> RunSetup<'a, B> {
             )));
         }
         let trainer = &mut self.trainer;
-        trainer.model = trainer.model.clone().load_record(checkpoint.model.model);
-        let ema = trainer.model.clone().load_record(checkpoint.model.ema).valid();
+        trainer.model = load_checked(trainer.model.clone(), checkpoint.model.model, path)?;
+        let ema = load_checked(trainer.model.clone(), checkpoint.model.ema, path)?.valid();
         trainer.ema = ModelEma::new(ema, checkpoint.model.ema_updates);
         if resume {
             trainer.optim = trainer.optim.clone().load_record(checkpoint.optimizer);
@@ -431,10 +435,38 @@ impl<'a, B: AutodiffBackend> RunSetup<'a, B> {
         Ok([0, 1, 2, 3, 4].map(|i| summed[i] / world))
     }
 
-    /// Writes `latest_ckpt.pth`, copied to `epoch_<n>_ckpt.pth` when `history`; when
-    /// `is_best`, copies it to `best_ckpt.pth` and rewrites the model package from the
-    /// evaluated weights.
+    /// Makes `model/` hold the weights `best_ckpt.pth` recorded before the run goes on: a run
+    /// that died while writing it (or a disk that filled up) may have left none, or a damaged
+    /// one. Also removes temporary files it left.
+    fn repair_package(&self, out: &Path) -> Result<(), TrainError> {
+        remove_stale_temporaries(out);
+        let package = out.join(PACKAGE_DIR);
+        recover_package(&package)?;
+        let best = out.join(BEST_CKPT);
+        if !best.is_file() || verify_package(&package).is_ok() {
+            return Ok(());
+        }
+        let checkpoint = Checkpoint::<B>::load::<B>(&best, &self.device)?;
+        let record = if self.trainer.uses_ema() {
+            checkpoint.model.ema
+        } else {
+            checkpoint.model.model
+        };
+        let model = load_checked(self.trainer.model.clone(), record, &best)?.valid();
+        write_package(&package, &self.package, &model)?;
+        println!("=> rewrote the model package '{}' from '{}'", package.display(), best.display());
+        Ok(())
+    }
+
+    /// When `is_best`, rewrites the model package from the evaluated weights; then writes
+    /// `latest_ckpt.pth`, copied to `epoch_<n>_ckpt.pth` when `history` and to `best_ckpt.pth`
+    /// when `is_best`.
     fn save(&self, out: &Path, is_best: bool, history: bool) -> Result<(), TrainError> {
+        // The package first: a crash before the checkpoint records the new best leaves the old
+        // best recorded, and the resumed run redoes the epoch and writes the package again.
+        if is_best {
+            write_package(&out.join(PACKAGE_DIR), &self.package, &self.eval_model())?;
+        }
         let latest = out.join(LATEST_CKPT);
         Checkpoint::<B> {
             state: self.state.clone(),
@@ -452,7 +484,6 @@ impl<'a, B: AutodiffBackend> RunSetup<'a, B> {
         }
         if is_best {
             copy_atomic(&latest, &out.join(BEST_CKPT))?;
-            write_package(&out.join(PACKAGE_DIR), &self.package, &self.eval_model())?;
         }
         Ok(())
     }

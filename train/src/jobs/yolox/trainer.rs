@@ -103,6 +103,11 @@ impl<B: AutodiffBackend> Trainer<B> {
         Ok(parts)
     }
 
+    /// Whether evaluation (and the package) uses the EMA weights.
+    pub fn uses_ema(&self) -> bool {
+        self.use_ema
+    }
+
     /// The weights evaluation and the package use: the EMA, or the model itself without it.
     pub fn eval_model(&self) -> Yolox<B::InnerBackend> {
         if self.use_ema {
