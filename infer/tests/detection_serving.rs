@@ -103,13 +103,7 @@ fn form(field: &str, images: &[&RgbImage]) -> Form {
 }
 
 async fn post(base: &str, query: &str, form: Form) -> (u16, Value) {
-    let r = reqwest::Client::new()
-        .post(format!("{base}/{query}"))
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
-    (r.status().as_u16(), r.json().await.unwrap())
+    common::post_form(&format!("{base}/{query}"), form).await
 }
 
 /// Checks one detection body against the model's own detections of `img`.

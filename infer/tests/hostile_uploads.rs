@@ -25,14 +25,7 @@ fn zeros_png(width: u32, height: u32, color: ExtendedColorType) -> Vec<u8> {
 
 async fn post(base: &str, name: &str, bytes: Vec<u8>) -> (u16, Value) {
     let form = Form::new().part("image", Part::bytes(bytes).file_name(name.to_string()));
-    let r = reqwest::Client::new()
-        .post(format!("{base}/"))
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap())
+    common::post_form(&format!("{base}/"), form).await
 }
 
 /// The server's peak resident memory so far, in MB (Linux).

@@ -12,14 +12,7 @@ fn form(field: &str, name: &str, bytes: Vec<u8>) -> Form {
 }
 
 async fn post(base: &str, form: Form) -> (u16, Value) {
-    let r = reqwest::Client::new()
-        .post(format!("{base}/"))
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap())
+    common::post_form(&format!("{base}/"), form).await
 }
 
 /// Real test digits as PNG and JPEG, at 28×28 and enlarged: the server's labels equal the

@@ -130,3 +130,10 @@ pub fn model_labels(model_dir: &Path, items: &[MnistItem]) -> (Vec<i64>, Vec<Vec
     let labels = out.argmax(1).into_data().convert::<i64>().to_vec().unwrap();
     (labels, probs.chunks(10).map(|c| c.to_vec()).collect())
 }
+
+/// Posts `form` to `url`; the answer's status and JSON body.
+pub async fn post_form(url: &str, form: reqwest::multipart::Form) -> (u16, serde_json::Value) {
+    let r = reqwest::Client::new().post(url).multipart(form).send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap())
+}

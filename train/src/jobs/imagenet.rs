@@ -22,13 +22,12 @@ use burn::tensor::backend::AutodiffBackend;
 use serde::Serialize;
 
 use kiln_data::{open_splits, ClassifyBatch, ClassifyLoader, ClassifyTransform, EpochSampler, LoaderConfig};
-use kiln_models::package::{recover_package, verify_package};
 use kiln_models::{
     load_pretrained, load_weights, resnet_package_config, write_package, PackageConfig, ResNet, ResNetConfig,
 };
 
 use crate::checkpoint::{
-    copy_atomic, load_checked, remove_stale_temporaries, CheckpointRecord, RunState, BEST_FILE, CHECKPOINT_FILE,
+    copy_atomic, load_checked, CheckpointRecord, RunState, BEST_FILE, CHECKPOINT_FILE,
 };
 use crate::cli::ImagenetArgs;
 use crate::dist::Collective;
@@ -317,20 +316,14 @@ impl<'a, B: AutodiffBackend> RunSetup<'a, B> {
     /// while writing it (or a disk that filled up) may have left none, or a damaged one, while
     /// `model_best.pth.tar` recorded the best. Also removes temporary files it left.
     fn repair_package(&self, args: &ImagenetArgs) -> Result<(), TrainError> {
-        let output = &args.output;
-        remove_stale_temporaries(output);
-        let package = output.join(PACKAGE_DIR);
-        recover_package(&package)?;
-        let best = output.join(BEST_FILE);
-        if !best.is_file() || verify_package(&package).is_ok() {
-            return Ok(());
-        }
-        let checkpoint = Checkpoint::<B>::load::<B>(&best, &self.device)?;
-        let fresh = ResNetConfig::new(args.arch, self.state.classes.len()).init::<B>(&self.device);
-        let model = load_checked(fresh, checkpoint.model, &best)?;
-        write_package(&package, &self.config, &model.valid())?;
-        println!("=> rewrote the model package '{}' from '{}'", package.display(), best.display());
-        Ok(())
+        let (package, best) = (args.output.join(PACKAGE_DIR), args.output.join(BEST_FILE));
+        super::repair_package(&args.output, &package, &best, || {
+            let checkpoint = Checkpoint::<B>::load::<B>(&best, &self.device)?;
+            let fresh = ResNetConfig::new(args.arch, self.state.classes.len()).init::<B>(&self.device);
+            let model = load_checked(fresh, checkpoint.model, &best)?;
+            write_package(&package, &self.config, &model.valid())?;
+            Ok(())
+        })
     }
 
     /// When `is_best`, rewrites the model package first; then writes `checkpoint.pth.tar`

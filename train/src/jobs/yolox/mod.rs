@@ -26,10 +26,9 @@ use serde::Serialize;
 
 use kiln_data::{CocoDataset, DetectLoader, DetectMode, EpochSampler, LoaderConfig, YoloxAugConfig};
 use kiln_models::yolox::Yolox;
-use kiln_models::package::{recover_package, verify_package};
 use kiln_models::{write_package, yolox_package_config, PackageConfig};
 
-use crate::checkpoint::{copy_atomic, load_checked, remove_stale_temporaries, CheckpointRecord, RunState};
+use crate::checkpoint::{copy_atomic, load_checked, CheckpointRecord, RunState};
 use crate::cli::YoloxArgs;
 use crate::dist::Collective;
 use crate::ema::ModelEma;
@@ -439,23 +438,18 @@ impl<'a, B: AutodiffBackend> RunSetup<'a, B> {
     /// that died while writing it (or a disk that filled up) may have left none, or a damaged
     /// one. Also removes temporary files it left.
     fn repair_package(&self, out: &Path) -> Result<(), TrainError> {
-        remove_stale_temporaries(out);
-        let package = out.join(PACKAGE_DIR);
-        recover_package(&package)?;
-        let best = out.join(BEST_CKPT);
-        if !best.is_file() || verify_package(&package).is_ok() {
-            return Ok(());
-        }
-        let checkpoint = Checkpoint::<B>::load::<B>(&best, &self.device)?;
-        let record = if self.trainer.uses_ema() {
-            checkpoint.model.ema
-        } else {
-            checkpoint.model.model
-        };
-        let model = load_checked(self.trainer.model.clone(), record, &best)?.valid();
-        write_package(&package, &self.package, &model)?;
-        println!("=> rewrote the model package '{}' from '{}'", package.display(), best.display());
-        Ok(())
+        let (package, best) = (out.join(PACKAGE_DIR), out.join(BEST_CKPT));
+        super::repair_package(out, &package, &best, || {
+            let checkpoint = Checkpoint::<B>::load::<B>(&best, &self.device)?;
+            let record = if self.trainer.uses_ema() {
+                checkpoint.model.ema
+            } else {
+                checkpoint.model.model
+            };
+            let model = load_checked(self.trainer.model.clone(), record, &best)?.valid();
+            write_package(&package, &self.package, &model)?;
+            Ok(())
+        })
     }
 
     /// When `is_best`, rewrites the model package from the evaluated weights; then writes
