@@ -177,7 +177,11 @@ mod tests {
         assert_eq!((acceptor.live(), gauge.get(), refused.get()), (2, 2, 1));
         let mut answer = Vec::new();
         clients[2].read_to_end(&mut answer).await.unwrap();
-        assert!(answer.starts_with(b"HTTP/1.1 503"), "{}", String::from_utf8_lossy(&answer));
+        assert!(
+            answer.starts_with(b"HTTP/1.1 503"),
+            "{}",
+            String::from_utf8_lossy(&answer)
+        );
         // A closed connection frees its place.
         drop(held.remove(0));
         assert_eq!((acceptor.live(), gauge.get()), (1, 1));

@@ -72,7 +72,12 @@ impl DecodeBudget {
             .acquire_many_owned(units)
             .await
             .expect("the budget is never closed");
-        let slot = self.slots.clone().acquire_owned().await.expect("the budget is never closed");
+        let slot = self
+            .slots
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the budget is never closed");
         Ok(Reservation {
             _memory: memory,
             _slot: slot,

@@ -116,7 +116,13 @@ where
                 .with_label_values(&[path, method_label, status.as_str()])
                 .inc();
             metrics.latency.with_label_values(&[path]).observe(seconds);
-            tracing::info!(method = method_label, path, status = status.as_u16(), ms = format!("{:.2}", seconds * 1e3), "request");
+            tracing::info!(
+                method = method_label,
+                path,
+                status = status.as_u16(),
+                ms = format!("{:.2}", seconds * 1e3),
+                "request"
+            );
             Ok(response)
         })
     }
@@ -181,11 +187,18 @@ mod tests {
         let (mut service, metrics) = observed();
         for i in 0..50 {
             let method = Method::from_bytes(format!("M{i}").as_bytes()).unwrap();
-            let req = Request::builder().method(method).uri("/health").body(Body::empty()).unwrap();
+            let req = Request::builder()
+                .method(method)
+                .uri("/health")
+                .body(Body::empty())
+                .unwrap();
             let _ = service.call(req).await;
         }
         let text = metrics.render();
-        let series = text.lines().filter(|l| l.starts_with("kiln_http_requests_total{")).count();
+        let series = text
+            .lines()
+            .filter(|l| l.starts_with("kiln_http_requests_total{"))
+            .count();
         assert_eq!(series, 1, "{text}");
         assert!(text.contains("method=\"other\""), "{text}");
     }

@@ -428,7 +428,14 @@ mod tests {
         let png = encode(&img, ImageFormat::Png);
         let plan = Preprocessor::new(mnist_spec(), 1 << 20).plan(&png).unwrap();
         let expected = 100 * 200 * 8 + 100 * 200 * 4 + 100 * 56 * 16 + 28 * 56 + 784 * 5;
-        assert_eq!(plan, Plan { width: 100, height: 200, bytes: expected });
+        assert_eq!(
+            plan,
+            Plan {
+                width: 100,
+                height: 200,
+                bytes: expected
+            }
+        );
     }
 
     /// A JPEG cut inside its scan is refused (PIL: "image file is truncated"); the whole file

@@ -339,7 +339,12 @@ async fn prepare_off_executor(state: &AppState, fields: Vec<FieldFiles>) -> Resu
         .budget
         .reserve((peak + inputs).min(state.budget.bytes()))
         .await
-        .map_err(|o| ApiError::bad_request(format!("the request's images need more than the decode budget of {} bytes", o.budget)))?;
+        .map_err(|o| {
+            ApiError::bad_request(format!(
+                "the request's images need more than the decode budget of {} bytes",
+                o.budget
+            ))
+        })?;
     let preprocessor = state.preprocessor.clone();
     tokio::task::spawn_blocking(move || {
         let _reservation = reservation;

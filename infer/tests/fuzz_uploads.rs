@@ -37,10 +37,7 @@ fn seeds() -> Vec<(ImageFormat, Vec<u8>)> {
 
 #[test]
 fn mutated_images_never_panic_the_preprocessor() {
-    let classifier = Preprocessor::new(
-        InputSpec::center_crop(3, 32, 36, vec![0.5; 3], vec![0.25; 3]),
-        1 << 20,
-    );
+    let classifier = Preprocessor::new(InputSpec::center_crop(3, 32, 36, vec![0.5; 3], vec![0.25; 3]), 1 << 20);
     let mnist = Preprocessor::new(InputSpec::center_crop(1, 28, 28, vec![0.1], vec![0.3]), 1 << 20);
     let mut mutator = Mutator::new(11);
     let per_format = iterations(1_500);
@@ -85,14 +82,23 @@ content-type: image/png\r\n\r\n"
             .await
             .unwrap();
         let status = r.status().as_u16();
-        let answer: serde_json::Value = r.json().await.unwrap_or_else(|e| panic!("case {i}: {status}, not JSON: {e}"));
-        assert!(status == 200 || (400..500).contains(&status), "case {i}: {status} {answer}");
+        let answer: serde_json::Value = r
+            .json()
+            .await
+            .unwrap_or_else(|e| panic!("case {i}: {status}, not JSON: {e}"));
+        assert!(
+            status == 200 || (400..500).contains(&status),
+            "case {i}: {status} {answer}"
+        );
         if status != 200 {
             assert_eq!(answer["error_code"], format!("KILN.{status}"), "case {i}");
         }
         *statuses.entry(status).or_insert(0) += 1;
     }
-    assert!(statuses.contains_key(&200) && statuses.contains_key(&400), "{statuses:?}");
+    assert!(
+        statuses.contains_key(&200) && statuses.contains_key(&400),
+        "{statuses:?}"
+    );
     let health = client.get(format!("{}/health", server.base)).send().await.unwrap();
     assert_eq!(health.status(), 200);
 }

@@ -96,7 +96,10 @@ async fn heavy_decodes_queue_for_the_budget_and_health_stays_fast() {
     let (status, body) = post(&server.base, "huge.png", huge).await;
     assert_eq!(status, 400, "{body}");
     let msg = body["error_msg"].as_str().unwrap();
-    assert!(msg.contains("huge.png") && msg.contains("decode memory budget"), "{msg}");
+    assert!(
+        msg.contains("huge.png") && msg.contains("decode memory budget"),
+        "{msg}"
+    );
 }
 
 /// A JPEG cut off inside its scan is refused, as PIL refuses it ("image file is truncated").

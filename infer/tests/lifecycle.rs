@@ -277,7 +277,10 @@ async fn more_images_than_the_queue_holds_is_413() {
         .unwrap();
     assert_eq!(r.status(), 413);
     let body: serde_json::Value = r.json().await.unwrap();
-    assert!(body["error_msg"].as_str().unwrap().contains("more than 3 images"), "{body}");
+    assert!(
+        body["error_msg"].as_str().unwrap().contains("more than 3 images"),
+        "{body}"
+    );
     assert_eq!(*s.batches.lock().unwrap(), vec![1], "only the warm-up ran");
 }
 
@@ -310,7 +313,9 @@ async fn a_stalled_body_answers_408() {
                 filename=\"a.png\"\r\n\r\nPNG";
     let started = Instant::now();
     let mut stream = raw(&s.base, head.as_bytes()).await;
-    let answer = read_to_close(&mut stream, Duration::from_secs(5)).await.expect("answered");
+    let answer = read_to_close(&mut stream, Duration::from_secs(5))
+        .await
+        .expect("answered");
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(answer.contains("KILN.408"), "{answer}");
     assert!(started.elapsed() < Duration::from_secs(2));

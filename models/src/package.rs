@@ -466,7 +466,10 @@ pub fn write_package<B: Backend, M: Module<B>>(
     config: &PackageConfig,
     model: &M,
 ) -> Result<PackageConfig, PackageError> {
-    let parent = dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let parent = dir
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     fs::create_dir_all(parent).map_err(io_err(parent))?;
     let name = package_name(dir);
     recover_package(dir)?;
@@ -515,7 +518,10 @@ fn sync_dir(dir: &Path) {
 /// (`.<name>.old-<pid>`) is put back where no package is, else removed. Folders of writers
 /// still running are left alone. Returns whether anything was found.
 pub fn recover_package(dir: &Path) -> Result<bool, PackageError> {
-    let parent = dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let parent = dir
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let name = package_name(dir);
     let Ok(entries) = fs::read_dir(parent) else {
         return Ok(false);
@@ -659,7 +665,16 @@ mod tests {
         assert_eq!(read, written);
         let sha = written.kiln.weights_sha256.as_deref().unwrap();
         assert_eq!(sha, crate::checksum::file_sha256_hex(&pkg.join(WEIGHTS_FILE)).unwrap());
-        assert_eq!(PackageConfig { kiln: ModelSpec { weights_sha256: None, ..read.kiln.clone() }, ..read.clone() }, config);
+        assert_eq!(
+            PackageConfig {
+                kiln: ModelSpec {
+                    weights_sha256: None,
+                    ..read.kiln.clone()
+                },
+                ..read.clone()
+            },
+            config
+        );
         let fresh = cfg.init::<Flex>(&device);
         let loaded = load_weights(&pkg, &read, fresh).unwrap();
         let x = Tensor::<Flex, 4>::random([2, 1, 28, 28], burn::tensor::Distribution::Default, &device);
@@ -718,7 +733,10 @@ mod tests {
             load_weights(&pkg, &config, cfg.init::<Flex>(&device)).unwrap_err(),
         ] {
             let msg = e.to_string();
-            assert!(msg.contains("model.safetensors") && msg.contains("checksum mismatch"), "{msg}");
+            assert!(
+                msg.contains("model.safetensors") && msg.contains("checksum mismatch"),
+                "{msg}"
+            );
         }
     }
 
@@ -740,7 +758,9 @@ mod tests {
         }
         let net = cfg.init::<Flex>(&device).map(&mut Poison);
         let config = write_package(&pkg, &net_package_config(&cfg), &net).unwrap();
-        let msg = load_weights(&pkg, &config, cfg.init::<Flex>(&device)).unwrap_err().to_string();
+        let msg = load_weights(&pkg, &config, cfg.init::<Flex>(&device))
+            .unwrap_err()
+            .to_string();
         assert!(msg.contains("conv1.weight") && msg.contains("NaN"), "{msg}");
     }
 
@@ -758,7 +778,10 @@ mod tests {
         fs::create_dir(dir.path().join(format!(".model.tmp-{dead}"))).unwrap();
         fs::rename(&pkg, dir.path().join(format!(".model.old-{dead}"))).unwrap();
         assert!(recover_package(&pkg).unwrap());
-        let names: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("model")]);
         verify_package(&pkg).unwrap();
         assert!(!recover_package(&pkg).unwrap());

@@ -38,7 +38,9 @@ impl<B: Backend> ModuleVisitor<B> for Collect<'_> {
         let path = self.stack.join(".");
         if let Some(bad) = self.non_finite.as_deref_mut() {
             let values = tensor.to_data().convert::<f32>();
-            let finite = values.as_slice::<f32>().map_or(true, |v| v.iter().all(|x| x.is_finite()));
+            let finite = values
+                .as_slice::<f32>()
+                .map_or(true, |v| v.iter().all(|x| x.is_finite()));
             if !finite {
                 bad.push(path.clone());
             }
@@ -76,7 +78,12 @@ pub fn shape_mismatch(fresh: &[TensorFacts], loaded: &[TensorFacts]) -> Option<S
         .iter()
         .zip(loaded)
         .find(|(f, l)| f.shape != l.shape)
-        .map(|(f, l)| format!("tensor {} has shape {:?}, the model's is {:?}", l.path, l.shape, f.shape))
+        .map(|(f, l)| {
+            format!(
+                "tensor {} has shape {:?}, the model's is {:?}",
+                l.path, l.shape, f.shape
+            )
+        })
 }
 
 /// Why `module` cannot run as a float32 model: a tensor of another type, or one holding NaN

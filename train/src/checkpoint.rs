@@ -343,7 +343,10 @@ mod tests {
         for bad in [flipped, appended, good[..good.len() - 10].to_vec()] {
             fs::write(&path, &bad).unwrap();
             let err = load_error(&path);
-            assert!(err.contains(CHECKPOINT_FILE) && err.contains("checksum mismatch"), "{err}");
+            assert!(
+                err.contains(CHECKPOINT_FILE) && err.contains("checksum mismatch"),
+                "{err}"
+            );
         }
         fs::write(&path, &good[HEADER..]).unwrap();
         assert!(load_error(&path).contains("header"));
@@ -356,7 +359,10 @@ mod tests {
         assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o644);
         fs::write(dir.path().join(format!("{TEMP_PREFIX}Ab12Cd")), b"half").unwrap();
         assert_eq!(remove_stale_temporaries(dir.path()), 1);
-        let names: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names, vec![std::ffi::OsString::from(CHECKPOINT_FILE)]);
     }
 
@@ -367,7 +373,10 @@ mod tests {
         let small: Linear<Flex> = LinearConfig::new(3, 2).init(&device);
         let large: Linear<Flex> = LinearConfig::new(4, 2).init(&device);
         let path = Path::new("run/checkpoint.pth.tar");
-        let err = load_checked(small.clone(), large.into_record(), path).err().unwrap().to_string();
+        let err = load_checked(small.clone(), large.into_record(), path)
+            .err()
+            .unwrap()
+            .to_string();
         assert!(err.contains("checkpoint.pth.tar") && err.contains("weight"), "{err}");
         assert!(load_checked(small.clone(), small.into_record(), path).is_ok());
     }

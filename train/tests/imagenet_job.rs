@@ -280,7 +280,10 @@ fn a_resume_repairs_what_a_crash_left_of_the_package() {
     ]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{err}");
-    assert!(err.contains("checkpoint.pth.tar") && err.contains("checksum mismatch"), "{err}");
+    assert!(
+        err.contains("checkpoint.pth.tar") && err.contains("checksum mismatch"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -26,9 +26,7 @@ use kiln_models::{
     load_pretrained, load_weights, resnet_package_config, write_package, PackageConfig, ResNet, ResNetConfig,
 };
 
-use crate::checkpoint::{
-    copy_atomic, load_checked, CheckpointRecord, RunState, BEST_FILE, CHECKPOINT_FILE,
-};
+use crate::checkpoint::{copy_atomic, load_checked, CheckpointRecord, RunState, BEST_FILE, CHECKPOINT_FILE};
 use crate::cli::ImagenetArgs;
 use crate::dist::Collective;
 use crate::error::TrainError;

@@ -29,6 +29,10 @@ pub(crate) fn repair_package(
         return Ok(());
     }
     rewrite()?;
-    println!("=> rewrote the model package '{}' from '{}'", package.display(), best.display());
+    println!(
+        "=> rewrote the model package '{}' from '{}'",
+        package.display(),
+        best.display()
+    );
     Ok(())
 }
