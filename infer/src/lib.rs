@@ -9,6 +9,7 @@ pub mod decode_budget;
 pub mod errors;
 pub mod metrics;
 pub mod observe;
+pub mod parse_errors;
 pub mod preprocess;
 pub mod process;
 pub mod registry;

@@ -17,6 +17,7 @@ use kiln_models::PackageConfig;
 
 use crate::batcher::{panic_message, BatchPolicy, Batcher};
 use crate::connections::CappedAcceptor;
+use crate::parse_errors::JsonParseErrors;
 use crate::decode_budget::DecodeBudget;
 use crate::metrics::Metrics;
 use crate::preprocess::Preprocessor;
@@ -196,9 +197,9 @@ where
             let acceptor = RustlsAcceptor::new(tls)
                 .handshake_timeout(config.header_timeout)
                 .acceptor(acceptor);
-            server.acceptor(acceptor).serve(service).await
+            server.acceptor(JsonParseErrors::new(acceptor)).serve(service).await
         }
-        None => server.acceptor(acceptor).serve(service).await,
+        None => server.acceptor(JsonParseErrors::new(acceptor)).serve(service).await,
     };
     served.map_err(|source| ServeError::Io {
         addr: config.addr,

@@ -428,3 +428,33 @@ async fn a_model_that_cannot_run_is_refused_at_load() {
         }
     }
 }
+
+/// Requests the HTTP library refuses before any route sees them (a malformed request line,
+/// an over-long target, over-large headers) still get the JSON body and security headers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unparseable_requests_get_the_json_body() {
+    let s = start(Duration::ZERO, policy(4, 16), Duration::from_secs(5), None).await;
+    wait_ready(&s.base).await;
+    let long_target = format!("GET /{} HTTP/1.1\r\nhost: x\r\n\r\n", "a".repeat(70_000));
+    // Too many headers rather than too many bytes: the whole request is read, so closing the
+    // connection cannot reset it before the answer arrives.
+    let many: String = (0..120).map(|i| format!("x-h{i}: v\r\n")).collect();
+    let big_headers = format!("GET /health HTTP/1.1\r\nhost: x\r\n{many}\r\n");
+    let cases = [
+        ("GET / HTTP/1.1\r\nhost x\r\n\r\n".to_string(), "400"),
+        (long_target, "414"),
+        (big_headers, "431"),
+    ];
+    for (request, status) in cases {
+        let mut stream = raw(&s.base, request.as_bytes()).await;
+        let answer = read_to_close(&mut stream, Duration::from_secs(5))
+            .await
+            .expect("answered and closed");
+        assert!(answer.starts_with(&format!("HTTP/1.1 {status} ")), "{answer}");
+        assert!(answer.contains(&format!("\"error_code\":\"KILN.{status}\"")), "{answer}");
+        assert!(answer.contains("x-content-type-options: nosniff"), "{answer}");
+    }
+    // The server still answers.
+    let health = reqwest::get(format!("{}/health", s.base)).await.unwrap();
+    assert_eq!(health.status(), 200);
+}
