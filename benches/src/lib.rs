@@ -8,6 +8,7 @@ pub mod chart_cmd;
 pub mod cpu;
 pub mod curves;
 pub mod documented;
+pub mod hostile;
 pub mod load;
 pub mod mnist;
 pub mod ops;

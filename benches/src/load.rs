@@ -1,5 +1,7 @@
 //! A closed-loop HTTP/1.1 load generator: `concurrency` clients each posting one multipart
-//! digit at a time over a keep-alive connection for a fixed window, recording every latency.
+//! upload at a time over a keep-alive connection for a fixed window, recording every latency
+//! and checking each answer's status against the one the upload expects (200 for a good
+//! image, 400 for a hostile one).
 //!
 //! Like wrk or h2load, it sends requests serialised once up front and reads each answer only
 //! as far as its status line, headers and `Content-Length` bytes: it shares the cores with
@@ -28,8 +30,11 @@ pub struct LoadResult {
     pub p90_ms: f64,
     /// 99th percentile latency, ms.
     pub p99_ms: f64,
-    /// Requests that failed or answered non-200.
+    /// Requests that failed or answered another status than their upload expects.
     pub errors: usize,
+    /// Hostile uploads refused with the status they expect (not counted in the latencies).
+    #[serde(default)]
+    pub refused_as_expected: usize,
     /// Requests sent.
     pub requests: usize,
     /// Share of requests the server itself handled within 20 ms (kiln-serve's histogram).
@@ -37,6 +42,23 @@ pub struct LoadResult {
     /// Where the CPU went, per request (kiln-serve only; absent in older results).
     #[serde(default)]
     pub cpu_per_request: Option<CpuPerRequest>,
+}
+
+/// One file to post and the status its answer must have.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upload {
+    /// The file's bytes.
+    pub file: Vec<u8>,
+    /// The answer's expected status: 200 for an image the model answers, 4xx for one the
+    /// server must refuse.
+    pub expect: u16,
+}
+
+impl Upload {
+    /// An image the server must answer with 200.
+    pub fn good(file: Vec<u8>) -> Self {
+        Self { file, expect: 200 }
+    }
 }
 
 /// The multipart boundary of the pre-built request bodies.
@@ -169,18 +191,28 @@ async fn exchange(stream: &mut TcpStream, request: &[u8], buf: &mut Vec<u8>) -> 
     Ok(answer)
 }
 
-/// One client: posts `requests` in turn, from `first` on, until `window` has passed since
-/// `started`; its latencies (ms) and its failed or non-200 requests.
+/// What one client saw.
+#[derive(Debug, Default)]
+struct Tally {
+    /// Latencies of the 200 answers, ms.
+    latencies: Vec<f64>,
+    /// Requests that failed or got another status than expected.
+    errors: usize,
+    /// Hostile uploads refused with their expected status.
+    refused: usize,
+}
+
+/// One client: posts `requests` (each with its expected status) in turn, from `first` on,
+/// until `window` has passed since `started`.
 async fn client(
     authority: String,
-    requests: Arc<Vec<Vec<u8>>>,
+    requests: Arc<Vec<(Vec<u8>, u16)>>,
     first: usize,
     step: usize,
     started: Instant,
     window: Duration,
-) -> (Vec<f64>, usize) {
-    let mut latencies = Vec::new();
-    let mut errors = 0usize;
+) -> Tally {
+    let mut tally = Tally::default();
     let mut buf = Vec::with_capacity(4096);
     let mut connection: Option<TcpStream> = None;
     let mut i = first;
@@ -194,45 +226,50 @@ async fn client(
                     connection.insert(s)
                 }
                 Err(_) => {
-                    errors += 1;
+                    tally.errors += 1;
                     tokio::time::sleep(Duration::from_millis(1)).await;
                     continue;
                 }
             },
         };
-        let request = &requests[i % requests.len()];
+        let (request, expect) = &requests[i % requests.len()];
         i += step;
         match exchange(stream, request, &mut buf).await {
             Ok(answer) => {
-                if answer.status == 200 {
-                    latencies.push(t.elapsed().as_secs_f64() * 1e3);
-                } else {
-                    errors += 1;
+                match (answer.status == *expect, answer.status == 200) {
+                    (true, true) => tally.latencies.push(t.elapsed().as_secs_f64() * 1e3),
+                    (true, false) => tally.refused += 1,
+                    (false, _) => tally.errors += 1,
                 }
                 if !answer.keep_alive {
                     connection = None;
                 }
             }
             Err(_) => {
-                errors += 1;
+                tally.errors += 1;
                 connection = None;
             }
         }
     }
-    (latencies, errors)
+    tally
 }
 
 /// Drives the plain-HTTP `url` with `concurrency` clients for `window`, each posting one of
-/// `files` as multipart field `field`.
+/// `uploads` in turn as multipart field `field`.
 pub async fn drive(
     url: &str,
     field: &str,
-    files: &[Vec<u8>],
+    uploads: &[Upload],
     concurrency: usize,
     window: Duration,
 ) -> Result<LoadResult, String> {
     let target = Target::parse(url)?;
-    let requests: Arc<Vec<Vec<u8>>> = Arc::new(files.iter().map(|f| post_request(&target, field, f)).collect());
+    let requests: Arc<Vec<(Vec<u8>, u16)>> = Arc::new(
+        uploads
+            .iter()
+            .map(|u| (post_request(&target, field, &u.file), u.expect))
+            .collect(),
+    );
     let started = Instant::now();
     let tasks: Vec<_> = (0..concurrency)
         .map(|worker| {
@@ -248,11 +285,12 @@ pub async fn drive(
         })
         .collect();
     let mut latencies = Vec::new();
-    let mut errors = 0;
+    let (mut errors, mut refused) = (0, 0);
     for t in tasks {
-        let (l, e) = t.await.map_err(|e| format!("a load client failed: {e}"))?;
-        latencies.extend(l);
-        errors += e;
+        let tally = t.await.map_err(|e| format!("a load client failed: {e}"))?;
+        latencies.extend(tally.latencies);
+        errors += tally.errors;
+        refused += tally.refused;
     }
     let elapsed = started.elapsed().as_secs_f64();
     latencies.sort_by(|a, b| a.total_cmp(b));
@@ -270,7 +308,8 @@ pub async fn drive(
         p90_ms: pct(0.9),
         p99_ms: pct(0.99),
         errors,
-        requests: latencies.len() + errors,
+        refused_as_expected: refused,
+        requests: latencies.len() + errors + refused,
         server_share_under_20ms: None,
         cpu_per_request: None,
     })
@@ -341,7 +380,7 @@ mod tests {
         failed: AtomicUsize,
     }
 
-    /// Answers each request on `conn` with 200 if its multipart file is `good`, 500 if it is
+    /// Answers each request on `conn` with 200 if its multipart file is `good`, 400 if it is
     /// `fail`, after checking that the whole body arrived; closes the connection after every third.
     async fn serve_connection(mut conn: TcpStream, served: Arc<Served>) {
         let mut buf = Vec::new();
@@ -371,7 +410,7 @@ mod tests {
                 good || body == multipart_body("image", b"fail"),
                 "a body arrived changed"
             );
-            let (status, counter) = if good { (200, &served.ok) } else { (500, &served.failed) };
+            let (status, counter) = if good { (200, &served.ok) } else { (400, &served.failed) };
             let close = if n % 3 == 0 { "Connection: close\r\n" } else { "" };
             let answer = format!("HTTP/1.1 {status} X\r\nContent-Length: 2\r\n{close}\r\nok");
             conn.write_all(answer.as_bytes()).await.unwrap();
@@ -395,14 +434,26 @@ mod tests {
                 tokio::spawn(serve_connection(conn, server.clone()));
             }
         });
-        let files = vec![b"good".to_vec(), b"fail".to_vec()];
-        let r = drive(&url, "image", &files, 4, Duration::from_millis(300))
+        // "fail" is answered 400: an error where 200 is expected, as expected where 400 is.
+        let uploads = [
+            Upload::good(b"good".to_vec()),
+            Upload::good(b"fail".to_vec()),
+            Upload {
+                file: b"fail".to_vec(),
+                expect: 400,
+            },
+            Upload::good(b"good".to_vec()),
+        ];
+        let r = drive(&url, "image", &uploads, 3, Duration::from_millis(300))
             .await
             .unwrap();
         let (ok, failed) = (served.ok.load(Ordering::SeqCst), served.failed.load(Ordering::SeqCst));
         assert!(ok > 10 && failed > 10, "{ok} ok, {failed} failed");
         assert_eq!(r.requests, ok + failed);
-        assert_eq!(r.errors, failed);
+        assert_eq!(r.errors + r.refused_as_expected, failed);
+        // Three clients stepping by three through four uploads meet each one equally often.
+        assert!(r.errors.abs_diff(r.refused_as_expected) <= 3, "{r:?}");
+        assert!(r.errors > 3 && r.refused_as_expected > 3, "{r:?}");
         assert!(r.p50_ms > 0.0 && r.p99_ms >= r.p50_ms);
         // Every third answer closed its connection, so the clients had to reconnect.
         assert!(served.connections.load(Ordering::SeqCst) >= r.requests / 3);

@@ -1,6 +1,8 @@
 //! `kiln-bench serve`: kiln-serve on loopback under 1/16/64 concurrent clients, against the
-//! raw forward throughput of the same model on the same CPU, measured in the same run.
+//! raw forward throughput of the same model on the same CPU, measured in the same run; with
+//! `--bad-share`, a soak with hostile uploads mixed in and the server's memory sampled.
 
+use std::cell::RefCell;
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
 use std::process::Child;
@@ -19,7 +21,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::chart::BarChart;
 use crate::cpu::CpuClock;
-use crate::load::{drive, LoadResult};
+use crate::hostile::{hostile_uploads, mix};
+use crate::load::{drive, LoadResult, Upload};
 use crate::raw::forward_images_per_second;
 use crate::report::Report;
 
@@ -47,6 +50,13 @@ pub struct ServeBench {
     /// Also drive this predict URL the same way (e.g. the guide's Flask app).
     #[arg(long)]
     compare: Option<String>,
+    /// Share of requests carrying a hostile upload (broken files, a decompression bomb, a
+    /// heavy 2000×2000 16-bit PNG), e.g. 0.1; each must get its expected answer.
+    #[arg(long = "bad-share", default_value_t = 0.0)]
+    bad_share: f64,
+    /// Seconds between samples of the server's resident memory during each level.
+    #[arg(long = "rss-every-s", default_value_t = 10.0)]
+    rss_every_s: f64,
     /// Extra flags for kiln-serve, e.g. `--serve-arg=--http-threads=2` (repeatable).
     #[arg(long = "serve-arg", allow_hyphen_values = true)]
     serve_args: Vec<String>,
@@ -211,6 +221,10 @@ pub fn run(args: ServeBench) -> Result<(), String> {
         }
     };
     let (items, pngs) = digit_pngs(&args.data, 256)?;
+    let good: Vec<Upload> = pngs.iter().cloned().map(Upload::good).collect();
+    let digit = GrayImage::from_raw(28, 28, items[0].image.to_vec()).ok_or("a digit is not 28×28")?;
+    let uploads = mix(&good, &hostile_uploads(&pngs[0], &digit), args.bad_share);
+    let rss_every = Duration::from_secs_f64(args.rss_every_s.max(0.1));
     let window = Duration::from_secs_f64(args.seconds);
 
     // The raw ceiling is measured before and after the load and the higher figure kept: on a
@@ -218,13 +232,29 @@ pub fn run(args: ServeBench) -> Result<(), String> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let layouts = [WorkerLayout::new(1, cores), WorkerLayout::new(args.workers, cores)];
     let raw_before = best_raw_forward(&package, &items, args.max_batch, window, &layouts)?;
+    let samples = RefCell::new(Vec::new());
     let (results, ready_ms, rss, compare) = runtime.block_on(async {
         let server = start_server(&package, args.max_batch, args.workers, &args.serve_args).await?;
         let mut results = Vec::new();
         for &c in &args.concurrency {
             let before = server_latency_counts(&server.url).await;
             let cpu_before = CpuClock::now(server.child.id());
-            let mut r = drive(&server.url, "image", &pngs, c, window).await?;
+            let pid = server.child.id();
+            let level_started = Instant::now();
+            let sampler = async {
+                loop {
+                    tokio::time::sleep(rss_every).await;
+                    samples.borrow_mut().push(RssSample {
+                        concurrency: c,
+                        seconds: level_started.elapsed().as_secs_f64(),
+                        rss_mb: rss_mb(pid).0,
+                    });
+                }
+            };
+            let mut r = tokio::select! {
+                r = drive(&server.url, "image", &uploads, c, window) => r?,
+                _ = sampler => unreachable!("the sampler never ends"),
+            };
             let cpu_after = CpuClock::now(server.child.id());
             let after = server_latency_counts(&server.url).await;
             r.server_share_under_20ms = Some((after.0 - before.0) / (after.1 - before.1).max(1.0));
@@ -235,7 +265,7 @@ pub fn run(args: ServeBench) -> Result<(), String> {
         let mut compare = Vec::new();
         if let Some(url) = &args.compare {
             for &c in &args.concurrency {
-                compare.push(drive(url, "image", &pngs, c, window).await?);
+                compare.push(drive(url, "image", &uploads, c, window).await?);
             }
         }
         Ok::<_, String>((results, server.ready_ms, rss, compare))
@@ -255,23 +285,26 @@ pub fn run(args: ServeBench) -> Result<(), String> {
         "kiln-serve ready (/health 200) {ready_ms:.0} ms after spawn; RSS {:.1} MB, peak {:.1} MB\n",
         rss.0, rss.1
     );
+    let samples = samples.into_inner();
+    print_rss_samples(&samples);
     println!(
-        "| server | concurrency | req/s | vs raw forward | p50 ms | p90 ms | p99 ms | errors | server-side ≤ 20 ms |"
+        "| server | concurrency | req/s | vs raw forward | p50 ms | p90 ms | p99 ms | errors | refused as expected | server-side ≤ 20 ms |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     let row = |name: &str, r: &LoadResult| {
         let share = r
             .server_share_under_20ms
             .map_or("-".to_string(), |s| format!("{:.1}%", s * 100.0));
         println!(
-            "| {name} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {share} |",
+            "| {name} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} | {share} |",
             r.concurrency,
             r.requests_per_second,
             r.requests_per_second / raw,
             r.p50_ms,
             r.p90_ms,
             r.p99_ms,
-            r.errors
+            r.errors,
+            r.refused_as_expected
         )
     };
     results.iter().for_each(|r| row("kiln-serve", r));
@@ -294,9 +327,34 @@ pub fn run(args: ServeBench) -> Result<(), String> {
         peak_rss_mb: rss.1,
         kiln: results,
         compared: compare,
+        bad_share: args.bad_share,
+        rss_samples: samples,
         threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
     };
     crate::report::write(&args.json, &report)
+}
+
+/// The server's memory through each level: every sample, and the growth from the first
+/// sample to the last.
+fn print_rss_samples(samples: &[RssSample]) {
+    let mut levels: Vec<usize> = samples.iter().map(|s| s.concurrency).collect();
+    levels.dedup();
+    for c in levels {
+        let level: Vec<&RssSample> = samples.iter().filter(|s| s.concurrency == c).collect();
+        let mbs: Vec<String> = level.iter().map(|s| format!("{:.0}", s.rss_mb)).collect();
+        let (first, last) = (level[0], level[level.len() - 1]);
+        let max = level.iter().map(|s| s.rss_mb).fold(f64::MIN, f64::max);
+        println!(
+            "RSS at concurrency {c}, MB, every {:.0} s: {}\n  {:.1} MB at {:.0} s, {:.1} MB at {:.0} s ({:+.1} MB), max {max:.1} MB\n",
+            first.seconds,
+            mbs.join(" "),
+            first.rss_mb,
+            first.seconds,
+            last.rss_mb,
+            last.seconds,
+            last.rss_mb - first.rss_mb
+        );
+    }
 }
 
 /// Where each request's CPU went at every level, and the share of the raw forward
@@ -346,6 +404,23 @@ pub struct ServeReport {
     pub compared: Vec<LoadResult>,
     /// Threads of this machine.
     pub threads: usize,
+    /// Share of requests that carried a hostile upload.
+    #[serde(default)]
+    pub bad_share: f64,
+    /// The server's resident memory, sampled through each level.
+    #[serde(default)]
+    pub rss_samples: Vec<RssSample>,
+}
+
+/// One sample of the server's resident memory.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RssSample {
+    /// The level's concurrency.
+    pub concurrency: usize,
+    /// Seconds since the level started.
+    pub seconds: f64,
+    /// Resident memory, MB.
+    pub rss_mb: f64,
 }
 
 impl Report for ServeReport {

@@ -4,8 +4,24 @@
 //! error instead of panicking, hanging or allocating without bound. `KILN_FUZZ_ITERS` scales
 //! the number of cases for a longer run.
 
+use std::io::Cursor;
+
+use image::codecs::png::{CompressionType, FilterType, PngEncoder};
+use image::{ExtendedColorType, ImageEncoder};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+
+/// A `width × height` PNG of one colour type, all zeros: a few KB for millions of pixels, the
+/// shape of a decompression bomb.
+pub fn zeros_png(width: u32, height: u32, color: ExtendedColorType) -> Vec<u8> {
+    let bytes_per_pixel = color.bits_per_pixel() as usize / 8;
+    let pixels = vec![0u8; width as usize * height as usize * bytes_per_pixel];
+    let mut out = Cursor::new(Vec::new());
+    PngEncoder::new_with_quality(&mut out, CompressionType::Best, FilterType::NoFilter)
+        .write_image(&pixels, width, height, color)
+        .expect("encoding to memory");
+    out.into_inner()
+}
 
 /// Produces mutated copies of seed inputs, reproducibly from a seed.
 pub struct Mutator {

@@ -214,7 +214,10 @@ mod tests {
         let (client, server) = tokio::io::duplex(64);
         let mut server = Rewriting::new(server);
         let writer = tokio::spawn(async move {
-            server.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await.unwrap();
+            server
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                .await
+                .unwrap();
             server
                 .write_all(b"HTTP/1.1 414 URI Too Long\r\ncontent-length: 0\r\n\r\n")
                 .await

@@ -17,9 +17,9 @@ use kiln_models::PackageConfig;
 
 use crate::batcher::{panic_message, BatchPolicy, Batcher};
 use crate::connections::CappedAcceptor;
-use crate::parse_errors::JsonParseErrors;
 use crate::decode_budget::DecodeBudget;
 use crate::metrics::Metrics;
+use crate::parse_errors::JsonParseErrors;
 use crate::preprocess::Preprocessor;
 use crate::registry::{load_model, ImageModel, Prediction};
 use crate::routes::{app, predict_paths, AppState};

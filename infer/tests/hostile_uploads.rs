@@ -3,25 +3,13 @@
 
 mod common;
 
-use std::io::Cursor;
 use std::time::{Duration, Instant};
 
 use common::{trained_package, ServeProcess};
-use image::codecs::png::{CompressionType, FilterType, PngEncoder};
-use image::{ExtendedColorType, ImageEncoder};
+use image::ExtendedColorType;
+use kiln_data::fuzz::zeros_png;
 use reqwest::multipart::{Form, Part};
 use serde_json::Value;
-
-/// A `width × height` PNG of one colour type, all zeros (a few KB for millions of pixels).
-fn zeros_png(width: u32, height: u32, color: ExtendedColorType) -> Vec<u8> {
-    let bytes_per_pixel = color.bits_per_pixel() as usize / 8;
-    let pixels = vec![0u8; width as usize * height as usize * bytes_per_pixel];
-    let mut out = Cursor::new(Vec::new());
-    PngEncoder::new_with_quality(&mut out, CompressionType::Best, FilterType::NoFilter)
-        .write_image(&pixels, width, height, color)
-        .unwrap();
-    out.into_inner()
-}
 
 async fn post(base: &str, name: &str, bytes: Vec<u8>) -> (u16, Value) {
     let form = Form::new().part("image", Part::bytes(bytes).file_name(name.to_string()));

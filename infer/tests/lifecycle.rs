@@ -451,7 +451,10 @@ async fn unparseable_requests_get_the_json_body() {
             .await
             .expect("answered and closed");
         assert!(answer.starts_with(&format!("HTTP/1.1 {status} ")), "{answer}");
-        assert!(answer.contains(&format!("\"error_code\":\"KILN.{status}\"")), "{answer}");
+        assert!(
+            answer.contains(&format!("\"error_code\":\"KILN.{status}\"")),
+            "{answer}"
+        );
         assert!(answer.contains("x-content-type-options: nosniff"), "{answer}");
     }
     // The server still answers.

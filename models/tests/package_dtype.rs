@@ -10,8 +10,7 @@ use kiln_models::package::{load_weights, write_package, WEIGHTS_FILE};
 fn first_tensor_to_f16(path: &std::path::Path) -> String {
     let bytes = std::fs::read(path).unwrap();
     let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
-    let header: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_slice(&bytes[8..8 + header_len]).unwrap();
+    let header: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&bytes[8..8 + header_len]).unwrap();
     let data = &bytes[8 + header_len..];
     let mut names: Vec<_> = header.keys().filter(|k| *k != "__metadata__").cloned().collect();
     names.sort_by_key(|k| header[k]["data_offsets"][0].as_u64().unwrap());
