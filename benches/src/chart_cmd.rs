@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use crate::{chart, curves, report};
+use crate::{chart, curves, report, results};
 
 /// Flags of `kiln-bench chart`.
 #[derive(Debug, Clone, Args)]
@@ -27,7 +27,7 @@ pub fn run(args: ChartBench) -> Result<(), String> {
         .partition(|p| p.extension().is_some_and(|e| e == "jsonl"));
     for path in results {
         let svg = report::svg_path(path);
-        chart::write(&svg, &chart::bars_svg(&report::read_chart(path)?)?)?;
+        chart::write(&svg, &chart::bars_svg(&results::read_chart(path)?)?)?;
         println!("{} -> {}", path.display(), svg.display());
     }
     if !metrics.is_empty() {

@@ -15,6 +15,8 @@ pub mod ops;
 pub mod raw;
 pub mod reference;
 pub mod report;
+pub mod report_cmd;
+pub mod results;
 pub mod scaling;
 pub mod serve;
 pub mod step;

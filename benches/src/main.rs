@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use kiln_benches::{chart_cmd, documented, mnist, ops, scaling, serve, step, yolox};
+use kiln_benches::{chart_cmd, documented, mnist, ops, report_cmd, scaling, serve, step, yolox};
 
 /// kiln's benchmarks.
 #[derive(Debug, Parser)]
@@ -36,6 +36,8 @@ enum Bench {
     Scaling(scaling::ScalingBench),
     /// SVG charts of results files (.json) and of training curves (metrics.jsonl files).
     Chart(chart_cmd::ChartBench),
+    /// Rewrites the results section of benches/README.md from benches/results/*.json.
+    Report(report_cmd::ReportArgs),
 }
 
 fn main() -> ExitCode {
@@ -52,6 +54,7 @@ fn main() -> ExitCode {
         Bench::Ops(args) => ops::run(args),
         Bench::Scaling(args) => scaling::run(args),
         Bench::Chart(args) => chart_cmd::run(args),
+        Bench::Report(args) => report_cmd::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

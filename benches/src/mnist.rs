@@ -77,6 +77,32 @@ pub struct MnistReport {
 impl Report for MnistReport {
     const BENCH: &'static str = "mnist";
 
+    fn notes(&self) -> Vec<String> {
+        let side = |name: &str, e: &EpochFigures| {
+            let epoch = e.epoch_seconds.map_or("n/a".into(), |s| format!("{s:.1} s"));
+            format!(
+                "{name} {epoch} (training pass {:.1} s, test accuracy {:.2}%)",
+                e.train_seconds,
+                e.accuracy * 100.0
+            )
+        };
+        self.kiln
+            .iter()
+            .enumerate()
+            .map(|(i, k)| {
+                let torch = self.pytorch.as_ref().and_then(|t| t.get(i));
+                let mut line = format!("epoch {}: {}", k.epoch, side("kiln", k));
+                if let Some(t) = torch {
+                    line.push_str(&format!(", {}", side("PyTorch", t)));
+                    if let (Some(a), Some(b)) = (k.epoch_seconds, t.epoch_seconds) {
+                        line.push_str(&format!("; kiln takes {:.2}× PyTorch's time", a / b));
+                    }
+                }
+                line
+            })
+            .collect()
+    }
+
     fn chart(&self) -> BarChart {
         let torch = |i: usize| self.pytorch.as_ref().and_then(|t| t.get(i));
         BarChart {

@@ -226,12 +226,14 @@ pub fn run(args: ServeBench) -> Result<(), String> {
     let uploads = mix(&good, &hostile_uploads(&pngs[0], &digit), args.bad_share);
     let rss_every = Duration::from_secs_f64(args.rss_every_s.max(0.1));
     let window = Duration::from_secs_f64(args.seconds);
+    // A soak's long levels need no longer a ceiling measurement than a short run's.
+    let raw_window = window.min(Duration::from_secs(10));
 
     // The raw ceiling is measured before and after the load and the higher figure kept: on a
     // shared machine a single measurement can land in a slow moment, which would flatter the server.
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let layouts = [WorkerLayout::new(1, cores), WorkerLayout::new(args.workers, cores)];
-    let raw_before = best_raw_forward(&package, &items, args.max_batch, window, &layouts)?;
+    let raw_before = best_raw_forward(&package, &items, args.max_batch, raw_window, &layouts)?;
     let samples = RefCell::new(Vec::new());
     let (results, ready_ms, rss, compare) = runtime.block_on(async {
         let server = start_server(&package, args.max_batch, args.workers, &args.serve_args).await?;
@@ -270,7 +272,7 @@ pub fn run(args: ServeBench) -> Result<(), String> {
         }
         Ok::<_, String>((results, server.ready_ms, rss, compare))
     })?;
-    let raw_after = best_raw_forward(&package, &items, args.max_batch, window, &layouts)?;
+    let raw_after = best_raw_forward(&package, &items, args.max_batch, raw_window, &layouts)?;
     let raw = raw_before.max(raw_after);
 
     println!(
@@ -334,26 +336,44 @@ pub fn run(args: ServeBench) -> Result<(), String> {
     crate::report::write(&args.json, &report)
 }
 
-/// The server's memory through each level: every sample, and the growth from the first
-/// sample to the last.
+/// The server's memory through each level: every sample, and the medians of its first and
+/// second halves (equal within noise when memory is flat).
 fn print_rss_samples(samples: &[RssSample]) {
+    for (c, level) in rss_by_level(samples) {
+        let mbs: Vec<String> = level.iter().map(|mb| format!("{mb:.0}")).collect();
+        let (first, second) = level.split_at(level.len() / 2);
+        let max = level.iter().copied().fold(f64::MIN, f64::max);
+        println!(
+            "RSS at concurrency {c}, MB, one sample each --rss-every-s: {}\n  median {:.1} MB in the first half, {:.1} MB in the second, max {max:.1} MB\n",
+            mbs.join(" "),
+            median(first),
+            median(second)
+        );
+    }
+}
+
+/// Each level's memory samples in MB, for the levels with enough (4) to compare halves.
+fn rss_by_level(samples: &[RssSample]) -> Vec<(usize, Vec<f64>)> {
     let mut levels: Vec<usize> = samples.iter().map(|s| s.concurrency).collect();
     levels.dedup();
-    for c in levels {
-        let level: Vec<&RssSample> = samples.iter().filter(|s| s.concurrency == c).collect();
-        let mbs: Vec<String> = level.iter().map(|s| format!("{:.0}", s.rss_mb)).collect();
-        let (first, last) = (level[0], level[level.len() - 1]);
-        let max = level.iter().map(|s| s.rss_mb).fold(f64::MIN, f64::max);
-        println!(
-            "RSS at concurrency {c}, MB, every {:.0} s: {}\n  {:.1} MB at {:.0} s, {:.1} MB at {:.0} s ({:+.1} MB), max {max:.1} MB\n",
-            first.seconds,
-            mbs.join(" "),
-            first.rss_mb,
-            first.seconds,
-            last.rss_mb,
-            last.seconds,
-            last.rss_mb - first.rss_mb
-        );
+    levels
+        .into_iter()
+        .map(|c| {
+            let mb = samples.iter().filter(|s| s.concurrency == c).map(|s| s.rss_mb);
+            (c, mb.collect::<Vec<f64>>())
+        })
+        .filter(|(_, level)| level.len() >= 4)
+        .collect()
+}
+
+/// The median of `values` (NaN when empty).
+fn median(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
     }
 }
 
@@ -425,6 +445,41 @@ pub struct RssSample {
 
 impl Report for ServeReport {
     const BENCH: &'static str = "serve";
+
+    fn notes(&self) -> Vec<String> {
+        let mut notes: Vec<String> = self
+            .kiln
+            .iter()
+            .map(|r| {
+                format!(
+                    "concurrency {}: {} requests, p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, {} errors, {} hostile uploads refused as expected",
+                    r.concurrency, r.requests, r.p50_ms, r.p90_ms, r.p99_ms, r.errors, r.refused_as_expected
+                )
+            })
+            .collect();
+        if self.bad_share > 0.0 {
+            notes.push(format!(
+                "{:.0}% of the requests carried a hostile upload",
+                self.bad_share * 100.0
+            ));
+        }
+        for (c, level) in rss_by_level(&self.rss_samples) {
+            let (first, second) = level.split_at(level.len() / 2);
+            notes.push(format!(
+                "resident memory at concurrency {c}, {} samples: {:.0}–{:.0} MB, median {:.0} MB in the first half and {:.0} MB in the second",
+                level.len(),
+                level.iter().copied().fold(f64::MAX, f64::min),
+                level.iter().copied().fold(f64::MIN, f64::max),
+                median(first),
+                median(second)
+            ));
+        }
+        notes.push(format!(
+            "ready {:.0} ms after spawn; resident {:.0} MB after the load, peak {:.0} MB",
+            self.ready_ms, self.rss_mb, self.peak_rss_mb
+        ));
+        notes
+    }
 
     fn chart(&self) -> BarChart {
         let mut series = vec!["kiln-serve".to_string()];

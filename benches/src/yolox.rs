@@ -9,9 +9,9 @@ use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::Distribution;
 use clap::Args;
-use kiln_data::CocoBox;
+use kiln_models::yolox::TargetBox;
 use kiln_models::{DeviceChoice, YoloxVariant};
-use kiln_train::dist::Collective;
+use kiln_train::ddp::Collective;
 use kiln_train::jobs::yolox::{Exp, Trainer};
 use serde::{Deserialize, Serialize};
 
@@ -149,7 +149,7 @@ pub fn run(args: YoloxBench) -> Result<(), String> {
 }
 
 /// The fixed objects of image `i`: `count` boxes spread over the canvas, classes cycling.
-fn synthetic_boxes(i: usize, count: usize, size: usize) -> Vec<CocoBox> {
+fn synthetic_boxes(i: usize, count: usize, size: usize) -> Vec<TargetBox> {
     let s = size as f32;
     (0..count)
         .map(|j| {
@@ -159,7 +159,7 @@ fn synthetic_boxes(i: usize, count: usize, size: usize) -> Vec<CocoBox> {
             let cy = s * (0.1 + 0.8 * ((k * 0.414_214 + 0.3) % 1.0));
             let w = s * (1.0 / 16.0 + 0.27 * ((k * 0.732_051) % 1.0));
             let h = s * (1.0 / 16.0 + 0.27 * ((k * 0.236_068 + 0.5) % 1.0));
-            CocoBox {
+            TargetBox {
                 class: (i * count + j) % 80,
                 xyxy: [
                     (cx - w / 2.0).max(0.0),
@@ -185,7 +185,7 @@ fn measure<B: AutodiffBackend>(
     let dist = Collective::single();
     let size = args.input_size;
     let images = Tensor::<B, 4>::random([args.batch, 3, size, size], Distribution::Uniform(0.0, 255.0), device);
-    let targets: Vec<Vec<CocoBox>> = (0..args.batch).map(|i| synthetic_boxes(i, args.boxes, size)).collect();
+    let targets: Vec<Vec<TargetBox>> = (0..args.batch).map(|i| synthetic_boxes(i, args.boxes, size)).collect();
     let mut train_step = || {
         let parts = trainer
             .step(images.clone(), &targets, 0.01 * args.batch as f64 / 64.0, false, &dist)

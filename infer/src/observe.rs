@@ -2,10 +2,8 @@
 //! headers (guide section 5.5), and every request is counted, timed and logged.
 //!
 //! It wraps the router once, instead of a layer per header and one for the metrics on every
-//! route: axum boxes and clones a route's service per request for each layer on it. In
-//! `kiln-bench serve` at concurrency 16 (2026-11-30, three alternating runs each) the HTTP
-//! side cost 45–46 µs of CPU per request with those six layers and 40–42 µs with this one
-//! service.
+//! route: axum boxes and clones a route's service per request for each layer on it, which
+//! cost about a tenth of the HTTP side's CPU per request.
 
 use std::convert::Infallible;
 use std::future::Future;

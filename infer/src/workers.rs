@@ -5,11 +5,9 @@
 //! The model's threads run at a lower priority (nice [`MODEL_NICE`]) than the HTTP side.
 //! A request's way through the server (read, decode, queue; later the answer) is short and
 //! on every request's critical path, while a batch is long CPU work: with equal priority the
-//! scheduler made that short work queue behind running batches, the images of the next
-//! batch arrived late, and cores sat idle in between. `kiln-bench serve` at concurrency 16
-//! (2 cores, 2026-11-30, alternating runs) measured 40–72 µs of idle CPU per request with
-//! the model at nice 10 or 19 against 69–302 µs at nice 0. Where nothing else runs, nice
-//! changes nothing: the model still gets every idle cycle.
+//! short work queues behind running batches, the next batch's images arrive late, and cores
+//! sit idle in between (`kiln-bench serve` reports that idle time per request). Where nothing
+//! else runs, nice changes nothing: the model still gets every idle cycle.
 
 /// Name prefix of every model thread: each worker is `kiln-inference-N`, and its pool's
 /// threads inherit the name (Linux keeps a name's first 15 bytes), so a thread's name tells

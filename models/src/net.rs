@@ -79,12 +79,19 @@ impl<B: Backend> Net<B> {
 
 /// The architecture name [`Net`] is recorded under in a model package.
 pub const NET_ARCHITECTURE: &str = "mnist_net";
+/// The side of [`Net`]'s square grayscale input.
+pub const NET_INPUT_SIDE: usize = 28;
+/// The normalisation the guide's `train.py` trains with (MNIST's pixel mean and standard
+/// deviation), which a package's input must repeat.
+pub const NET_INPUT_MEAN: f32 = 0.1307;
+/// See [`NET_INPUT_MEAN`].
+pub const NET_INPUT_STD: f32 = 0.3081;
 
 /// The package configuration for a trained [`Net`]: grayscale 28×28 input, shorter side
 /// resized to 28, MNIST normalisation, labels 0–9 (the guide's `customize_service`).
 pub fn net_package_config(config: &NetConfig) -> PackageConfig {
-    use kiln_data::mnist::{MNIST_MEAN, MNIST_SIDE, MNIST_STD};
-    let input = InputSpec::center_crop(1, MNIST_SIDE, MNIST_SIDE, vec![MNIST_MEAN], vec![MNIST_STD]);
+    let side = NET_INPUT_SIDE;
+    let input = InputSpec::center_crop(1, side, side, vec![NET_INPUT_MEAN], vec![NET_INPUT_STD]);
     let labels = (0..config.num_classes).map(serde_json::Value::from).collect();
     PackageConfig::image_classification(NET_ARCHITECTURE, input, labels)
 }

@@ -28,7 +28,6 @@ use serde::{Deserialize, Serialize};
 use crate::checksum::file_sha256_hex;
 use crate::tensor_check::unusable;
 use crate::torch_keys::KeyScheme;
-use crate::yolox::YoloxVariant;
 
 /// The package's configuration file name.
 pub const CONFIG_FILE: &str = "config.json";
@@ -428,36 +427,6 @@ impl PackageConfig {
     }
 }
 
-/// The package configuration for a trained YOLOX (the official `ValTransform` and demo):
-/// architecture `variant`'s name (`yolox-s`, ...), 3-channel inputs letterboxed to
-/// `input_size` = `(height, width)` (YOLOX's `test_size` order; multiples of 32), raw 0..255
-/// values in BGR order without normalisation, `class_names` (COCO's, in class-index order, as
-/// `CocoDataset::class_names` gives them) as labels, and the [`DetectionSpec::default`]
-/// thresholds.
-pub fn yolox_package_config<S: AsRef<str>>(
-    variant: YoloxVariant,
-    input_size: (usize, usize),
-    class_names: &[S],
-) -> PackageConfig {
-    let (height, width) = input_size;
-    let input = InputSpec {
-        channels: 3,
-        height,
-        width,
-        resize: ResizeMode::Letterbox,
-        resize_shorter: 0,
-        scale: PixelScale::Raw,
-        mean: vec![0.0; 3],
-        std: vec![1.0; 3],
-        channel_order: ChannelOrder::Bgr,
-    };
-    let labels = class_names
-        .iter()
-        .map(|n| serde_json::Value::from(n.as_ref()))
-        .collect();
-    PackageConfig::object_detection(&variant.to_string(), input, labels, DetectionSpec::default())
-}
-
 /// Writes `model`'s weights and `config` as a package at `dir`, atomically: everything goes
 /// to a temporary sibling folder first, which then replaces `dir` by rename. Returns the
 /// config as written (with the weights' checksum).
@@ -646,7 +615,7 @@ pub fn load_weights<B: Backend, M: Module<B>>(
 mod tests {
     use super::*;
     use crate::net::{net_package_config, NetConfig};
-    use crate::yolox::Yolox;
+    use crate::yolox::{yolox_package_config, Yolox, YoloxVariant};
     use burn::prelude::*;
     use burn_flex::Flex;
     use burn_store::ModuleStore;

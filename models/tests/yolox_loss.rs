@@ -5,7 +5,7 @@
 use burn::backend::Autodiff;
 use burn::prelude::*;
 use burn_flex::Flex;
-use kiln_data::CocoBox;
+use kiln_models::yolox::TargetBox;
 use kiln_models::yolox::{Match, YoloxLoss};
 use serde_json::Value;
 
@@ -41,7 +41,7 @@ fn levels(fx: &Value) -> Vec<Tensor<Ad, 4>> {
         .collect()
 }
 
-fn targets(fx: &Value) -> Vec<Vec<CocoBox>> {
+fn targets(fx: &Value) -> Vec<Vec<TargetBox>> {
     fx["targets"]
         .as_array()
         .unwrap()
@@ -53,7 +53,7 @@ fn targets(fx: &Value) -> Vec<Vec<CocoBox>> {
                 .iter()
                 .map(|b| {
                     let xyxy = floats(&b["xyxy"]);
-                    CocoBox {
+                    TargetBox {
                         class: usize_of(&b["class"]),
                         xyxy: [xyxy[0], xyxy[1], xyxy[2], xyxy[3]],
                     }

@@ -7,7 +7,7 @@ use burn::optim::momentum::MomentumConfig;
 use burn::optim::{GradientsParams, Optimizer, SgdConfig};
 use burn::prelude::*;
 use burn_flex::Flex;
-use kiln_data::CocoBox;
+use kiln_models::yolox::TargetBox;
 use kiln_models::yolox::{Yolox, YoloxLoss, YoloxVariant, STRIDES};
 
 type Ad = Autodiff<Flex>;
@@ -26,16 +26,16 @@ fn a_nano_model_overfits_a_small_batch() {
     Ad::seed(&device, 1);
     let targets = vec![
         vec![
-            CocoBox {
+            TargetBox {
                 class: 0,
                 xyxy: [6.0, 8.0, 30.0, 40.0],
             },
-            CocoBox {
+            TargetBox {
                 class: 1,
                 xyxy: [34.0, 28.0, 58.0, 56.0],
             },
         ],
-        vec![CocoBox {
+        vec![TargetBox {
             class: 1,
             xyxy: [16.0, 12.0, 48.0, 44.0],
         }],

@@ -39,13 +39,45 @@ pub struct RunState {
     pub epoch: usize,
     /// The architecture name, e.g. `resnet50`.
     pub arch: String,
-    /// The best validation score so far: Acc@1 in percent for the classifiers, AP50:95 as a
-    /// fraction for YOLOX.
-    pub best_acc1: f64,
+    /// The best validation score so far, in the job's own measure: Acc@1 in percent for the
+    /// classifiers, COCO AP@[.50:.95] as a fraction for YOLOX (stored under main.py's name,
+    /// `best_acc1`).
+    pub best_score: f64,
     /// The seed the run's data order and augmentation derive from.
     pub seed: u64,
     /// The class names, in class-index order.
     pub classes: Vec<String>,
+}
+
+impl RunState {
+    /// Takes a validation score: whether it beats the best so far, which it then becomes.
+    pub fn record_score(&mut self, score: f64) -> bool {
+        let is_best = score > self.best_score;
+        self.best_score = self.best_score.max(score);
+        is_best
+    }
+
+    /// An error naming `path` unless this (a checkpoint's state) is for the architecture and
+    /// classes of `wanted`, the run about to load it.
+    pub fn check_resumable(&self, path: &Path, wanted: &RunState) -> Result<(), crate::TrainError> {
+        if self.arch != wanted.arch {
+            return Err(crate::TrainError::Flag(format!(
+                "{}: checkpoint is for {}, this run is {}",
+                path.display(),
+                self.arch,
+                wanted.arch
+            )));
+        }
+        if self.classes != wanted.classes {
+            return Err(crate::TrainError::Flag(format!(
+                "{}: checkpoint classes {:?} differ from the data's {:?}",
+                path.display(),
+                self.classes,
+                wanted.classes
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// The on-disk record: [`RunState`] plus the model (`M`), optimizer (`O`) and scheduler (`S`)
@@ -83,14 +115,14 @@ impl<B: Backend, M: Record<B>, O: Record<B>, S: Record<B>> Record<B> for Checkpo
         let RunState {
             epoch,
             arch,
-            best_acc1,
+            best_score,
             seed,
             classes,
         } = self.state;
         CheckpointItem {
             epoch,
             arch,
-            best_acc1,
+            best_acc1: best_score,
             seed,
             classes,
             model: self.model.into_item(),
@@ -104,7 +136,7 @@ impl<B: Backend, M: Record<B>, O: Record<B>, S: Record<B>> Record<B> for Checkpo
             state: RunState {
                 epoch: item.epoch,
                 arch: item.arch,
-                best_acc1: item.best_acc1,
+                best_score: item.best_acc1,
                 seed: item.seed,
                 classes: item.classes,
             },
@@ -269,7 +301,7 @@ mod tests {
         RunState {
             epoch: 3,
             arch: "resnet18".into(),
-            best_acc1: 81.25,
+            best_score: 81.25,
             seed: 42,
             classes: vec!["cat".into(), "dog".into()],
         }

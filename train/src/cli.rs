@@ -4,10 +4,11 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+use serde::Serialize;
 
 use kiln_models::{ResNetArch, YoloxVariant};
 
-use crate::dist::{DeviceSpec, DistArgs};
+use crate::ddp::{DeviceSpec, DistArgs};
 
 /// `kiln-train`: the guide's training jobs on burn, on CPU or CUDA.
 #[derive(Debug, Parser)]
@@ -35,7 +36,7 @@ pub enum Job {
 }
 
 /// Flags of `kiln-train mnist`; defaults are the guide's `train.py`.
-#[derive(Debug, Clone, Args)]
+#[derive(Debug, Clone, Args, Serialize)]
 pub struct MnistArgs {
     /// Folder holding the four MNIST idx files (gzip or raw).
     #[arg(long = "data_url", visible_alias = "data-url", default_value = "data/mnist")]
@@ -78,6 +79,7 @@ pub struct MnistArgs {
     pub no_save_model: bool,
     /// Device: auto, cpu, cpu:N (N CPU workers), cuda or cuda:N.
     #[arg(long, default_value = "auto")]
+    #[serde(serialize_with = "crate::run::display")]
     pub device: DeviceSpec,
     /// Data-loading threads (0 loads on the training thread).
     #[arg(long, visible_alias = "num_workers", default_value_t = 1)]
@@ -88,13 +90,14 @@ pub struct MnistArgs {
 }
 
 /// Flags of `kiln-train imagenet`; defaults are pytorch/examples' `main.py`.
-#[derive(Debug, Clone, Args)]
+#[derive(Debug, Clone, Args, Serialize)]
 pub struct ImagenetArgs {
     /// Dataset folder holding `train/<class>/*` and `val/<class>/*`.
     #[arg(value_name = "DIR", default_value = "imagenet")]
     pub data: PathBuf,
     /// Model architecture: resnet18, resnet34, resnet50, resnet101 or resnet152.
     #[arg(short = 'a', long = "arch", default_value = "resnet18")]
+    #[serde(serialize_with = "crate::run::display")]
     pub arch: ResNetArch,
     /// Data-loading threads (decoding and augmentation run on them, ahead of the model).
     #[arg(short = 'j', long = "workers", default_value_t = 4)]
@@ -140,6 +143,7 @@ pub struct ImagenetArgs {
     pub gpu: Option<usize>,
     /// Device: auto, cpu, cpu:N (N CPU workers), cuda or cuda:N.
     #[arg(long, default_value = "auto")]
+    #[serde(serialize_with = "crate::run::display")]
     pub device: DeviceSpec,
     /// Folder for checkpoints, `metrics.jsonl` and the model package `model/`.
     #[arg(long, default_value = ".")]
@@ -155,13 +159,14 @@ pub struct ImagenetArgs {
 /// Flags of `kiln-train yolox`; YOLOX's `tools/train.py` flags. Experiment settings (epochs,
 /// sizes, augmentation) are the variant's YOLOX defaults, changed by trailing `key value`
 /// pairs like YOLOX's `opts`.
-#[derive(Debug, Clone, Args)]
+#[derive(Debug, Clone, Args, Serialize)]
 pub struct YoloxArgs {
     /// COCO folder: `annotations/instances_{train,val}2017.json`, `train2017/`, `val2017/`.
     #[arg(long, default_value = "/home/ma-user/coco")]
     pub data: PathBuf,
     /// Model variant: yolox-nano, yolox-tiny, yolox-s, yolox-m, yolox-l or yolox-x.
     #[arg(short = 'n', long = "name", default_value = "yolox-s")]
+    #[serde(serialize_with = "crate::run::display")]
     pub name: YoloxVariant,
     /// Total batch size over every device of every node.
     #[arg(short = 'b', long = "batch-size", visible_alias = "batch_size", default_value_t = 64, value_parser = positive)]
@@ -199,6 +204,7 @@ pub struct YoloxArgs {
     pub seed: Option<u64>,
     /// Device: auto, cpu, cpu:N (N CPU workers), cuda or cuda:N.
     #[arg(long, default_value = "auto")]
+    #[serde(serialize_with = "crate::run::display")]
     pub device: DeviceSpec,
     /// Distributed training (`--devices`, `--num_machines`, `--machine_rank`, `--dist-url`).
     #[command(flatten)]
@@ -350,7 +356,7 @@ mod tests {
         assert_eq!((a.lr, a.gamma), (1.0, 0.7));
         assert!(!a.no_cuda && !a.dry_run && !a.no_save_model);
         assert_eq!(a.device, "auto".parse().unwrap());
-        assert_eq!(a.dist.dist_timeout, crate::dist::DEFAULT_TIMEOUT_SECS);
+        assert_eq!(a.dist.dist_timeout, crate::ddp::DEFAULT_TIMEOUT_SECS);
     }
 
     #[test]

@@ -36,7 +36,7 @@ pub enum TrainError {
     },
     /// A collective operation of a distributed run failed.
     #[error(transparent)]
-    Dist(#[from] crate::dist::DistError),
+    Dist(#[from] crate::ddp::DistError),
     /// A flag's value cannot be used.
     #[error("{0}")]
     Flag(String),

@@ -5,9 +5,8 @@
 //! `munmap`ed each time, or the heap top is trimmed and regrown, and every new page is
 //! zero-filled by the kernel on first touch: page faults, and TLB shootdowns across the
 //! pool's threads. [`keep_freed_memory`] makes glibc serve them from its heap and keep freed
-//! memory for reuse. `kiln-bench ops` (MNIST `Net` b64 forward + backward) measured 106–108 ms
-//! with the defaults against 70–83 ms with this policy, and the Adadelta step 11–15 against
-//! 7.7–9.2 ms. The cost is a resident size that stays at the step's peak.
+//! memory for reuse, which takes about a third off the MNIST `Net`'s step (`kiln-bench ops`).
+//! The cost is a resident size that stays at the step's peak.
 
 /// Allocations below this size come from the heap, not from their own `mmap` (glibc's
 /// largest allowed threshold on 64-bit targets).

@@ -4,23 +4,21 @@
 
 pub mod checkpoint;
 pub mod cli;
-pub mod dist;
+pub mod ddp;
 pub mod ema;
 pub mod error;
 pub mod float_mode;
 pub mod heap;
 pub mod jobs;
-pub mod log;
-pub mod loss;
 pub mod meters;
-pub mod metrics;
 pub mod mixed;
 pub mod optim;
 pub mod progress;
+pub mod run;
 pub mod schedule;
 
 pub use cli::{Cli, ImagenetArgs, Job, MnistArgs, YoloxArgs};
-pub use dist::{DeviceSpec, DistArgs};
+pub use ddp::{DeviceSpec, DistArgs};
 pub use error::TrainError;
 pub use kiln_models::DeviceChoice;
 

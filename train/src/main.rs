@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use burn::backend::{Autodiff, Flex};
 use clap::Parser;
-use kiln_train::dist::{self, DistPlan};
+use kiln_train::ddp::{self, DistPlan};
 use kiln_train::{jobs, Cli, DeviceChoice, DeviceSpec, DistArgs, Job, TrainError};
 
 fn main() -> ExitCode {
@@ -54,11 +54,9 @@ fn run(job: Job) -> Result<(), TrainError> {
         Job::Mnist(args) => {
             let plan = plan(args.device, args.no_cuda, &args.dist)?;
             tracing::info!(device = %plan.device, workers = plan.world_size(), "kiln-train mnist");
-            on_backend!(plan.device, |B, dev| dist::launch::<B, _, _>(
-                &plan,
-                dev,
-                move |c, d| { jobs::mnist::run::<B>(&args, &c, d).map(drop) }
-            )
+            on_backend!(plan.device, |B, dev| ddp::launch::<B, _, _>(&plan, dev, move |c, d| {
+                jobs::mnist::run::<B>(&args, &c, d).map(drop)
+            })
             .map(drop))
         }
         Job::Imagenet(args) => {
@@ -72,21 +70,17 @@ fn run(job: Job) -> Result<(), TrainError> {
             };
             let plan = plan(device, false, &args.dist)?;
             tracing::info!(device = %plan.device, workers = plan.world_size(), "kiln-train imagenet");
-            on_backend!(plan.device, |B, dev| dist::launch::<B, _, _>(
-                &plan,
-                dev,
-                move |c, d| { jobs::imagenet::run::<B>(&args, &c, d).map(drop) }
-            )
+            on_backend!(plan.device, |B, dev| ddp::launch::<B, _, _>(&plan, dev, move |c, d| {
+                jobs::imagenet::run::<B>(&args, &c, d).map(drop)
+            })
             .map(drop))
         }
         Job::Yolox(args) => {
             let plan = plan(args.device, false, &args.dist)?;
             tracing::info!(device = %plan.device, workers = plan.world_size(), "kiln-train yolox");
-            on_backend!(plan.device, |B, dev| dist::launch::<B, _, _>(
-                &plan,
-                dev,
-                move |c, d| { jobs::yolox::run::<B>(&args, &c, d).map(drop) }
-            )
+            on_backend!(plan.device, |B, dev| ddp::launch::<B, _, _>(&plan, dev, move |c, d| {
+                jobs::yolox::run::<B>(&args, &c, d).map(drop)
+            })
             .map(drop))
         }
     }
@@ -99,5 +93,5 @@ fn plan(mut device: DeviceSpec, no_cuda: bool, dist_args: &DistArgs) -> Result<D
         .resolve(no_cuda, cfg!(feature = "cuda"))
         .map_err(TrainError::Flag)?;
     let env = |name: &str| std::env::var(name).ok();
-    dist::resolve(dist_args, device, &env, &dist::visible_gpus).map_err(TrainError::Flag)
+    ddp::resolve(dist_args, device, &env, &ddp::visible_gpus).map_err(TrainError::Flag)
 }

@@ -3,9 +3,8 @@
 //! only rank 0 logs and writes; a lost node stops the job with a clear error.
 
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -20,10 +19,13 @@ use burn_flex::Flex;
 use kiln_data::mnist::MnistBatcher;
 use kiln_data::{MnistDataset, MnistSplit};
 use kiln_models::{DeviceChoice, Net, NetConfig};
-use kiln_train::dist::{launch, Collective, DistPlan, Master};
-use kiln_train::loss::nll_loss_sum;
+use kiln_train::ddp::{launch, Collective, DistPlan, Master};
+use kiln_train::jobs::mnist::nll_loss_sum;
 use kiln_train::optim::AdadeltaConfig;
 use kiln_train::TrainError;
+
+mod common;
+use common::{free_port, wait, wait_all};
 
 type B = Autodiff<Flex>;
 
@@ -198,29 +200,6 @@ fn sync_module_carries_rank_0s_latest_running_statistics() {
     assert!(close(synced0, 0.1) && close(synced1, 0.1), "{got:?}");
 }
 
-/// A port with (very likely) two free ports above it, for the orchestrator and node services.
-fn free_port() -> u16 {
-    loop {
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        if port < 65000 && (1..=2).all(|k| TcpListener::bind(("127.0.0.1", port + k)).is_ok()) {
-            return port;
-        }
-    }
-}
-
-/// Waits for `child` at most `limit`; kills it and fails past that.
-fn wait(mut child: Child, limit: Duration, what: &str) -> Output {
-    let start = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if start.elapsed() > limit {
-            child.kill().ok();
-            panic!("{what} still running after {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    child.wait_with_output().unwrap()
-}
-
 /// Entry point of the child processes of `two_processes_match_one_worker` (ignored, and a
 /// no-op, unless that test starts it with `KILN_TEST_DIST_CHILD`).
 #[test]
@@ -361,11 +340,7 @@ fn two_nodes_on_loopback_train_and_only_rank_0_writes() {
             .unwrap()
         })
         .collect();
-    let outputs: Vec<Output> = children
-        .into_iter()
-        .enumerate()
-        .map(|(rank, c)| wait(c, Duration::from_secs(180), &format!("rank {rank}")))
-        .collect();
+    let outputs = wait_all(children, Duration::from_secs(180));
     for (rank, o) in outputs.iter().enumerate() {
         assert!(o.status.success(), "rank {rank}: {}", text(&o.stderr));
     }

@@ -4,60 +4,14 @@
 
 use std::fs;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
-use image::{Rgb, RgbImage};
 use kiln_models::PackageConfig;
 use serde_json::{json, Value};
 
-/// `root/annotations/instances_train2017.json` and `root/train2017/*.png`: `n` images, each
-/// with a red (category 1) and a blue (category 3) rectangle at positions that vary.
-fn coco_folder(root: &Path, n: usize) {
-    let images_dir = root.join("train2017");
-    fs::create_dir_all(&images_dir).unwrap();
-    fs::create_dir_all(root.join("annotations")).unwrap();
-    let mut images = Vec::new();
-    let mut annotations = Vec::new();
-    for i in 0..n {
-        let mut img = RgbImage::from_pixel(64, 64, Rgb([200, 200, 200]));
-        let boxes = [
-            (
-                1,
-                [4 + 3 * (i % 5) as u32, 6 + 2 * (i % 4) as u32, 24, 20],
-                Rgb([220, 30, 30]),
-            ),
-            (
-                3,
-                [34 - 2 * (i % 3) as u32, 30 + (i % 6) as u32, 22, 28],
-                Rgb([30, 30, 220]),
-            ),
-        ];
-        for (k, (category, [x, y, w, h], colour)) in boxes.into_iter().enumerate() {
-            for py in y..y + h {
-                for px in x..x + w {
-                    img.put_pixel(px, py, colour);
-                }
-            }
-            annotations.push(json!({
-                "id": i * 2 + k + 1, "image_id": i + 1, "category_id": category,
-                "bbox": [x, y, w, h], "area": w * h, "iscrowd": 0
-            }));
-        }
-        let file = format!("{i:03}.png");
-        img.save(images_dir.join(&file)).unwrap();
-        images.push(json!({"id": i + 1, "file_name": file, "width": 64, "height": 64}));
-    }
-    let doc = json!({
-        "images": images,
-        "annotations": annotations,
-        "categories": [{"id": 1, "name": "red"}, {"id": 3, "name": "blue"}],
-    });
-    fs::write(
-        root.join("annotations/instances_train2017.json"),
-        serde_json::to_string(&doc).unwrap(),
-    )
-    .unwrap();
-}
+mod common;
+use common::{coco_folder, free_port, wait_all};
 
 fn kiln_train(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_kiln-train"))
@@ -80,6 +34,13 @@ fn stdout(o: &Output) -> String {
 
 /// A small seeded run on `data` into `<output>/<name>`, with extra flags before the opts.
 fn run(data: &Path, output: &Path, name: &str, extra: &[&str]) -> String {
+    let args = flags(data, output, name, extra);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    stdout(&kiln_train(&args))
+}
+
+/// The flags of [`run`].
+fn flags(data: &Path, output: &Path, name: &str, extra: &[&str]) -> Vec<String> {
     let (data, output) = (data.to_str().unwrap(), output.to_str().unwrap());
     let mut args = vec![
         "-n",
@@ -120,7 +81,7 @@ fn run(data: &Path, output: &Path, name: &str, extra: &[&str]) -> String {
         "basic_lr_per_img",
         "0.002",
     ]);
-    stdout(&kiln_train(&args))
+    args.into_iter().map(String::from).collect()
 }
 
 fn metrics(dir: &Path) -> Vec<Value> {
@@ -216,4 +177,67 @@ fn bad_flags_and_data_are_named_errors() {
     let out = kiln_train(&["-n", "yolov5", "--device", "cpu"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("unknown model \"yolov5\""), "{err}");
+}
+
+/// The `(iteration, iterations per epoch, lr)` of each of YOLOX's log lines in `out`.
+fn iteration_lines(out: &str) -> Vec<(usize, usize, String)> {
+    out.lines()
+        .filter_map(|l| {
+            let iter = l.split("iter: ").nth(1)?.split(',').next()?;
+            let (i, n) = iter.split_once('/')?;
+            let lr = l.split("lr: ").nth(1)?.split(',').next()?;
+            Some((i.parse().ok()?, n.parse().ok()?, lr.to_string()))
+        })
+        .collect()
+}
+
+/// `-b` is the batch over every device of every node, as in YOLOX: two nodes of one worker
+/// each train 2 of `-b 4`'s images a step, so 16 images (8 a node) make 4 iterations an
+/// epoch, as on one node, at the learning rate of batch 4.
+#[test]
+fn the_batch_is_divided_over_the_devices_of_every_node() {
+    let data = tempfile::tempdir().unwrap();
+    coco_folder(data.path(), 16);
+    let single_dir = tempfile::tempdir().unwrap();
+    let single = iteration_lines(&run(data.path(), single_dir.path(), "one", &[]));
+    assert_eq!(single.first().map(|l| l.1), Some(4), "{single:?}");
+
+    let url = format!("tcp://127.0.0.1:{}", free_port());
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let children: Vec<_> = (0..2)
+        .map(|rank| {
+            let rank = rank.to_string();
+            let extra = [
+                "--num_machines",
+                "2",
+                "--machine_rank",
+                &rank,
+                "--dist-url",
+                &url,
+                "-d",
+                "1",
+            ];
+            Command::new(env!("CARGO_BIN_EXE_kiln-train"))
+                .arg("yolox")
+                .args(flags(
+                    data.path(),
+                    dirs[rank.parse::<usize>().unwrap()].path(),
+                    "two",
+                    &extra,
+                ))
+                .env("KILN_LOG", "warn")
+                .env("RUST_BACKTRACE", "0")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let outputs = wait_all(children, Duration::from_secs(300));
+    let two = iteration_lines(&stdout(&outputs[0]));
+    assert!(stdout(&outputs[1]).trim().is_empty(), "node 1 prints nothing");
+    assert_eq!(two.len(), single.len(), "{two:?}\n{single:?}");
+    for (a, b) in two.iter().zip(&single) {
+        assert_eq!(a, b, "two nodes: (iter, iters, lr) {a:?}; one node: {b:?}");
+    }
 }

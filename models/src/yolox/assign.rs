@@ -8,7 +8,7 @@
 //!   order the model emits the levels (strides 8, 16, 32), row-major within a level: the order
 //!   of YOLOX's flattened outputs.
 //! - Lengths are in input-image pixels. Ground-truth boxes are corner form `[x1, y1, x2, y2]`
-//!   ([`CocoBox`]); predicted boxes are decoded centre form `[cx, cy, w, h]` with
+//!   ([`TargetBox`]); predicted boxes are decoded centre form `[cx, cy, w, h]` with
 //!   `cx = (reg_x + col) · stride`, `w = exp(reg_w) · stride`.
 //! - The geometry test uses each cell's centre `((col + 0.5) · stride, (row + 0.5) · stride)`,
 //!   as YOLOX does, although the box decoding offsets from the cell's corner.
@@ -18,7 +18,7 @@
 //! predicted rows.
 
 use super::decode::sigmoid;
-use kiln_data::CocoBox;
+use super::TargetBox;
 
 /// Half-width of the square around a gt centre, in strides, whose cells are candidates.
 const CENTER_RADIUS: f32 = 2.5;
@@ -118,7 +118,7 @@ impl Assignment {
 /// some gt box or within 2.5 strides of some gt centre (both tests strict, as YOLOX's).
 #[derive(Debug, Clone)]
 pub struct Candidates<'a> {
-    gts: &'a [CocoBox],
+    gts: &'a [TargetBox],
     cells: Vec<usize>,
     /// `[candidate][gt]`: the candidate's centre is both inside the gt box and inside its
     /// centre square.
@@ -127,7 +127,7 @@ pub struct Candidates<'a> {
 
 impl<'a> Candidates<'a> {
     /// The candidates among `cells` for the image's `gts`.
-    pub fn new(cells: &[Cell], gts: &'a [CocoBox]) -> Self {
+    pub fn new(cells: &[Cell], gts: &'a [TargetBox]) -> Self {
         let bounds: Vec<[f32; 6]> = gts
             .iter()
             .map(|gt| {
@@ -369,8 +369,8 @@ fn bce_negative(p: f32) -> f32 {
 mod tests {
     use super::*;
 
-    fn gt(class: usize, xyxy: [f32; 4]) -> CocoBox {
-        CocoBox { class, xyxy }
+    fn gt(class: usize, xyxy: [f32; 4]) -> TargetBox {
+        TargetBox { class, xyxy }
     }
 
     /// One 8×8 level at stride 8 (a 64×64 image).

@@ -32,7 +32,8 @@ pub fn decode<B: Backend>(levels: &[Tensor<B, 4>], strides: &[usize], conf: f32,
                         .map(|c| (c - 5, sigmoid(at(i, c, y, x))))
                         .fold((0, f32::MIN), |best, cur| if cur.1 > best.1 { cur } else { best });
                     let score = objectness * p;
-                    if score < conf {
+                    // `!(>=)`: a NaN score is dropped too, as YOLOX's `>= conf_thre` mask does.
+                    if !(score >= conf) {
                         continue;
                     }
                     let s = stride as f32;
@@ -40,11 +41,12 @@ pub fn decode<B: Backend>(levels: &[Tensor<B, 4>], strides: &[usize], conf: f32,
                     let cy = (at(i, 1, y, x) + y as f32) * s;
                     let bw = at(i, 2, y, x).exp() * s;
                     let bh = at(i, 3, y, x).exp() * s;
-                    found.push(Detected {
-                        class,
-                        score,
-                        xyxy: [cx - bw / 2.0, cy - bh / 2.0, cx + bw / 2.0, cy + bh / 2.0],
-                    });
+                    let xyxy = [cx - bw / 2.0, cy - bh / 2.0, cx + bw / 2.0, cy + bh / 2.0];
+                    // A diverged model's box (an overflowed size, a NaN offset) can match
+                    // nothing and cannot be answered as JSON: it is dropped.
+                    if xyxy.iter().all(|v| v.is_finite()) {
+                        found.push(Detected { class, score, xyxy });
+                    }
                 }
             }
         }
@@ -125,6 +127,32 @@ mod tests {
         }
         let expected = sigmoid(10.0) * sigmoid(10.0);
         assert!((d.score - expected).abs() < 1e-6);
+    }
+
+    /// A diverged model's cells (an overflowing size, a NaN offset, a NaN score) give no box.
+    #[test]
+    fn non_finite_predictions_give_no_box() {
+        let (h, w, channels) = (1, 3, 6);
+        // Three confident cells of one class: the first sound, the second with a size that
+        // overflows, the third with a NaN offset; plus a NaN objectness nowhere confident.
+        let mut raw = vec![0.0f32; channels * h * w];
+        for x in 0..w {
+            raw[4 * w + x] = 10.0;
+            raw[5 * w + x] = 10.0;
+        }
+        raw[2 * w + 1] = 200.0;
+        raw[w + 2] = f32::NAN;
+        let level = Tensor::<Flex, 1>::from_floats(raw.as_slice(), &Default::default()).reshape([1, channels, h, w]);
+        let found = decode(&[level], &[8], 0.5, 0.65);
+        assert_eq!(found[0].len(), 1, "{:?}", found[0]);
+        assert!(found[0][0].xyxy.iter().all(|v| v.is_finite()));
+
+        let mut nan_score = vec![0.0f32; channels];
+        nan_score[4] = f32::NAN;
+        nan_score[5] = 10.0;
+        let level =
+            Tensor::<Flex, 1>::from_floats(nan_score.as_slice(), &Default::default()).reshape([1, channels, 1, 1]);
+        assert!(decode(&[level], &[8], 0.5, 0.65)[0].is_empty());
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! Conventions:
 //! - Inputs are [`super::Yolox::forward`]'s levels, `[N, 5 + C, H / s, W / s]` for stride `s`,
 //!   channels `(reg x, reg y, reg log w, reg log h, objectness logit, C class logits)`, raw.
-//! - Targets are per image a list of [`CocoBox`], corner boxes in input pixels, classes
+//! - Targets are per image a list of [`TargetBox`], corner boxes in input pixels, classes
 //!   `0..C`; an image may have none.
 //! - Cells are flattened level by level, row-major ([`super::assign`]), to `[N · A, …]` rows
 //!   with `A` cells per image; predicted boxes decode to `[cx, cy, w, h]` pixels as
@@ -13,9 +13,9 @@
 //! With `F` foreground cells over the batch, the loss is
 //! `(5 · Σ_fg (1 − IoU²) + Σ_all BCE(obj, fg) + Σ_fg BCE(cls, one_hot · IoU) [+ Σ_fg |reg − l1|]) / max(F, 1)`.
 
+use super::TargetBox;
 use burn::prelude::*;
 use burn::tensor::activation::log_sigmoid;
-use kiln_data::CocoBox;
 
 use super::assign::{center_form, grid_cells, Assignment, Candidates, Cell};
 
@@ -77,7 +77,7 @@ impl YoloxLoss {
         &self,
         levels: &[Tensor<B, 4>],
         strides: &[usize],
-        targets: &[Vec<CocoBox>],
+        targets: &[Vec<TargetBox>],
     ) -> YoloxLossOutput<B> {
         assert!(
             !levels.is_empty() && levels.len() == strides.len(),
@@ -178,7 +178,7 @@ fn flatten<B: Backend>(levels: &[Tensor<B, 4>], cells: &[Cell]) -> (Tensor<B, 2>
 /// device, in one transfer; images are handled on parallel threads.
 fn assign_batch<B: Backend>(
     cells: &[Cell],
-    targets: &[Vec<CocoBox>],
+    targets: &[Vec<TargetBox>],
     raw: &Tensor<B, 2>,
     boxes: &Tensor<B, 2>,
     classes: usize,
@@ -237,7 +237,7 @@ struct Foreground {
 }
 
 impl Foreground {
-    fn new(assignments: &[Assignment], targets: &[Vec<CocoBox>], cells: &[Cell], classes: usize, l1: bool) -> Self {
+    fn new(assignments: &[Assignment], targets: &[Vec<TargetBox>], cells: &[Cell], classes: usize, l1: bool) -> Self {
         let mut fg = Self {
             rows: Vec::new(),
             boxes: Vec::new(),

@@ -18,12 +18,54 @@ use std::str::FromStr;
 
 use burn::prelude::*;
 
+use crate::package::{ChannelOrder, DetectionSpec, InputSpec, PackageConfig, PixelScale, ResizeMode};
+
 pub use assign::{grid_cells, Assignment, Candidates, Cell, Match};
 pub use blocks::space_to_depth;
 pub use decode::{box_iou, decode, nms, Detected};
 use head::YoloxHead;
 pub use loss::{LossParts, YoloxLoss, YoloxLossOutput};
 use pafpn::YoloPafpn;
+
+/// A ground-truth box for training, in input pixels, corner form `[x1, y1, x2, y2]`, with
+/// its class index `0..classes`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TargetBox {
+    /// Class index.
+    pub class: usize,
+    /// `[x1, y1, x2, y2]`.
+    pub xyxy: [f32; 4],
+}
+
+/// The package configuration for a trained YOLOX (the official `ValTransform` and demo):
+/// architecture `variant`'s name (`yolox-s`, ...), 3-channel inputs letterboxed to
+/// `input_size` = `(height, width)` (YOLOX's `test_size` order; multiples of 32), raw 0..255
+/// values in BGR order without normalisation, `class_names` (COCO's, in class-index order, as
+/// `CocoDataset::class_names` gives them) as labels, and the [`DetectionSpec::default`]
+/// thresholds.
+pub fn yolox_package_config<S: AsRef<str>>(
+    variant: YoloxVariant,
+    input_size: (usize, usize),
+    class_names: &[S],
+) -> PackageConfig {
+    let (height, width) = input_size;
+    let input = InputSpec {
+        channels: 3,
+        height,
+        width,
+        resize: ResizeMode::Letterbox,
+        resize_shorter: 0,
+        scale: PixelScale::Raw,
+        mean: vec![0.0; 3],
+        std: vec![1.0; 3],
+        channel_order: ChannelOrder::Bgr,
+    };
+    let labels = class_names
+        .iter()
+        .map(|n| serde_json::Value::from(n.as_ref()))
+        .collect();
+    PackageConfig::object_detection(&variant.to_string(), input, labels, DetectionSpec::default())
+}
 
 /// The strides of the three output levels.
 pub const STRIDES: [usize; 3] = [8, 16, 32];

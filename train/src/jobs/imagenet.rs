@@ -5,7 +5,6 @@
 //! each worker trains on its shard with the node's batch divided by its devices, gradients
 //! are averaged, validation metrics summed over shards, and rank 0 logs and writes.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -23,22 +22,19 @@ use serde::Serialize;
 
 use kiln_data::{open_splits, ClassifyBatch, ClassifyLoader, ClassifyTransform, EpochSampler, LoaderConfig};
 use kiln_models::{
-    load_pretrained, load_weights, resnet_package_config, write_package, PackageConfig, ResNet, ResNetConfig,
+    load_pretrained, load_weights, resnet_package_config, write_package, PackageConfig, ResNet, ResNetArch,
+    ResNetConfig,
 };
 
-use crate::checkpoint::{copy_atomic, load_checked, CheckpointRecord, RunState, BEST_FILE, CHECKPOINT_FILE};
+use crate::checkpoint::{load_checked, CheckpointRecord, RunState, BEST_FILE, CHECKPOINT_FILE};
 use crate::cli::ImagenetArgs;
-use crate::dist::Collective;
+use crate::ddp::Collective;
 use crate::error::TrainError;
 use crate::meters::{progress_line, summary_line, topk_accuracy, AverageMeter, MeterFormat};
-use crate::metrics::MetricsWriter;
 use crate::progress::PassProgress;
+use crate::run::{resolve_seed, RunOutput, SavePolicy};
 use crate::schedule::epoch_step_lr;
 
-/// The metrics file name inside `--output`.
-pub const METRICS_FILE: &str = "metrics.jsonl";
-/// The model package folder name inside `--output`.
-pub const PACKAGE_DIR: &str = "model";
 /// StepLR's period and factor in the recipe.
 const LR_STEP_EPOCHS: usize = 30;
 const LR_GAMMA: f64 = 0.1;
@@ -132,7 +128,7 @@ pub fn run<B: AutodiffBackend>(
 
     let mut run = RunSetup::<B>::new(args, dist, &classes, &device)?;
     if dist.is_root() {
-        run.repair_package(args)?;
+        run.repair_package(args.arch)?;
     }
     let train_transform = ClassifyTransform::Train {
         size: args.image_size as u32,
@@ -140,17 +136,7 @@ pub fn run<B: AutodiffBackend>(
     let train_sampler = dist.shard(EpochSampler::new(train_set.len(), true, run.state.seed))?;
     let train_loader = ClassifyLoader::new(Arc::new(train_set), train_transform, train_sampler, loader_config)?;
     let resumed = args.resume_path().is_some();
-    let metrics_path = args.output.join(METRICS_FILE);
-    let mut metrics = if dist.is_root() {
-        Some(
-            MetricsWriter::open(&metrics_path, resumed).map_err(|source| TrainError::Io {
-                path: metrics_path.clone(),
-                source,
-            })?,
-        )
-    } else {
-        None
-    };
+    let mut output = RunOutput::open(dist, &args.output, "imagenet", args, run.state.seed, resumed)?;
     let mut history = Vec::new();
     let mut last = None;
     for epoch in run.state.epoch..args.epochs {
@@ -159,11 +145,10 @@ pub fn run<B: AutodiffBackend>(
         let (train_loss, train_acc1, images) = train_epoch(args, epoch, lr, &mut run, &train_loader)?;
         let train_seconds = started.elapsed().as_secs_f64();
         let eval = run.validate(&val_loader, args.print_freq)?;
-        let is_best = eval.acc1 > run.state.best_acc1;
-        run.state.best_acc1 = run.state.best_acc1.max(eval.acc1);
+        let is_best = run.state.record_score(eval.acc1);
         run.state.epoch = epoch + 1;
         if dist.is_root() {
-            run.save(&args.output, is_best)?;
+            run.save(is_best)?;
         }
         let m = ImagenetEpoch {
             epoch,
@@ -177,9 +162,7 @@ pub fn run<B: AutodiffBackend>(
             seconds: started.elapsed().as_secs_f64(),
             images_per_second: images as f64 / train_seconds,
         };
-        if let Some(metrics) = metrics.as_mut() {
-            metrics.record(epoch, m.seconds, m.images_per_second, &m)?;
-        }
+        output.record_epoch(epoch, m.seconds, m.images_per_second, &m)?;
         history.push(m);
         last = Some(eval);
     }
@@ -190,7 +173,7 @@ pub fn run<B: AutodiffBackend>(
     Ok(ImagenetSummary {
         epochs: history,
         last,
-        best_acc1: run.state.best_acc1,
+        best_acc1: run.state.best_score,
     })
 }
 
@@ -227,6 +210,7 @@ struct RunSetup<'a, B: AutodiffBackend> {
     scheduler: StepLrScheduler,
     state: RunState,
     config: PackageConfig,
+    saves: SavePolicy,
     device: B::Device,
 }
 
@@ -241,12 +225,7 @@ impl<'a, B: AutodiffBackend> RunSetup<'a, B> {
     ) -> Result<Self, TrainError> {
         let resume = args.resume_path();
         let checkpoint = resume.map(|p| Checkpoint::<B>::load::<B>(p, device)).transpose()?;
-        let seed = args
-            .seed
-            .or(checkpoint.as_ref().map(|c| c.state.seed))
-            .unwrap_or_else(super::random_seed);
-        let seed = dist.share_u64(seed, device)?;
-        B::seed(device, seed);
+        let seed = resolve_seed(args.seed, checkpoint.as_ref().map(|c| c.state.seed), dist, device)?;
         let mut model = ResNetConfig::new(args.arch, classes.len()).init::<B>(device);
         let root = dist.is_root();
         if root {
@@ -264,12 +243,12 @@ impl<'a, B: AutodiffBackend> RunSetup<'a, B> {
         let mut state = RunState {
             epoch: args.start_epoch,
             arch: args.arch.to_string(),
-            best_acc1: 0.0,
+            best_score: 0.0,
             seed,
             classes: classes.to_vec(),
         };
         if let (Some(path), Some(checkpoint)) = (resume, checkpoint) {
-            check_compatible(path, &checkpoint.state, &state)?;
+            checkpoint.state.check_resumable(path, &state)?;
             if root {
                 println!("=> loading checkpoint '{}'", path.display());
             }
@@ -291,6 +270,7 @@ impl<'a, B: AutodiffBackend> RunSetup<'a, B> {
             scheduler,
             state,
             config,
+            saves: SavePolicy::new(&args.output, CHECKPOINT_FILE, BEST_FILE),
             device: device.clone(),
         })
     }
@@ -310,40 +290,35 @@ impl<'a, B: AutodiffBackend> RunSetup<'a, B> {
         )
     }
 
-    /// Makes `model/` hold the best recorded weights before the run goes on: a run that died
-    /// while writing it (or a disk that filled up) may have left none, or a damaged one, while
-    /// `model_best.pth.tar` recorded the best. Also removes temporary files it left.
-    fn repair_package(&self, args: &ImagenetArgs) -> Result<(), TrainError> {
-        let (package, best) = (args.output.join(PACKAGE_DIR), args.output.join(BEST_FILE));
-        super::repair_package(&args.output, &package, &best, || {
-            let checkpoint = Checkpoint::<B>::load::<B>(&best, &self.device)?;
-            let fresh = ResNetConfig::new(args.arch, self.state.classes.len()).init::<B>(&self.device);
-            let model = load_checked(fresh, checkpoint.model, &best)?;
-            write_package(&package, &self.config, &model.valid())?;
+    /// Makes `model/` hold the weights `model_best.pth.tar` recorded ([`SavePolicy::repair`]).
+    fn repair_package(&self, arch: ResNetArch) -> Result<(), TrainError> {
+        self.saves.repair(|best, package| {
+            let checkpoint = Checkpoint::<B>::load::<B>(best, &self.device)?;
+            let fresh = ResNetConfig::new(arch, self.state.classes.len()).init::<B>(&self.device);
+            let model = load_checked(fresh, checkpoint.model, best)?;
+            write_package(package, &self.config, &model.valid())?;
             Ok(())
         })
     }
 
-    /// When `is_best`, rewrites the model package first; then writes `checkpoint.pth.tar`
-    /// (and copies it to `model_best.pth.tar` when `is_best`). In that order a crash leaves
-    /// either the old best recorded (the resumed run redoes the epoch and writes the package
-    /// again) or the package already holding the newly recorded best.
-    fn save(&self, output: &Path, is_best: bool) -> Result<(), TrainError> {
-        if is_best {
-            write_package(&output.join(PACKAGE_DIR), &self.config, &self.model.valid())?;
-        }
-        let checkpoint = output.join(CHECKPOINT_FILE);
-        Checkpoint::<B> {
-            state: self.state.clone(),
-            model: self.model.clone().into_record(),
-            optimizer: self.optim.to_record(),
-            scheduler: self.scheduler.to_record::<B>(),
-        }
-        .save::<B>(&checkpoint)?;
-        if is_best {
-            copy_atomic(&checkpoint, &output.join(BEST_FILE))?;
-        }
-        Ok(())
+    /// `checkpoint.pth.tar` every epoch; on a new best the package first and
+    /// `model_best.pth.tar` after ([`SavePolicy::save`]).
+    fn save(&self, is_best: bool) -> Result<(), TrainError> {
+        self.saves.save(
+            is_best,
+            |package| Ok(write_package(package, &self.config, &self.model.valid()).map(drop)?),
+            |latest| {
+                Checkpoint::<B> {
+                    state: self.state.clone(),
+                    model: self.model.clone().into_record(),
+                    optimizer: self.optim.to_record(),
+                    scheduler: self.scheduler.to_record::<B>(),
+                }
+                .save::<B>(latest)?;
+                Ok(())
+            },
+            None,
+        )
     }
 }
 
@@ -356,27 +331,6 @@ fn sgd(args: &ImagenetArgs) -> SgdConfig {
     });
     let decay = (args.weight_decay > 0.0).then(|| WeightDecayConfig::new(args.weight_decay as f32));
     SgdConfig::new().with_momentum(momentum).with_weight_decay(decay)
-}
-
-/// A resumed checkpoint must be for the same architecture and classes.
-fn check_compatible(path: &Path, saved: &RunState, wanted: &RunState) -> Result<(), TrainError> {
-    if saved.arch != wanted.arch {
-        return Err(TrainError::Flag(format!(
-            "{}: checkpoint is for -a {}, not -a {}",
-            path.display(),
-            saved.arch,
-            wanted.arch
-        )));
-    }
-    if saved.classes != wanted.classes {
-        return Err(TrainError::Flag(format!(
-            "{}: checkpoint classes {:?} differ from the data's {:?}",
-            path.display(),
-            saved.classes,
-            wanted.classes
-        )));
-    }
-    Ok(())
 }
 
 /// Input size `size`, validation resize `size × 256 / 224` (224 → 256).
@@ -559,7 +513,7 @@ fn evaluation_model<B: AutodiffBackend>(
         classes: classes.to_vec(),
         ..checkpoint.state.clone()
     };
-    check_compatible(path, &checkpoint.state, &wanted)?;
+    checkpoint.state.check_resumable(path, &wanted)?;
     if root {
         println!(
             "=> loaded checkpoint '{}' (epoch {})",

@@ -110,7 +110,7 @@ fn loss_of_a_hand_made_batch() {
     });
     let targets = vec![
         vec![],
-        vec![CocoBox {
+        vec![TargetBox {
             class: 0,
             xyxy: [8.0, 8.0, 24.0, 24.0],
         }],
@@ -171,11 +171,11 @@ fn gradients_reach_every_level_and_are_finite() {
         .collect();
     let targets = vec![
         vec![
-            CocoBox {
+            TargetBox {
                 class: 2,
                 xyxy: [4.0, 6.0, 30.0, 40.0],
             },
-            CocoBox {
+            TargetBox {
                 class: 0,
                 xyxy: [20.0, 30.0, 60.0, 62.0],
             },

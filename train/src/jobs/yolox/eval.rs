@@ -10,7 +10,7 @@ use kiln_data::coco_eval::STAT_LABELS;
 use kiln_data::{coco_evaluate, CocoDataset, CocoStats, DetectLoader, Detection};
 use kiln_models::yolox::{decode, Detected, Yolox, STRIDES};
 
-use crate::dist::Collective;
+use crate::ddp::Collective;
 use crate::error::TrainError;
 use crate::progress::PassProgress;
 

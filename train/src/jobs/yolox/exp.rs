@@ -5,9 +5,10 @@
 use kiln_models::YoloxVariant;
 
 /// The settings of one training run.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Exp {
     /// The model variant (`-n`).
+    #[serde(serialize_with = "crate::run::display")]
     pub variant: YoloxVariant,
     /// Number of classes (80 for COCO; taken from the annotations).
     pub num_classes: usize,

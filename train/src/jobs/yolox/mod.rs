@@ -28,13 +28,13 @@ use kiln_data::{CocoDataset, DetectLoader, DetectMode, EpochSampler, LoaderConfi
 use kiln_models::yolox::Yolox;
 use kiln_models::{write_package, yolox_package_config, PackageConfig};
 
-use crate::checkpoint::{copy_atomic, load_checked, CheckpointRecord, RunState};
+use crate::checkpoint::{load_checked, CheckpointRecord, RunState};
 use crate::cli::YoloxArgs;
-use crate::dist::Collective;
+use crate::ddp::Collective;
 use crate::ema::ModelEma;
 use crate::error::TrainError;
-use crate::metrics::MetricsWriter;
 use crate::progress::PassProgress;
+use crate::run::{resolve_seed, RunOutput, SavePolicy};
 use crate::schedule::YoloxWarmCos;
 
 pub use exp::Exp;
@@ -45,10 +45,6 @@ pub use trainer::{Trainer, YoloxOptimizer};
 pub const LATEST_CKPT: &str = "latest_ckpt.pth";
 /// The checkpoint of the best evaluation so far.
 pub const BEST_CKPT: &str = "best_ckpt.pth";
-/// The per-epoch metrics file inside the experiment folder.
-pub const METRICS_FILE: &str = "metrics.jsonl";
-/// The detection model package inside the experiment folder (best EMA weights).
-pub const PACKAGE_DIR: &str = "model";
 
 type Checkpoint<B> = CheckpointRecord<
     Weights<B>,
@@ -141,7 +137,8 @@ pub fn run<B: AutodiffBackend>(
             "COCO opened"
         );
     }
-    let batch = dist.per_device(args.batch_size, false, "--batch-size")?;
+    // `-b` is the total over every device of every node (YOLOX divides it by the world size).
+    let batch = dist.per_worker(args.batch_size, "--batch-size")?;
     let loader_config = LoaderConfig {
         batch_size: batch,
         workers: exp.data_num_workers,
@@ -154,7 +151,7 @@ pub fn run<B: AutodiffBackend>(
         .div_ceil(batch);
     let mut run = RunSetup::<B>::new(args, &exp, iters, dist, &train_set, &device)?;
     if dist.is_root() {
-        run.repair_package(&out)?;
+        run.repair_package()?;
     }
     let train_sampler = dist.shard(EpochSampler::new(train_set.len(), true, run.state.seed))?;
     let mut train_loader = DetectLoader::new(
@@ -171,17 +168,8 @@ pub fn run<B: AutodiffBackend>(
     };
     let val_loader = DetectLoader::new(Arc::clone(&val_set), val_mode, val_sampler, loader_config)?;
 
-    let metrics_path = out.join(METRICS_FILE);
-    let mut metrics = if dist.is_root() {
-        Some(
-            MetricsWriter::open(&metrics_path, args.resume).map_err(|source| TrainError::Io {
-                path: metrics_path.clone(),
-                source,
-            })?,
-        )
-    } else {
-        None
-    };
+    let settings = RunSettings { flags: args, exp: &exp };
+    let mut output = RunOutput::open(dist, &out, "yolox", &settings, run.state.seed, args.resume)?;
     let mut history = Vec::new();
     for epoch in run.state.epoch..exp.max_epoch {
         let started = Instant::now();
@@ -208,13 +196,10 @@ pub fn run<B: AutodiffBackend>(
             None
         };
         let ap = stats.map(|s| s.stats[0]);
-        let is_best = ap.is_some_and(|ap| ap > run.state.best_acc1);
-        if let Some(ap) = ap {
-            run.state.best_acc1 = run.state.best_acc1.max(ap);
-        }
+        let is_best = ap.is_some_and(|ap| run.state.record_score(ap));
         run.state.epoch = epoch + 1;
         if dist.is_root() {
-            run.save(&out, is_best, exp.save_history_ckpt)?;
+            run.save(is_best, exp.save_history_ckpt)?;
         }
         let m = YoloxEpoch {
             epoch: epoch + 1,
@@ -230,14 +215,12 @@ pub fn run<B: AutodiffBackend>(
             seconds: started.elapsed().as_secs_f64(),
             images_per_second: pass.images as f64 / train_seconds,
         };
-        if let Some(metrics) = metrics.as_mut() {
-            metrics.record(epoch + 1, m.seconds, m.images_per_second, &m)?;
-        }
+        output.record_epoch(epoch + 1, m.seconds, m.images_per_second, &m)?;
         history.push(m);
     }
     Ok(YoloxSummary {
         epochs: history,
-        best_ap: run.state.best_acc1,
+        best_ap: run.state.best_score,
     })
 }
 
@@ -270,6 +253,13 @@ fn augment(exp: &Exp) -> YoloxAugConfig {
     }
 }
 
+/// What `run.json` records of a YOLOX run: its flags and the experiment they resolved to.
+#[derive(Serialize)]
+struct RunSettings<'a> {
+    flags: &'a YoloxArgs,
+    exp: &'a Exp,
+}
+
 /// One training pass's averages.
 struct Pass {
     /// Mean losses `[total, iou, conf, cls, l1]` over all workers.
@@ -285,6 +275,7 @@ struct RunSetup<'a, B: AutodiffBackend> {
     scheduler: YoloxWarmCos,
     state: RunState,
     package: PackageConfig,
+    saves: SavePolicy,
     device: B::Device,
 }
 
@@ -308,12 +299,7 @@ impl<'a, B: AutodiffBackend> RunSetup<'a, B> {
             .as_deref()
             .map(|p| Checkpoint::<B>::load::<B>(p, device))
             .transpose()?;
-        let seed = args
-            .seed
-            .or(checkpoint.as_ref().map(|c| c.state.seed))
-            .unwrap_or_else(super::random_seed);
-        let seed = dist.share_u64(seed, device)?;
-        B::seed(device, seed);
+        let seed = resolve_seed(args.seed, checkpoint.as_ref().map(|c| c.state.seed), dist, device)?;
         let classes: Vec<String> = train_set.class_names().iter().map(|s| s.to_string()).collect();
         let root = dist.is_root();
         let lr = exp.basic_lr_per_img * args.batch_size as f64;
@@ -334,11 +320,12 @@ impl<'a, B: AutodiffBackend> RunSetup<'a, B> {
                 epoch: 0,
                 arch: exp.variant.to_string(),
                 // Below any AP, so the first evaluation writes `best_ckpt.pth` and the package.
-                best_acc1: -1.0,
+                best_score: -1.0,
                 seed,
                 classes: classes.clone(),
             },
             package: yolox_package_config(exp.variant, exp.test_size, &classes),
+            saves: SavePolicy::new(&out, LATEST_CKPT, BEST_CKPT),
             device: device.clone(),
         };
         if let (Some(path), Some(checkpoint)) = (checkpoint_path.as_deref(), checkpoint) {
@@ -364,16 +351,7 @@ impl<'a, B: AutodiffBackend> RunSetup<'a, B> {
 
     /// Loads a checkpoint's weights; when `resume`, also its optimizer, schedule and position.
     fn restore(&mut self, path: &Path, checkpoint: Checkpoint<B>, resume: bool) -> Result<(), TrainError> {
-        if checkpoint.state.arch != self.state.arch || checkpoint.state.classes != self.state.classes {
-            return Err(TrainError::Flag(format!(
-                "{}: checkpoint is {} with {} classes; this run is {} with {}",
-                path.display(),
-                checkpoint.state.arch,
-                checkpoint.state.classes.len(),
-                self.state.arch,
-                self.state.classes.len()
-            )));
-        }
+        checkpoint.state.check_resumable(path, &self.state)?;
         let trainer = &mut self.trainer;
         trainer.model = load_checked(trainer.model.clone(), checkpoint.model.model, path)?;
         let ema = load_checked(trainer.model.clone(), checkpoint.model.ema, path)?.valid();
@@ -412,7 +390,9 @@ impl<'a, B: AutodiffBackend> RunSetup<'a, B> {
             lr = self.scheduler.step();
             let n = batch.targets.len();
             let input = Tensor::<B, 4>::from_data(TensorData::new(batch.images, batch.shape), &self.device);
-            let parts = self.trainer.step(input, &batch.targets, lr, no_aug, self.dist)?;
+            let parts = self
+                .trainer
+                .step(input, &Trainer::<B>::targets(&batch.targets), lr, no_aug, self.dist)?;
             images += n;
             log.update(parts, data_time, end.elapsed().as_secs_f64());
             end = Instant::now();
@@ -434,51 +414,44 @@ impl<'a, B: AutodiffBackend> RunSetup<'a, B> {
         Ok([0, 1, 2, 3, 4].map(|i| summed[i] / world))
     }
 
-    /// Makes `model/` hold the weights `best_ckpt.pth` recorded before the run goes on: a run
-    /// that died while writing it (or a disk that filled up) may have left none, or a damaged
-    /// one. Also removes temporary files it left.
-    fn repair_package(&self, out: &Path) -> Result<(), TrainError> {
-        let (package, best) = (out.join(PACKAGE_DIR), out.join(BEST_CKPT));
-        super::repair_package(out, &package, &best, || {
-            let checkpoint = Checkpoint::<B>::load::<B>(&best, &self.device)?;
+    /// Makes `model/` hold the weights `best_ckpt.pth` recorded ([`SavePolicy::repair`]).
+    fn repair_package(&self) -> Result<(), TrainError> {
+        self.saves.repair(|best, package| {
+            let checkpoint = Checkpoint::<B>::load::<B>(best, &self.device)?;
             let record = if self.trainer.uses_ema() {
                 checkpoint.model.ema
             } else {
                 checkpoint.model.model
             };
-            let model = load_checked(self.trainer.model.clone(), record, &best)?.valid();
-            write_package(&package, &self.package, &model)?;
+            let model = load_checked(self.trainer.model.clone(), record, best)?.valid();
+            write_package(package, &self.package, &model)?;
             Ok(())
         })
     }
 
-    /// When `is_best`, rewrites the model package from the evaluated weights; then writes
-    /// `latest_ckpt.pth`, copied to `epoch_<n>_ckpt.pth` when `history` and to `best_ckpt.pth`
-    /// when `is_best`.
-    fn save(&self, out: &Path, is_best: bool, history: bool) -> Result<(), TrainError> {
-        // The package first: a crash before the checkpoint records the new best leaves the old
-        // best recorded, and the resumed run redoes the epoch and writes the package again.
-        if is_best {
-            write_package(&out.join(PACKAGE_DIR), &self.package, &self.eval_model())?;
-        }
-        let latest = out.join(LATEST_CKPT);
-        Checkpoint::<B> {
-            state: self.state.clone(),
-            model: Weights {
-                model: self.trainer.model.clone().into_record(),
-                ema: Yolox::<B>::from_inner(self.trainer.ema.module().clone()).into_record(),
-                ema_updates: self.trainer.ema.updates(),
+    /// `latest_ckpt.pth` every epoch, copied to `epoch_<n>_ckpt.pth` when `history`; on a new
+    /// best the package of the evaluated weights first and `best_ckpt.pth` after
+    /// ([`SavePolicy::save`]).
+    fn save(&self, is_best: bool, history: bool) -> Result<(), TrainError> {
+        let history = history.then(|| self.saves.output.join(format!("epoch_{}_ckpt.pth", self.state.epoch)));
+        self.saves.save(
+            is_best,
+            |package| Ok(write_package(package, &self.package, &self.eval_model()).map(drop)?),
+            |latest| {
+                Checkpoint::<B> {
+                    state: self.state.clone(),
+                    model: Weights {
+                        model: self.trainer.model.clone().into_record(),
+                        ema: Yolox::<B>::from_inner(self.trainer.ema.module().clone()).into_record(),
+                        ema_updates: self.trainer.ema.updates(),
+                    },
+                    optimizer: self.trainer.optim.to_record(),
+                    scheduler: self.scheduler.to_record::<B>(),
+                }
+                .save::<B>(latest)?;
+                Ok(())
             },
-            optimizer: self.trainer.optim.to_record(),
-            scheduler: self.scheduler.to_record::<B>(),
-        }
-        .save::<B>(&latest)?;
-        if history {
-            copy_atomic(&latest, &out.join(format!("epoch_{}_ckpt.pth", self.state.epoch)))?;
-        }
-        if is_best {
-            copy_atomic(&latest, &out.join(BEST_CKPT))?;
-        }
-        Ok(())
+            history.as_deref(),
+        )
     }
 }

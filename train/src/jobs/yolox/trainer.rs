@@ -10,10 +10,10 @@ use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::FloatDType;
 use kiln_data::CocoBox;
-use kiln_models::yolox::{LossParts, Yolox, YoloxLoss, STRIDES};
+use kiln_models::yolox::{LossParts, TargetBox, Yolox, YoloxLoss, STRIDES};
 
 use super::Exp;
-use crate::dist::{Collective, DistError};
+use crate::ddp::{Collective, DistError};
 use crate::ema::ModelEma;
 use crate::mixed::{all_finite, half_copy, unscale, LossScaler};
 use crate::optim::decay_weights;
@@ -59,13 +59,29 @@ impl<B: AutodiffBackend> Trainer<B> {
         }
     }
 
+    /// The loader's boxes as the loss takes them.
+    pub fn targets(boxes: &[Vec<CocoBox>]) -> Vec<Vec<TargetBox>> {
+        boxes
+            .iter()
+            .map(|image| {
+                image
+                    .iter()
+                    .map(|b| TargetBox {
+                        class: b.class,
+                        xyxy: b.xyxy,
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
     /// Trains on one batch of `images` (`[N, 3, H, W]`, raw 0–255 BGR) with boxes `targets`
     /// (per image, input pixels) at learning rate `lr`, the L1 loss on when `use_l1`; returns
     /// the batch's losses.
     pub fn step(
         &mut self,
         images: Tensor<B, 4>,
-        targets: &[Vec<CocoBox>],
+        targets: &[Vec<TargetBox>],
         lr: f64,
         use_l1: bool,
         dist: &Collective<B::InnerBackend>,
@@ -153,7 +169,7 @@ mod tests {
         B::seed(&device, 7);
         let images = Tensor::<B, 4>::random([2, 3, 64, 64], burn::tensor::Distribution::Uniform(0.0, 255.0), &device);
         let targets = vec![
-            vec![CocoBox {
+            vec![TargetBox {
                 class: 1,
                 xyxy: [8.0, 8.0, 40.0, 30.0],
             }],
