@@ -1,5 +1,5 @@
 //! The MNIST `Net`'s forward pass with gemm's left-operand packing at gemm's default and at
-//! kiln's setting (`kiln_models::gemm_packing`), alternating in one process on one thread, as
+//! kiln's setting (`kiln_models::cpu::gemm_packing`), alternating in one process on one thread, as
 //! one of kiln-serve's model workers runs it:
 //!
 //! ```sh
@@ -16,7 +16,7 @@ use burn::data::dataloader::batcher::Batcher;
 use burn::data::dataset::Dataset;
 use burn::tensor::{Tensor, TensorData};
 use kiln_data::{MnistBatcher, MnistDataset, MnistItem, MnistSplit};
-use kiln_models::gemm_packing::{lhs_packing_threshold, set_lhs_packing_threshold, LHS_PACKING_THRESHOLD};
+use kiln_models::cpu::gemm_packing::{lhs_packing_threshold, set_lhs_packing_threshold, LHS_PACKING_THRESHOLD};
 use kiln_models::{Net, NetConfig};
 
 /// Forward passes timed per round and setting.

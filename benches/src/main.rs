@@ -43,7 +43,7 @@ enum Bench {
 fn main() -> ExitCode {
     // In-process training steps run as kiln-train runs them (the huge-page restart gives the
     // programs this one starts, such as the PyTorch references, the user's environment back).
-    kiln_train::prepare_training_process();
+    kiln_models::cpu::prepare_process(kiln_models::cpu::Workload::Training);
     let cli = Cli::parse();
     let result = match cli.bench {
         Bench::Serve(args) => serve::run(args),

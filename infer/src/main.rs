@@ -20,8 +20,8 @@ use kiln_models::DeviceChoice;
 
 fn main() -> ExitCode {
     // The CPU backend's convolutions read their im2col tiles in place, as in kiln-train and in
-    // kiln-bench's raw forward (`kiln_models::gemm_packing`: 5% more requests at concurrency 16).
-    kiln_models::gemm_packing::read_lhs_in_place();
+    // kiln-bench's raw forward (`kiln_models::cpu::gemm_packing`: 5% more requests at concurrency 16).
+    kiln_models::cpu::prepare_process(kiln_models::cpu::Workload::Serving);
     let args = ServeArgs::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)

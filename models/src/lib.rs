@@ -3,18 +3,17 @@
 #![warn(missing_docs)]
 
 pub mod checksum;
+pub mod cpu;
 pub mod device;
 mod dropout;
 #[cfg(test)]
 mod fold_tests;
-pub mod gemm_packing;
 pub mod net;
 mod norm;
 pub mod package;
 mod params;
 mod pool;
 pub mod resnet;
-pub mod specialize;
 pub mod tensor_check;
 mod torch_keys;
 pub mod yolox;

@@ -10,7 +10,7 @@ use kiln_train::ddp::{self, DistPlan};
 use kiln_train::{jobs, Cli, DeviceChoice, DeviceSpec, DistArgs, Job, TrainError};
 
 fn main() -> ExitCode {
-    kiln_train::prepare_training_process();
+    kiln_models::cpu::prepare_process(kiln_models::cpu::Workload::Training);
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)

@@ -1,8 +1,6 @@
 //! BatchNorm's forward in a layout burn-flex runs fast.
 
-mod flex;
 mod fold;
-mod fused;
 
 pub use fold::{conv_optional_batch_norm, fold_into};
 
@@ -20,11 +18,11 @@ use burn::tensor::{DType, FloatDType};
 /// autocast runs BatchNorm, and the result is cast back; f32 inputs pass through unchanged.
 ///
 /// In training on the CPU backend (`Autodiff<Flex>`, f32) the normalisation and its backward
-/// are one fused op instead (`flex`, `fused`), with the same results.
+/// are one fused op instead ([`crate::cpu::batch_norm`]), with the same results.
 pub fn batch_norm<B: Backend>(bn: &BatchNorm<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
     let device = x.device();
     if B::ad_enabled(&device) {
-        if let Some((y, mean, var)) = flex::train(bn, &x) {
+        if let Some((y, mean, var)) = crate::cpu::batch_norm::train(bn, &x) {
             let vector = |v: Vec<f32>| {
                 let len = v.len();
                 Tensor::<B, 1>::from_data(TensorData::new(v, [len]), &device)
@@ -132,9 +130,9 @@ mod tests {
     fn the_cpu_training_backend_takes_the_fused_op() {
         let device = Default::default();
         let x = Tensor::<Autodiff<Flex>, 4>::random([2, 5, 2, 2], Distribution::Default, &device);
-        assert!(flex::train(&trained_bn::<Autodiff<Flex>>(&device), &x).is_some());
+        assert!(crate::cpu::batch_norm::train(&trained_bn::<Autodiff<Flex>>(&device), &x).is_some());
         let x = Tensor::<Flex, 4>::random([2, 5, 2, 2], Distribution::Default, &device);
-        assert!(flex::train(&trained_bn::<Flex>(&device), &x).is_none());
+        assert!(crate::cpu::batch_norm::train(&trained_bn::<Flex>(&device), &x).is_none());
     }
 
     #[test]

@@ -1,15 +1,13 @@
 //! `relu(max_pool(x))`, the MNIST `Net`'s pooling step, with a fused op on kiln's CPU training
 //! backend for 2×2 windows at stride 2.
 
-mod flex;
-
 use burn::nn::pool::MaxPool2d;
 use burn::nn::PaddingConfig2d;
 use burn::prelude::*;
 use burn::tensor::activation::relu;
 
 /// `relu(pool.forward(x))`. On `Autodiff<Flex>` with f32 tensors and a 2×2 window at stride
-/// 2 (no padding or dilation, floor mode) this is one fused op ([`flex`]): one pass forward
+/// 2 (no padding or dilation, floor mode) this is one fused op ([`crate::cpu::pool`]): one pass forward
 /// that keeps each window's winning tap as a byte, one pass backward; burn-flex's pooling
 /// instead keeps 64-bit indices and scatters into a zero-filled gradient, and its ReLU is a
 /// pass of its own each way. The values and gradients are burn-flex's exactly, ties included
@@ -17,7 +15,7 @@ use burn::tensor::activation::relu;
 /// windows run burn's own ops.
 pub fn max_pool_relu<B: Backend>(pool: &MaxPool2d, x: Tensor<B, 4>) -> Tensor<B, 4> {
     if B::ad_enabled(&x.device()) && is_plain_2x2(pool) {
-        if let Some(y) = flex::train(&x) {
+        if let Some(y) = crate::cpu::pool::train(&x) {
             return y;
         }
     }

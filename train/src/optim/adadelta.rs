@@ -16,8 +16,7 @@ use burn::optim::{LearningRate, SimpleOptimizer};
 use burn::record::Record;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::Tensor;
-
-mod flex;
+use kiln_models::cpu::adadelta::{adadelta_step, AdadeltaAverages};
 
 /// Adadelta's hyper-parameters; defaults are `torch.optim.Adadelta`'s.
 #[derive(Config, Debug)]
@@ -78,7 +77,7 @@ impl<B: Backend> SimpleOptimizer<B> for Adadelta {
         if let Some(decay) = &self.weight_decay {
             grad = decay.transform(grad, tensor.clone());
         }
-        match flex::step(self, lr, &tensor, &grad, state.as_ref()) {
+        match self.step_fused(lr, &tensor, &grad, state.as_ref()) {
             Some((tensor, state)) => (tensor, Some(state)),
             None => self.step_generic(lr, tensor, grad, state),
         }
@@ -93,7 +92,29 @@ impl<B: Backend> SimpleOptimizer<B> for Adadelta {
 }
 
 impl Adadelta {
-    /// The update in burn tensor ops, for every backend but burn-flex (see `flex`).
+    /// The update as one pass on the CPU backend ([`adadelta_step`]); `None` elsewhere.
+    fn step_fused<B: Backend, const D: usize>(
+        &self,
+        lr: LearningRate,
+        tensor: &Tensor<B, D>,
+        grad: &Tensor<B, D>,
+        state: Option<&AdadeltaState<B, D>>,
+    ) -> Option<(Tensor<B, D>, AdadeltaState<B, D>)> {
+        let averages = state.map(|s| AdadeltaAverages {
+            square_avg: s.square_avg.clone(),
+            acc_delta: s.acc_delta.clone(),
+        });
+        let (tensor, a) = adadelta_step(self.rho, self.epsilon, lr, tensor, grad, averages.as_ref())?;
+        Some((
+            tensor,
+            AdadeltaState {
+                square_avg: a.square_avg,
+                acc_delta: a.acc_delta,
+            },
+        ))
+    }
+
+    /// The update in burn tensor ops, for every backend but burn-flex.
     fn step_generic<B: Backend, const D: usize>(
         &self,
         lr: LearningRate,
@@ -155,7 +176,7 @@ mod tests {
         close(s.acc_delta, &[1.334_722_792_786_316_6e-6, 2.718_161_890_917_381_3e-6]);
     }
 
-    /// On burn-flex the update is the fused loop (`flex`); it gives the generic tensor-op
+    /// On burn-flex the update is the fused loop ([`adadelta_step`]); it gives the generic tensor-op
     /// update's values over two steps, parameter and both running averages, on 40,000
     /// elements (more than one rayon chunk).
     #[test]
@@ -167,10 +188,12 @@ mod tests {
         };
         let opt = AdadeltaConfig::new().build();
         let (p0, g1, g2) = (t(&values(1)), t(&values(2)), t(&values(3)));
-        let fused1 = flex::step(&opt, 1.0, &p0, &g1, None).expect("burn-flex f32 tensors take the fused path");
+        let fused1 = opt
+            .step_fused(1.0, &p0, &g1, None)
+            .expect("burn-flex f32 tensors take the fused path");
         let (gp1, gs1) = opt.step_generic(1.0, p0, g1, None);
         let gs1 = gs1.unwrap();
-        let fused2 = flex::step(&opt, 0.7, &fused1.0, &g2, Some(&fused1.1)).unwrap();
+        let fused2 = opt.step_fused(0.7, &fused1.0, &g2, Some(&fused1.1)).unwrap();
         let (gp2, gs2) = opt.step_generic(0.7, gp1.clone(), g2, Some(gs1.clone()));
         let gs2 = gs2.unwrap();
         let vec = |t: Tensor<Flex, 1>| t.into_data().to_vec::<f32>().unwrap();

@@ -5,28 +5,37 @@
 //! parameter, its gradient and both running averages once and writes the three new tensors
 //! once, with the generic path's operations in the generic path's order (so the same f32
 //! results). It runs when the inner backend is burn-flex and the parameter is f32, recognised
-//! at run time ([`kiln_models::specialize`]); every other backend keeps the generic update.
+//! at run time ([`super::specialize`]); every other backend keeps the generic update.
 
 use burn::backend::flex::FlexTensor;
-use burn::optim::LearningRate;
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor, TensorData, TensorPrimitive};
-use kiln_models::specialize::downcast;
 use rayon::prelude::*;
 
-use super::{Adadelta, AdadeltaState};
+use super::specialize::downcast;
 
 /// Elements per rayon task.
 const CHUNK: usize = 16 * 1024;
 
-/// The new parameter and state, or `None` when the tensors are not burn-flex f32 tensors.
-pub(super) fn step<B: Backend, const D: usize>(
-    rule: &Adadelta,
-    lr: LearningRate,
+/// Adadelta's running averages of one parameter: of the squared gradients (`v`) and of the
+/// squared updates (`u`).
+pub struct AdadeltaAverages<B: Backend, const D: usize> {
+    /// `v`.
+    pub square_avg: Tensor<B, D>,
+    /// `u`.
+    pub acc_delta: Tensor<B, D>,
+}
+
+/// One Adadelta update of `tensor` with `grad` (decay `rho`, `epsilon`, learning rate `lr`):
+/// the new parameter and averages, or `None` when the tensors are not burn-flex f32 tensors.
+pub fn adadelta_step<B: Backend, const D: usize>(
+    rho: f64,
+    epsilon: f64,
+    lr: f64,
     tensor: &Tensor<B, D>,
     grad: &Tensor<B, D>,
-    state: Option<&AdadeltaState<B, D>>,
-) -> Option<(Tensor<B, D>, AdadeltaState<B, D>)> {
+    state: Option<&AdadeltaAverages<B, D>>,
+) -> Option<(Tensor<B, D>, AdadeltaAverages<B, D>)> {
     if tensor.dtype() != DType::F32 || grad.dtype() != DType::F32 {
         return None;
     }
@@ -47,8 +56,8 @@ pub(super) fn step<B: Backend, const D: usize>(
             (&zeros[..], &zeros[..])
         }
     };
-    let (rho, one_minus_rho) = (rule.rho as f32, (1.0 - rule.rho) as f32);
-    let (epsilon, lr) = (rule.epsilon as f32, lr as f32);
+    let (rho, one_minus_rho) = (rho as f32, (1.0 - rho) as f32);
+    let (epsilon, lr) = (epsilon as f32, lr as f32);
     // The outputs are written once, in parallel, without being zeroed first.
     let n = p.len();
     let (mut p_out, mut sq_out, mut acc_out) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
@@ -83,7 +92,7 @@ pub(super) fn step<B: Backend, const D: usize>(
     };
     Some((
         back(p_out)?,
-        AdadeltaState {
+        AdadeltaAverages {
             square_avg: back(sq_out)?,
             acc_delta: back(acc_out)?,
         },

@@ -14,7 +14,7 @@ use burn::tensor::DType;
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
-use crate::specialize::{
+use super::specialize::{
     as_flex_autodiff, backward_unary, flex_tensor, from_flex_autodiff, record_unary,
     FlexAutodiffTensor as AutodiffTensor,
 };
@@ -27,7 +27,7 @@ const MIN_PLANES_PER_TASK: usize = 16;
 
 /// `relu(max_pool2d(x, 2×2, stride 2))` by the fused op; `None` unless `B` is `Autodiff<Flex>`,
 /// `x` is f32 and its planes are at least 2×2.
-pub(super) fn train<B: Backend>(x: &Tensor<B, 4>) -> Option<Tensor<B, 4>> {
+pub(crate) fn train<B: Backend>(x: &Tensor<B, 4>) -> Option<Tensor<B, 4>> {
     let [_, _, h, w] = x.dims();
     if x.dtype() != DType::F32 || h < 2 || w < 2 {
         return None;
@@ -184,6 +184,15 @@ mod tests {
     use burn::tensor::Distribution;
 
     type Ad = Autodiff<Flex>;
+
+    #[test]
+    fn the_cpu_training_backend_takes_the_fused_op() {
+        let device = Default::default();
+        let x = Tensor::<Ad, 4>::random([2, 3, 4, 4], Distribution::Default, &device);
+        assert!(train(&x).is_some());
+        let x = Tensor::<Flex, 4>::random([2, 3, 4, 4], Distribution::Default, &device);
+        assert!(train(&x).is_none());
+    }
 
     fn pool() -> burn::nn::pool::MaxPool2d {
         MaxPool2dConfig::new([2, 2]).with_strides([2, 2]).init()

@@ -16,7 +16,7 @@ use rand::rngs::SmallRng;
 use rand::{RngCore, SeedableRng};
 use rayon::prelude::*;
 
-use crate::specialize::{
+use super::specialize::{
     as_flex_autodiff, backward_unary, flex_tensor, from_flex_autodiff, record_unary,
     FlexAutodiffTensor as AutodiffTensor,
 };
@@ -26,7 +26,7 @@ const STREAM: usize = 1 << 16;
 
 /// `dropout(x)` with probability `prob` by the fused op; `None` unless `B` is
 /// `Autodiff<Flex>` and `x` is f32.
-pub(super) fn train<B: Backend, const D: usize>(prob: f64, x: &Tensor<B, D>) -> Option<Tensor<B, D>> {
+pub(crate) fn train<B: Backend, const D: usize>(prob: f64, x: &Tensor<B, D>) -> Option<Tensor<B, D>> {
     if x.dtype() != DType::F32 {
         return None;
     }
@@ -139,6 +139,16 @@ mod tests {
     use burn::nn::DropoutConfig;
 
     type Ad = Autodiff<Flex>;
+
+    #[test]
+    fn the_cpu_training_backend_takes_the_fused_op() {
+        let device = Default::default();
+        assert!(train(0.5, &Tensor::<Ad, 2>::ones([4, 8], &device)).is_some());
+        // Without autodiff, or in f16, burn's own dropout runs.
+        assert!(train(0.5, &Tensor::<Flex, 2>::ones([4, 8], &device)).is_none());
+        let half = Tensor::<Ad, 2>::ones([4, 8], &device).cast(burn::tensor::FloatDType::F16);
+        assert!(train(0.5, &half).is_none());
+    }
 
     #[test]
     fn keeps_one_minus_p_scaled_and_routes_the_gradient_through_the_mask() {

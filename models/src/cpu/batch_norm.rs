@@ -1,9 +1,9 @@
 //! BatchNorm training on kiln's CPU training backend, `Autodiff<Flex>`, as one burn autodiff
-//! op with its own backward ([`super::fused`]), instead of the composition of tensor ops that
+//! op with its own backward ([`super::batch_norm_kernel`]), instead of the composition of tensor ops that
 //! every other backend runs.
 //!
 //! kiln's models stay generic over `B: Backend`: [`train`] recognises the CPU backend at run
-//! time by downcasting the tensors' primitives ([`crate::specialize`]) and answers `None` for
+//! time by downcasting the tensors' primitives ([`super::specialize`]) and answers `None` for
 //! any other backend or dtype, so CUDA and half precision keep the generic path.
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -16,13 +16,13 @@ use burn::nn::BatchNorm;
 use burn::prelude::*;
 use burn::tensor::DType;
 
-use super::fused::{self, BatchStats, Planes};
-use crate::specialize::{as_flex_autodiff, flex_tensor, from_flex_autodiff, FlexAutodiffTensor as AutodiffTensor};
+use super::batch_norm_kernel::{self as fused, BatchStats, Planes};
+use super::specialize::{as_flex_autodiff, flex_tensor, from_flex_autodiff, FlexAutodiffTensor as AutodiffTensor};
 
 /// `bn(x)` in training mode with the fused op, and the batch statistics `(mean, biased
 /// variance)` for the running-statistics update; `None` unless `B` is `Autodiff<Flex>` (any
 /// checkpointing) and `x` is f32.
-pub(super) fn train<B: Backend>(bn: &BatchNorm<B>, x: &Tensor<B, 4>) -> Option<(Tensor<B, 4>, Vec<f32>, Vec<f32>)> {
+pub(crate) fn train<B: Backend>(bn: &BatchNorm<B>, x: &Tensor<B, 4>) -> Option<(Tensor<B, 4>, Vec<f32>, Vec<f32>)> {
     if x.dtype() != DType::F32 {
         return None;
     }

@@ -1,0 +1,47 @@
+//! kiln's CPU speed, in one place: what the CPU backend (burn-flex with SIMD and rayon) runs
+//! differently from burn's generic path, and the process settings the CPU programs share.
+//! A burn upgrade touches this module tree and `vendor/burn-flex` (see `vendor/README.md`).
+//!
+//! - Fused ops on `Autodiff<Flex>` f32 tensors, chosen at run time by downcasting the tensor
+//!   primitives ([`specialize`]): BatchNorm training ([`batch_norm`], [`batch_norm_kernel`]),
+//!   dropout ([`dropout`]), 2×2 max pooling + ReLU ([`pool`]) and the Adadelta update
+//!   ([`adadelta`]). Every other backend and dtype keeps burn's generic code; each op has a test
+//!   that the CPU backend takes its fused path and another backend does not.
+//! - Process settings, applied by [`prepare_process`]: the training heap policy ([`heap`]),
+//!   denormals flushed to zero ([`float_mode`]) and gemm reading im2col tiles in place
+//!   ([`gemm_packing`]).
+
+pub mod adadelta;
+pub(crate) mod batch_norm;
+pub(crate) mod batch_norm_kernel;
+pub(crate) mod dropout;
+pub mod float_mode;
+pub mod gemm_packing;
+pub mod heap;
+pub(crate) mod pool;
+pub mod specialize;
+
+/// What a process runs, for [`prepare_process`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Workload {
+    /// Training steps (`kiln-train`, and `kiln-bench`, whose in-process steps must run as
+    /// kiln-train's do): every setting.
+    Training,
+    /// Batched inference (`kiln-serve`): gemm's packing only; the heap keeps glibc's defaults,
+    /// so memory freed after a large upload goes back to the system.
+    Serving,
+}
+
+/// Sets up the process for `workload`. Call it first thing in `main`, before any thread
+/// starts: for training it may restart the process once with the heap on transparent huge
+/// pages ([`heap::use_transparent_huge_pages`]), then keeps freed memory for reuse
+/// ([`heap::keep_freed_memory`]) and flushes denormals ([`float_mode::flush_denormals`]);
+/// every workload gets gemm reading im2col tiles in place ([`gemm_packing::read_lhs_in_place`]).
+pub fn prepare_process(workload: Workload) {
+    if workload == Workload::Training {
+        heap::use_transparent_huge_pages();
+        heap::keep_freed_memory();
+        float_mode::flush_denormals();
+    }
+    gemm_packing::read_lhs_in_place();
+}
