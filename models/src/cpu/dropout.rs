@@ -141,16 +141,6 @@ mod tests {
     type Ad = Autodiff<Flex>;
 
     #[test]
-    fn the_cpu_training_backend_takes_the_fused_op() {
-        let device = Default::default();
-        assert!(train(0.5, &Tensor::<Ad, 2>::ones([4, 8], &device)).is_some());
-        // Without autodiff, or in f16, burn's own dropout runs.
-        assert!(train(0.5, &Tensor::<Flex, 2>::ones([4, 8], &device)).is_none());
-        let half = Tensor::<Ad, 2>::ones([4, 8], &device).cast(burn::tensor::FloatDType::F16);
-        assert!(train(0.5, &half).is_none());
-    }
-
-    #[test]
     fn keeps_one_minus_p_scaled_and_routes_the_gradient_through_the_mask() {
         let device = Default::default();
         let n = 300_000;

@@ -45,3 +45,27 @@ pub fn prepare_process(workload: Workload) {
     }
     gemm_packing::read_lhs_in_place();
 }
+
+#[cfg(test)]
+mod tests {
+    use burn::backend::{Autodiff, Flex};
+    use burn::prelude::*;
+    use burn::tensor::{Distribution, FloatDType};
+
+    /// Dropout and pooling + ReLU take their fused op on the CPU training backend, and burn's
+    /// generic one without autodiff or in f16 (BatchNorm's and Adadelta's tests sit with their
+    /// generic code, which they compare against).
+    #[test]
+    fn the_cpu_training_backend_takes_the_fused_ops() {
+        let device = Default::default();
+        let x = Tensor::<Autodiff<Flex>, 4>::random([2, 3, 4, 4], Distribution::Default, &device);
+        assert!(super::dropout::train(0.5, &x).is_some());
+        assert!(super::pool::train(&x).is_some());
+        let half = x.cast(FloatDType::F16);
+        assert!(super::dropout::train(0.5, &half).is_none());
+        assert!(super::pool::train(&half).is_none());
+        let plain = Tensor::<Flex, 4>::random([2, 3, 4, 4], Distribution::Default, &device);
+        assert!(super::dropout::train(0.5, &plain).is_none());
+        assert!(super::pool::train(&plain).is_none());
+    }
+}

@@ -185,15 +185,6 @@ mod tests {
 
     type Ad = Autodiff<Flex>;
 
-    #[test]
-    fn the_cpu_training_backend_takes_the_fused_op() {
-        let device = Default::default();
-        let x = Tensor::<Ad, 4>::random([2, 3, 4, 4], Distribution::Default, &device);
-        assert!(train(&x).is_some());
-        let x = Tensor::<Flex, 4>::random([2, 3, 4, 4], Distribution::Default, &device);
-        assert!(train(&x).is_none());
-    }
-
     fn pool() -> burn::nn::pool::MaxPool2d {
         MaxPool2dConfig::new([2, 2]).with_strides([2, 2]).init()
     }
