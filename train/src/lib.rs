@@ -5,7 +5,6 @@
 pub mod checkpoint;
 pub mod cli;
 pub mod ddp;
-pub mod ema;
 pub mod error;
 pub mod jobs;
 pub mod meters;

@@ -1,8 +1,9 @@
-//! Mixed-precision training (YOLOX's `--fp16`, PyTorch's autocast + `GradScaler`): the master
-//! weights stay f32; each step runs forward and backward on an f16 copy of them (BatchNorm
-//! statistics and the loss in f32), the loss multiplied by a scale so small gradients survive
-//! f16; the gradients come back as f32, divided by the scale, and a step whose gradients
-//! overflowed is skipped and the scale halved (doubled again after 2,000 clean steps).
+//! Mixed-precision training, shared by the jobs (YOLOX's `--fp16`; PyTorch's autocast +
+//! `GradScaler`): the master weights stay f32; each step runs forward and backward on an f16
+//! copy of them (BatchNorm statistics and the loss in f32), the loss multiplied by a scale so
+//! small gradients survive f16; the gradients come back as f32, divided by the scale, and a
+//! step whose gradients overflowed is skipped and the scale halved (doubled again after 2,000
+//! clean steps).
 
 use burn::module::{AutodiffModule, ModuleMapper, ModuleVisitor, Param};
 use burn::optim::GradientsParams;

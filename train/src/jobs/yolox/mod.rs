@@ -7,6 +7,7 @@
 //! each worker trains on its shard with the batch divided over the devices, gradients are
 //! averaged, and rank 0 logs and writes.
 
+mod ema;
 mod eval;
 mod exp;
 mod log;
@@ -31,11 +32,11 @@ use kiln_models::{write_package, yolox_package_config, PackageConfig};
 use crate::checkpoint::{load_checked, CheckpointRecord, RunState};
 use crate::cli::YoloxArgs;
 use crate::ddp::Collective;
-use crate::ema::ModelEma;
 use crate::error::TrainError;
 use crate::progress::PassProgress;
 use crate::run::{resolve_seed, RunOutput, SavePolicy};
 use crate::schedule::YoloxWarmCos;
+use ema::ModelEma;
 
 pub use exp::Exp;
 pub use log::IterLog;

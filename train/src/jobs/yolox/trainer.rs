@@ -12,9 +12,9 @@ use burn::tensor::FloatDType;
 use kiln_data::CocoBox;
 use kiln_models::yolox::{LossParts, TargetBox, Yolox, YoloxLoss, STRIDES};
 
+use super::ema::ModelEma;
 use super::Exp;
 use crate::ddp::{Collective, DistError};
-use crate::ema::ModelEma;
 use crate::mixed::{all_finite, half_copy, unscale, LossScaler};
 use crate::optim::decay_weights;
 
