@@ -1,0 +1,257 @@
+//! Swin's building blocks, with the official module and parameter names: window attention
+//! (`attn.qkv`, `attn.proj`, `attn.relative_position_bias_table`), the MLP (`mlp.fc1`,
+//! `mlp.fc2`), the (shifted-)window block (`norm1`, `attn`, `norm2`, `mlp`) and patch merging
+//! (`downsample.norm`, `downsample.reduction`).
+
+use burn::module::Param;
+use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::prelude::*;
+use burn::tensor::activation::{gelu, softmax};
+use burn::tensor::Distribution;
+
+use super::window::{partition, relative_position_index, reverse, shift_mask};
+
+/// The official initialisation of linear layers: weights N(0, 0.02) (timm's `trunc_normal_`
+/// cuts at ±2, a hundred standard deviations out), biases 0.
+pub(crate) fn linear<B: Backend>(d_in: usize, d_out: usize, bias: bool, device: &B::Device) -> Linear<B> {
+    let mut layer = LinearConfig::new(d_in, d_out).with_bias(bias).init(device);
+    layer.weight = Param::from_tensor(Tensor::random([d_in, d_out], Distribution::Normal(0.0, 0.02), device));
+    if bias {
+        layer.bias = Some(Param::from_tensor(Tensor::zeros([d_out], device)));
+    }
+    layer
+}
+
+/// LayerNorm with PyTorch's ε (weight 1, bias 0).
+pub(crate) fn layer_norm<B: Backend>(dim: usize, device: &B::Device) -> LayerNorm<B> {
+    LayerNormConfig::new(dim).with_epsilon(1e-5).init(device)
+}
+
+/// Stochastic depth (timm's `DropPath`): in training (an autodiff backend), each sample's
+/// residual branch is dropped with probability `prob` and the kept ones scaled by
+/// `1 / (1 − prob)`; the identity otherwise.
+pub(crate) fn drop_path<B: Backend>(x: Tensor<B, 3>, prob: f64) -> Tensor<B, 3> {
+    if prob == 0.0 || !B::ad_enabled(&x.device()) {
+        return x;
+    }
+    let [b, _, _] = x.dims();
+    let keep = 1.0 - prob;
+    let mask = Tensor::<B, 3>::random([b, 1, 1], Distribution::Bernoulli(keep), &x.device());
+    x * mask.div_scalar(keep)
+}
+
+/// Multi-head self-attention within windows, with a learned bias per relative position.
+#[derive(Module, Debug)]
+pub struct WindowAttention<B: Backend> {
+    /// `[(2·window − 1)², heads]`.
+    pub relative_position_bias_table: Param<Tensor<B, 2>>,
+    /// Queries, keys and values in one projection.
+    pub qkv: Linear<B>,
+    /// The output projection.
+    pub proj: Linear<B>,
+    heads: usize,
+    window: usize,
+    /// [`relative_position_index`] of the window.
+    #[module(skip)]
+    index: Vec<i64>,
+}
+
+impl<B: Backend> WindowAttention<B> {
+    /// Attention over `window × window` windows of `dim` channels in `heads` heads.
+    pub fn new(dim: usize, window: usize, heads: usize, qkv_bias: bool, device: &B::Device) -> Self {
+        let side = 2 * window - 1;
+        Self {
+            relative_position_bias_table: Param::from_tensor(Tensor::random(
+                [side * side, heads],
+                Distribution::Normal(0.0, 0.02),
+                device,
+            )),
+            qkv: linear(dim, 3 * dim, qkv_bias, device),
+            proj: linear(dim, dim, true, device),
+            heads,
+            window,
+            index: relative_position_index(window),
+        }
+    }
+
+    /// `x`: `[windows · B, N, C]`; `mask`: `[windows, N, N]` for shifted windows.
+    pub fn forward(&self, x: Tensor<B, 3>, mask: Option<Tensor<B, 3>>) -> Tensor<B, 3> {
+        let [bw, n, c] = x.dims();
+        let (heads, d) = (self.heads, c / self.heads);
+        let qkv = self
+            .qkv
+            .forward(x)
+            .reshape([bw, n, 3, heads, d])
+            .permute([2, 0, 3, 1, 4]);
+        let part = |i: usize| qkv.clone().slice([i..i + 1]).reshape([bw, heads, n, d]);
+        let (q, k, v) = (part(0), part(1), part(2));
+        let q = q.mul_scalar((d as f64).powf(-0.5));
+        let mut attn = q.matmul(k.swap_dims(2, 3));
+        let device = attn.device();
+        let index = Tensor::<B, 1, Int>::from_data(TensorData::new(self.index.clone(), [n * n]), &device);
+        let bias = self
+            .relative_position_bias_table
+            .val()
+            .select(0, index)
+            .reshape([n, n, heads])
+            .permute([2, 0, 1]);
+        attn = attn + bias.unsqueeze::<4>();
+        if let Some(mask) = mask {
+            let windows = mask.dims()[0];
+            attn = (attn.reshape([bw / windows, windows, heads, n, n]) + mask.unsqueeze_dim::<4>(1).unsqueeze::<5>())
+                .reshape([bw, heads, n, n]);
+        }
+        let attn = softmax(attn, 3);
+        let out = attn.matmul(v).swap_dims(1, 2).reshape([bw, n, c]);
+        self.proj.forward(out)
+    }
+
+    /// The window side.
+    pub fn window(&self) -> usize {
+        self.window
+    }
+}
+
+/// The MLP of a block: `fc2(gelu(fc1(x)))`.
+#[derive(Module, Debug)]
+pub struct Mlp<B: Backend> {
+    /// `dim → hidden`.
+    pub fc1: Linear<B>,
+    /// `hidden → dim`.
+    pub fc2: Linear<B>,
+}
+
+impl<B: Backend> Mlp<B> {
+    fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        self.fc2.forward(gelu(self.fc1.forward(x)))
+    }
+}
+
+/// One Swin block: (shifted-)window attention and an MLP, each a pre-norm residual branch.
+#[derive(Module, Debug)]
+pub struct SwinBlock<B: Backend> {
+    /// Before the attention.
+    pub norm1: LayerNorm<B>,
+    /// The window attention.
+    pub attn: WindowAttention<B>,
+    /// Before the MLP.
+    pub norm2: LayerNorm<B>,
+    /// The MLP.
+    pub mlp: Mlp<B>,
+    resolution: [usize; 2],
+    shift: usize,
+    drop_path: f64,
+    /// [`shift_mask`] of the map, for shifted blocks.
+    #[module(skip)]
+    mask: Option<Vec<f32>>,
+}
+
+/// How one block is built.
+#[derive(Debug, Clone, Copy)]
+pub struct BlockSpec {
+    /// Channels.
+    pub dim: usize,
+    /// The map's `[height, width]`.
+    pub resolution: [usize; 2],
+    /// Attention heads.
+    pub heads: usize,
+    /// The window side.
+    pub window: usize,
+    /// Whether this block shifts its windows (every second block).
+    pub shifted: bool,
+    /// Hidden width of the MLP over `dim`.
+    pub mlp_ratio: f64,
+    /// A bias on the query, key and value projection.
+    pub qkv_bias: bool,
+    /// Stochastic depth of this block.
+    pub drop_path: f64,
+}
+
+impl<B: Backend> SwinBlock<B> {
+    /// The block `spec` describes. As the official code, a map no larger than the window is
+    /// one window and is not shifted.
+    pub fn new(spec: BlockSpec, device: &B::Device) -> Self {
+        let [h, w] = spec.resolution;
+        let (window, shift) = if h.min(w) <= spec.window {
+            (h.min(w), 0)
+        } else {
+            (spec.window, if spec.shifted { spec.window / 2 } else { 0 })
+        };
+        let hidden = (spec.dim as f64 * spec.mlp_ratio) as usize;
+        Self {
+            norm1: layer_norm(spec.dim, device),
+            attn: WindowAttention::new(spec.dim, window, spec.heads, spec.qkv_bias, device),
+            norm2: layer_norm(spec.dim, device),
+            mlp: Mlp {
+                fc1: linear(spec.dim, hidden, true, device),
+                fc2: linear(hidden, spec.dim, true, device),
+            },
+            resolution: spec.resolution,
+            shift,
+            drop_path: spec.drop_path,
+            mask: (shift > 0).then(|| shift_mask(h, w, window, shift)),
+        }
+    }
+
+    /// `x`: `[B, H·W, C]`.
+    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let [b, l, c] = x.dims();
+        let [h, w] = self.resolution;
+        let window = self.attn.window();
+        let shortcut = x.clone();
+        let mut map = self.norm1.forward(x).reshape([b, h, w, c]);
+        let s = self.shift as i64;
+        if s > 0 {
+            map = map.roll(&[-s, -s], &[1, 2]);
+        }
+        let mask = self.mask.as_ref().map(|m| {
+            let n = window * window;
+            Tensor::<B, 3>::from_data(TensorData::new(m.clone(), [m.len() / (n * n), n, n]), &map.device())
+        });
+        let windows = self.attn.forward(partition(map, window), mask);
+        let mut map = reverse(windows, window, h, w);
+        if s > 0 {
+            map = map.roll(&[s, s], &[1, 2]);
+        }
+        let x = shortcut + drop_path(map.reshape([b, l, c]), self.drop_path);
+        let branch = self.mlp.forward(self.norm2.forward(x.clone()));
+        x + drop_path(branch, self.drop_path)
+    }
+}
+
+/// Patch merging between stages: each 2×2 neighbourhood's channels concatenated (`4C`),
+/// normalised and projected to `2C`, halving the map.
+#[derive(Module, Debug)]
+pub struct PatchMerging<B: Backend> {
+    /// `4C → 2C`, without bias.
+    pub reduction: Linear<B>,
+    /// Over `4C`.
+    pub norm: LayerNorm<B>,
+    resolution: [usize; 2],
+}
+
+impl<B: Backend> PatchMerging<B> {
+    /// Merging for a `resolution` map of `dim` channels.
+    pub fn new(dim: usize, resolution: [usize; 2], device: &B::Device) -> Self {
+        Self {
+            reduction: linear(4 * dim, 2 * dim, false, device),
+            norm: layer_norm(4 * dim, device),
+            resolution,
+        }
+    }
+
+    /// `x`: `[B, H·W, C]` → `[B, H/2 · W/2, 2C]`.
+    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let merged = neighbours(x, self.resolution);
+        self.reduction.forward(self.norm.forward(merged))
+    }
+}
+
+/// Each 2×2 neighbourhood of a `[B, H·W, C]` map as one `4C` vector, `[B, H/2 · W/2, 4C]`, in
+/// the official order: (even row, even column), (odd, even), (even, odd), (odd, odd).
+pub(crate) fn neighbours<B: Backend>(x: Tensor<B, 3>, [h, w]: [usize; 2]) -> Tensor<B, 3> {
+    let [b, _, c] = x.dims();
+    x.reshape([b, h / 2, 2, w / 2, 2, c])
+        .permute([0, 1, 3, 4, 2, 5])
+        .reshape([b, h / 2 * (w / 2), 4 * c])
+}

@@ -1,0 +1,174 @@
+use burn::backend::Autodiff;
+use burn_store::ModuleSnapshot;
+use burn_flex::Flex;
+
+use super::*;
+
+/// The official parameter counts with 1,000 classes: Swin-T's 28,288,354 as the official
+/// repository states it; Swin-S, -B and -L are timm's 49.6 M, 87.8 M and 196.5 M, here to the
+/// parameter from the sum of the official layers' shapes (which gives Swin-T's exact figure).
+#[test]
+fn parameter_counts_are_the_official_ones() {
+    let device = Default::default();
+    for (name, config, expected) in [
+        ("tiny", SwinConfig::tiny(1000), 28_288_354),
+        ("small", SwinConfig::small(1000), 49_606_258),
+        ("base", SwinConfig::base(1000), 87_768_224),
+        ("large", SwinConfig::large(1000), 196_532_476),
+    ] {
+        let model = config.init::<Flex>(&device);
+        assert_eq!(model.num_trainable_params(), expected, "{name}");
+    }
+}
+
+/// A small configuration (embed 32, depths [2, 2], heads [2, 4], window 7, 56×56 input).
+fn small_config() -> SwinConfig {
+    SwinConfig {
+        img_size: 56,
+        num_classes: 10,
+        ..SwinConfig::new(32, &[2, 2], &[2, 4], 10)
+    }
+}
+
+#[test]
+fn keys_are_the_official_state_dict_names() {
+    let device = Default::default();
+    let model = small_config().init::<Flex>(&device);
+    let keys: Vec<String> = model.collect(None, None, false).iter().map(|s| s.full_path()).collect();
+    for key in [
+        "patch_embed.proj.weight",
+        "patch_embed.proj.bias",
+        "patch_embed.norm.gamma",
+        "layers.0.blocks.0.norm1.gamma",
+        "layers.0.blocks.0.attn.relative_position_bias_table",
+        "layers.0.blocks.1.attn.qkv.weight",
+        "layers.0.blocks.1.attn.qkv.bias",
+        "layers.0.blocks.1.attn.proj.weight",
+        "layers.0.blocks.1.mlp.fc1.weight",
+        "layers.0.blocks.1.mlp.fc2.bias",
+        "layers.0.downsample.reduction.weight",
+        "layers.0.downsample.norm.beta",
+        "layers.1.blocks.1.norm2.gamma",
+        "norm.gamma",
+        "head.weight",
+        "head.bias",
+    ] {
+        assert!(keys.iter().any(|k| k == key), "{key} missing from {keys:?}");
+    }
+    // No bias on the merging projection; no merging after the last stage.
+    assert!(!keys.iter().any(|k| k == "layers.0.downsample.reduction.bias"));
+    assert!(!keys.iter().any(|k| k.starts_with("layers.1.downsample")));
+    // Our formula for this configuration, as for the official ones above.
+    assert_eq!(model.num_trainable_params(), 138_262);
+}
+
+#[test]
+fn logits_have_the_class_count_and_training_runs_backward() {
+    let device = Default::default();
+    let model = small_config().init::<Autodiff<Flex>>(&device);
+    let x = Tensor::<Autodiff<Flex>, 4>::random([2, 3, 56, 56], Distribution::Default, &device);
+    let logits = model.forward(x);
+    assert_eq!(logits.dims(), [2, 10]);
+    let grads = logits.sum().backward();
+    let table = model.layers[0].blocks[1].attn.relative_position_bias_table.val();
+    let grad = table.grad(&grads).expect("the bias table is trained");
+    assert!(grad.abs().sum().into_scalar() > 0.0);
+}
+
+#[test]
+fn bad_shapes_are_named_errors() {
+    let mut c = small_config();
+    c.img_size = 60;
+    assert!(
+        c.validate().unwrap_err().contains("WINDOW_SIZE 7"),
+        "{:?}",
+        c.validate()
+    );
+    let mut c = small_config();
+    c.num_heads = vec![3, 4];
+    assert!(c.validate().unwrap_err().contains("NUM_HEADS 3"));
+    let mut c = small_config();
+    c.depths = vec![2];
+    assert!(c.validate().unwrap_err().contains("same number of stages"));
+}
+
+/// Window attention over one 2×2 window, against attention written out by hand from the
+/// layer's own weights: softmax(q·kᵀ/√d + bias[index]) · v, then the projection.
+#[test]
+fn window_attention_is_softmax_attention_with_the_relative_bias() {
+    let device = Default::default();
+    let (dim, heads, window) = (4, 2, 2);
+    let attn = WindowAttention::<Flex>::new(dim, window, heads, true, &device);
+    let x = Tensor::<Flex, 3>::random([1, 4, dim], Distribution::Default, &device);
+    let got: Vec<f32> = attn.forward(x.clone(), None).into_data().to_vec().unwrap();
+
+    let host = |t: Tensor<Flex, 2>| -> Vec<f32> { t.into_data().to_vec().unwrap() };
+    let xs: Vec<f32> = x.reshape([4, dim]).into_data().to_vec().unwrap();
+    // burn's Linear weight is [in, out].
+    let (wq, bq) = (host(attn.qkv.weight.val()), attn.qkv.bias.as_ref().unwrap().val());
+    let bq: Vec<f32> = bq.into_data().to_vec().unwrap();
+    let (wp, bp) = (host(attn.proj.weight.val()), attn.proj.bias.as_ref().unwrap().val());
+    let bp: Vec<f32> = bp.into_data().to_vec().unwrap();
+    let table = host(attn.relative_position_bias_table.val());
+    let index = window::relative_position_index(window);
+    let linear = |input: &[f32], w: &[f32], b: &[f32], d_in: usize, d_out: usize| -> Vec<f64> {
+        (0..d_out)
+            .map(|o| {
+                b[o] as f64
+                    + (0..d_in)
+                        .map(|i| input[i] as f64 * w[i * d_out + o] as f64)
+                        .sum::<f64>()
+            })
+            .collect()
+    };
+    let qkv: Vec<Vec<f64>> = (0..4)
+        .map(|t| linear(&xs[t * dim..(t + 1) * dim], &wq, &bq, dim, 3 * dim))
+        .collect();
+    let d = dim / heads;
+    let mut out = vec![vec![0.0f64; dim]; 4];
+    for h in 0..heads {
+        for q in 0..4 {
+            let scores: Vec<f64> = (0..4)
+                .map(|k| {
+                    let dot: f64 = (0..d).map(|i| qkv[q][h * d + i] * qkv[k][dim + h * d + i]).sum();
+                    dot / (d as f64).sqrt() + table[index[q * 4 + k] as usize * heads + h] as f64
+                })
+                .collect();
+            let top = scores.iter().cloned().fold(f64::MIN, f64::max);
+            let e: Vec<f64> = scores.iter().map(|s| (s - top).exp()).collect();
+            let z: f64 = e.iter().sum();
+            for i in 0..d {
+                out[q][h * d + i] = (0..4).map(|k| e[k] / z * qkv[k][2 * dim + h * d + i]).sum();
+            }
+        }
+    }
+    for t in 0..4 {
+        let o32: Vec<f32> = out[t].iter().map(|&v| v as f32).collect();
+        let want = linear(&o32, &wp, &bp, dim, dim);
+        for (c, w) in want.iter().enumerate() {
+            let g = got[t * dim + c] as f64;
+            assert!((g - w).abs() < 1e-4, "token {t} channel {c}: {g} vs {w}");
+        }
+    }
+}
+
+/// Patch merging concatenates (even row, even column), (odd, even), (even, odd), (odd, odd).
+#[test]
+fn patch_merging_orders_the_neighbours_as_the_official_code() {
+    let device = Default::default();
+    // One image, a 2×4 map of two channels: position (row, column) holds 10·row + column
+    // in channel 0 and its negative in channel 1.
+    let values: Vec<f32> = (0..2)
+        .flat_map(|r| (0..4).flat_map(move |c| [(10 * r + c) as f32, -((10 * r + c) as f32)]))
+        .collect();
+    let x = Tensor::<Flex, 1>::from_floats(values.as_slice(), &device).reshape([1, 8, 2]);
+    let merged: Vec<f32> = block::neighbours(x, [2, 4]).into_data().to_vec().unwrap();
+    // Per neighbourhood: (0,c), (1,c), (0,c+1), (1,c+1), each with its two channels.
+    assert_eq!(
+        merged,
+        vec![
+            0.0, -0.0, 10.0, -10.0, 1.0, -1.0, 11.0, -11.0, //
+            2.0, -2.0, 12.0, -12.0, 3.0, -3.0, 13.0, -13.0,
+        ]
+    );
+}
