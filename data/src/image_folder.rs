@@ -101,6 +101,16 @@ impl ImageFolder {
         })
     }
 
+    /// A dataset of `samples` (files and class indices into `classes`) below `root`, as another
+    /// reader (the ImageNet-22K map files) lists them.
+    pub(crate) fn from_samples(root: &Path, classes: Vec<String>, samples: Vec<(PathBuf, usize)>) -> Self {
+        Self {
+            root: root.to_path_buf(),
+            classes,
+            samples,
+        }
+    }
+
     /// The folder read.
     pub fn root(&self) -> &Path {
         &self.root

@@ -7,6 +7,7 @@
 //! - [`augment`]: YOLOX's training augmentation (mosaic, random affine, MixUp, HSV jitter,
 //!   flip), seeded.
 //! - [`image_folder`]: torchvision's `ImageFolder` (`root/<class>/<image>`) and train/val splits.
+//! - [`map_file`]: the ImageNet-22K map files of Swin-Transformer (`[path, class]` lists).
 //! - [`transforms`]: torchvision's classification transforms and the ImageNet presets.
 //! - [`sampler`]: torch's `DistributedSampler` order, epoch by epoch.
 //! - [`coco_eval`]: COCO box detection metrics (AP/AR) with pycocotools' `COCOeval` semantics.
@@ -23,6 +24,7 @@ pub mod idx;
 pub mod image_folder;
 pub mod letterbox;
 pub mod loader;
+pub mod map_file;
 pub mod mnist;
 pub mod sampler;
 pub mod transforms;
@@ -37,6 +39,7 @@ pub use loader::{
     ClassifyBatch, ClassifyLoader, ClassifySet, DetectBatch, DetectError, DetectLoader, DetectMode, DetectSet,
     EpochBatches, Loader, LoaderConfig, LoaderError, SampleSet,
 };
+pub use map_file::{open_in22k_splits, open_map_file, MapFileError};
 pub use mnist::{MnistBatch, MnistBatcher, MnistDataset, MnistError, MnistItem, MnistSplit};
 pub use sampler::{EpochSampler, SamplerError};
 pub use transforms::ClassifyTransform;

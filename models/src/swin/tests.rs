@@ -1,6 +1,6 @@
 use burn::backend::Autodiff;
-use burn_store::ModuleSnapshot;
 use burn_flex::Flex;
+use burn_store::ModuleSnapshot;
 
 use super::*;
 
