@@ -92,10 +92,140 @@ impl LrScheduler for YoloxWarmCos {
     }
 }
 
+/// Swin-Transformer's learning rates scaled for the total batch, as its `main.py` does:
+/// `rate · batch per device · devices / 512`, times the accumulation steps when there are
+/// several (`BASE_LR`, `WARMUP_LR` and `MIN_LR` alike).
+pub fn swin_scaled_lr(rate: f64, batch_per_device: usize, devices: usize, accumulation_steps: usize) -> f64 {
+    rate * (batch_per_device * devices) as f64 / 512.0 * accumulation_steps.max(1) as f64
+}
+
+/// Swin-Transformer's cosine schedule (timm's `CosineLRScheduler` as its `build_scheduler`
+/// sets it up, `WARMUP_PREFIX` on), per optimizer update `t` from 0 over `total` updates:
+///
+/// ```text
+/// t < warmup:  warmup_lr + t · (lr − warmup_lr) / warmup
+/// otherwise:   min_lr + ½ (lr − min_lr) (1 + cos(π (t − warmup) / (total − warmup))),
+///              min_lr from t = total on
+/// ```
+///
+/// The official loop sets the rate for update `u + 1` after update `u` (`step_update(u)`), and
+/// starts at `warmup_lr`: update `u` trains at `lr_at(max(u − 1, 0))`, which [`step`]
+/// reproduces.
+///
+/// [`step`]: LrScheduler::step
+#[derive(Debug, Clone, PartialEq)]
+pub struct SwinCosine {
+    lr: f64,
+    warmup_lr: f64,
+    min_lr: f64,
+    total: usize,
+    warmup: usize,
+    /// Updates already stepped.
+    updates: usize,
+}
+
+impl SwinCosine {
+    /// `epochs` of `updates_per_epoch` (batches per epoch over the accumulation steps, as the
+    /// official code counts them), the first `warmup_epochs` warming up from `warmup_lr` to
+    /// `lr`, then a cosine down to `min_lr`.
+    pub fn new(
+        lr: f64,
+        warmup_lr: f64,
+        min_lr: f64,
+        updates_per_epoch: usize,
+        epochs: usize,
+        warmup_epochs: usize,
+    ) -> Result<Self, String> {
+        if updates_per_epoch == 0 || epochs == 0 {
+            return Err("the schedule needs at least one epoch of at least one update".into());
+        }
+        if warmup_epochs >= epochs {
+            return Err(format!(
+                "WARMUP_EPOCHS {warmup_epochs} leaves none of the {epochs} epochs to decay"
+            ));
+        }
+        Ok(Self {
+            lr,
+            warmup_lr,
+            min_lr,
+            total: updates_per_epoch * epochs,
+            warmup: updates_per_epoch * warmup_epochs,
+            updates: 0,
+        })
+    }
+
+    /// timm's rate for update count `t` (from 0).
+    pub fn lr_at(&self, t: usize) -> f64 {
+        if t < self.warmup {
+            return self.warmup_lr + t as f64 * (self.lr - self.warmup_lr) / self.warmup as f64;
+        }
+        let span = self.total - self.warmup;
+        let t = t - self.warmup;
+        if t >= span {
+            return self.min_lr;
+        }
+        let phase = std::f64::consts::PI * t as f64 / span as f64;
+        self.min_lr + 0.5 * (self.lr - self.min_lr) * (1.0 + phase.cos())
+    }
+}
+
+impl LrScheduler for SwinCosine {
+    /// The updates already stepped.
+    type Record<B: Backend> = usize;
+
+    fn step(&mut self) -> f64 {
+        let lr = self.lr_at(self.updates.saturating_sub(1));
+        self.updates += 1;
+        lr
+    }
+
+    fn to_record<B: Backend>(&self) -> usize {
+        self.updates
+    }
+
+    fn load_record<B: Backend>(mut self, record: usize) -> Self {
+        self.updates = record;
+        self
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use burn_flex::Flex;
+
+    /// Swin-T's recipe at a total batch of 1024 (`BASE_LR` 5e-4, `WARMUP_LR` 5e-7, `MIN_LR`
+    /// 5e-6 scaled ×2), 10 epochs of 4 updates, 2 of them warming up: values by hand from the
+    /// formula in the doc comment.
+    #[test]
+    fn swin_cosine_matches_timms_formula() {
+        let (lr, warm, min) = (
+            swin_scaled_lr(5e-4, 128, 8, 1),
+            swin_scaled_lr(5e-7, 128, 8, 1),
+            swin_scaled_lr(5e-6, 128, 8, 1),
+        );
+        assert_eq!((lr, warm, min), (1e-3, 1e-6, 1e-5));
+        assert_eq!(swin_scaled_lr(5e-4, 64, 8, 2), 1e-3);
+        let mut s = SwinCosine::new(lr, warm, min, 4, 10, 2).unwrap();
+        // Warm-up over 8 updates: 1e-6 + t · (1e-3 − 1e-6) / 8.
+        assert!((s.lr_at(0) - 1e-6).abs() < 1e-18);
+        assert!((s.lr_at(4) - (1e-6 + 4.0 * 0.999e-3 / 8.0)).abs() < 1e-15);
+        // The cosine over the 32 updates after the warm-up: the peak, the middle, the floor.
+        assert!((s.lr_at(8) - 1e-3).abs() < 1e-15);
+        assert!((s.lr_at(24) - (1e-5 + 0.5 * 0.99e-3)).abs() < 1e-15);
+        assert!((s.lr_at(40) - 1e-5).abs() < 1e-18);
+        assert_eq!(s.lr_at(1000), 1e-5);
+        // Update u trains at lr_at(max(u − 1, 0)), as the official loop sets it.
+        let steps: Vec<f64> = (0..12).map(|_| s.step()).collect();
+        assert_eq!(steps[0], s.lr_at(0));
+        assert_eq!(steps[1], s.lr_at(0));
+        assert_eq!(steps[9], s.lr_at(8));
+        let record = LrScheduler::to_record::<Flex>(&s);
+        let resumed = LrScheduler::load_record::<Flex>(SwinCosine::new(lr, warm, min, 4, 10, 2).unwrap(), record);
+        assert_eq!(resumed, s);
+        assert!(SwinCosine::new(lr, warm, min, 4, 2, 2).is_err());
+        assert!(SwinCosine::new(lr, warm, min, 0, 2, 0).is_err());
+    }
 
     #[test]
     fn yolox_warm_cos_matches_the_formula() {
