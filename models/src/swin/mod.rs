@@ -188,6 +188,17 @@ impl SwinConfig {
     }
 }
 
+/// Whether the parameter at `path` (a state-dict key) of rank `rank` takes AdamW's weight
+/// decay in the official recipe (`set_weight_decay` with the model's `no_weight_decay` and
+/// `no_weight_decay_keywords`): not the rank-1 parameters (LayerNorm weights, every bias), not
+/// `absolute_pos_embed`, not any `relative_position_bias_table`.
+pub fn takes_weight_decay(path: &str, rank: usize) -> bool {
+    rank > 1
+        && !path.ends_with(".bias")
+        && path != "absolute_pos_embed"
+        && !path.contains("relative_position_bias_table")
+}
+
 /// The patch embedding: a `patch × patch` convolution of stride `patch`, then LayerNorm.
 #[derive(Module, Debug)]
 pub struct PatchEmbed<B: Backend> {

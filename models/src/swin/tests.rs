@@ -172,3 +172,38 @@ fn patch_merging_orders_the_neighbours_as_the_official_code() {
         ]
     );
 }
+
+/// The official grouping on a small model with APE: the decayed tensors are exactly the patch
+/// convolution's weight and every linear layer's weight.
+#[test]
+fn weight_decay_spares_norms_biases_and_position_parameters() {
+    let device = Default::default();
+    let config = SwinConfig {
+        ape: true,
+        ..small_config()
+    };
+    let model = config.init::<Flex>(&device);
+    let mut decayed: Vec<String> = model
+        .collect(None, None, false)
+        .iter()
+        .filter(|s| takes_weight_decay(&s.full_path(), s.shape.num_dims()))
+        .map(|s| s.full_path())
+        .collect();
+    decayed.sort();
+    let mut want = vec!["patch_embed.proj.weight".to_string(), "head.weight".to_string()];
+    for (stage, depth) in [(0, 2), (1, 2)] {
+        for block in 0..depth {
+            for layer in ["attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2"] {
+                want.push(format!("layers.{stage}.blocks.{block}.{layer}.weight"));
+            }
+        }
+    }
+    want.push("layers.0.downsample.reduction.weight".into());
+    want.sort();
+    assert_eq!(decayed, want);
+    assert!(!takes_weight_decay("absolute_pos_embed", 3));
+    assert!(!takes_weight_decay(
+        "layers.0.blocks.0.attn.relative_position_bias_table",
+        2
+    ));
+}
