@@ -3,4 +3,5 @@
 
 pub mod imagenet;
 pub mod mnist;
+pub mod swin;
 pub mod yolox;
