@@ -44,6 +44,8 @@ fn main() -> ExitCode {
     // In-process training steps run as kiln-train runs them (the huge-page restart gives the
     // programs this one starts, such as the PyTorch references, the user's environment back).
     kiln_models::cpu::prepare_process(kiln_models::cpu::Workload::Training);
+    #[cfg(feature = "cuda")]
+    kiln_models::gpu_cache::persist_kernel_caches();
     let cli = Cli::parse();
     let result = match cli.bench {
         Bench::Serve(args) => serve::run(args),

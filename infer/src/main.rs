@@ -22,6 +22,9 @@ fn main() -> ExitCode {
     // The CPU backend's convolutions read their im2col tiles in place, as in kiln-train and in
     // kiln-bench's raw forward (`kiln_models::cpu::gemm_packing`: 5% more requests at concurrency 16).
     kiln_models::cpu::prepare_process(kiln_models::cpu::Workload::Serving);
+    // Autotune results and compiled kernels kept across runs (before any GPU work).
+    #[cfg(feature = "cuda")]
+    kiln_models::gpu_cache::persist_kernel_caches();
     let args = ServeArgs::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
