@@ -32,6 +32,11 @@ impl ApiError {
     }
 }
 
+/// The platform's error body for `status` and `msg`.
+pub fn error_body(status: u16, msg: &str) -> serde_json::Value {
+    serde_json::json!({ "error_code": format!("KILN.{status}"), "error_msg": msg })
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = serde_json::json!({ "error_code": self.code, "error_msg": self.msg });

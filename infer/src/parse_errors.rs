@@ -15,12 +15,13 @@ use std::task::{ready, Context, Poll};
 use axum_server::accept::Accept;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use crate::errors::error_body;
 use crate::observe::SECURITY_HEADERS;
 
 /// A complete `HTTP/1.1` answer with status `status` and the JSON error body, closing the
 /// connection.
 pub fn json_answer(status: u16, reason: &str, msg: &str) -> Vec<u8> {
-    let body = serde_json::json!({ "error_code": format!("KILN.{status}"), "error_msg": msg }).to_string();
+    let body = error_body(status, msg).to_string();
     let mut head = format!(
         "HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\nconnection: close\r\n\
          content-length: {}\r\n",

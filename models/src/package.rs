@@ -733,6 +733,34 @@ mod tests {
         assert!(msg.contains("conv1.weight") && msg.contains("NaN"), "{msg}");
     }
 
+    /// A package whose weights file holds a tensor in a type other than f32 is refused at load,
+    /// naming the tensor and its type.
+    #[test]
+    fn an_f16_tensor_is_refused_at_load_naming_it() {
+        let device = Default::default();
+        let cfg = NetConfig::new();
+        let dir = tempfile::tempdir().unwrap();
+        let pkg = dir.path().join("model");
+        struct Half;
+        impl<B: Backend> burn::module::ModuleMapper<B> for Half {
+            fn map_float<const D: usize>(
+                &mut self,
+                param: burn::module::Param<Tensor<B, D>>,
+            ) -> burn::module::Param<Tensor<B, D>> {
+                param.map(|t| t.cast(burn::tensor::FloatDType::F16))
+            }
+        }
+        let net = cfg.init::<Flex>(&device).map(&mut Half);
+        let config = write_package(&pkg, &net_package_config(&cfg), &net).unwrap();
+        let msg = load_weights(&pkg, &config, cfg.init::<Flex>(&device))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains(WEIGHTS_FILE) && msg.contains("conv1.weight") && msg.contains("F16"),
+            "{msg}"
+        );
+    }
+
     /// A writer that died leaves its temporary folder, or the old package moved aside with no
     /// package in its place: the next write (or a resume) cleans up and puts the old one back.
     #[test]
