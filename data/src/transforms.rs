@@ -1,15 +1,20 @@
 //! torchvision's image classification transforms on `image` buffers, with its exact sizes,
 //! offsets, rounding and random-crop algorithm; resizing is bilinear with antialiasing (PIL's
-//! behaviour), through `image`'s triangle filter.
+//! behaviour), through `image`'s triangle filter, or with another filter where a method takes
+//! one (`CatmullRom` for PIL's bicubic).
 //!
 //! The presets in [`ClassifyTransform`] are the pytorch/examples ImageNet recipe: train =
 //! `RandomResizedCrop(224)` + `RandomHorizontalFlip()` + `ToTensor()` + `Normalize(ImageNet)`,
-//! eval = `Resize(256)` + `CenterCrop(224)` + `ToTensor()` + `Normalize(ImageNet)`.
+//! eval = `Resize(256)` + `CenterCrop(224)` + `ToTensor()` + `Normalize(ImageNet)`; its
+//! `TimmTrain`/`TimmEval` variants hold Swin-Transformer's timm pipeline
+//! ([`augment::timm`](crate::augment::timm)).
 
 use image::imageops::{self, FilterType};
 use image::{DynamicImage, GrayImage, ImageBuffer, Pixel, RgbImage};
 use rand::rngs::StdRng;
 use rand::Rng;
+
+use crate::augment::timm::{TimmEval, TimmTrain};
 
 /// ImageNet's per-channel mean (RGB) of pixels scaled to [0, 1].
 pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
@@ -54,14 +59,13 @@ pub fn to_pil_luma(img: DynamicImage) -> GrayImage {
     }
     let rgb: RgbImage = img.into_rgb8();
     let (w, h) = rgb.dimensions();
-    let data = rgb
-        .pixels()
-        .map(|p| {
-            let [r, g, b] = p.0;
-            ((r as u32 * 19595 + g as u32 * 38470 + b as u32 * 7471 + 0x8000) >> 16) as u8
-        })
-        .collect();
+    let data = rgb.pixels().map(|p| pil_luma(p.0)).collect();
     GrayImage::from_raw(w, h, data).expect("one byte per pixel")
+}
+
+/// PIL's RGB → L conversion of one pixel (see [`to_pil_luma`]).
+pub(crate) fn pil_luma([r, g, b]: [u8; 3]) -> u8 {
+    ((r as u32 * 19595 + g as u32 * 38470 + b as u32 * 7471 + 0x8000) >> 16) as u8
 }
 
 /// Python's `int(round(x))` for non-negative sizes: half to even; NaN and negatives give 0.
@@ -79,8 +83,14 @@ pub struct Resize {
 impl Resize {
     /// Resizes `img` (bilinear, antialiased); an image already at the target size is copied.
     pub fn apply<P: Pixel<Subpixel = u8> + 'static>(&self, img: &Image8<P>) -> Image8<P> {
+        self.apply_filtered(img, FilterType::Triangle)
+    }
+
+    /// Resizes `img` with `filter` (`CatmullRom` for PIL's bicubic), antialiased: `image`
+    /// widens the filter by the scale factor when shrinking, as PIL does.
+    pub fn apply_filtered<P: Pixel<Subpixel = u8> + 'static>(&self, img: &Image8<P>, filter: FilterType) -> Image8<P> {
         let (w, h) = resized_size(img.width(), img.height(), self.size);
-        imageops::resize(img, w, h, FilterType::Triangle)
+        imageops::resize(img, w, h, filter)
     }
 }
 
@@ -185,8 +195,14 @@ impl RandomResizedCrop {
     /// Crops a random window of `img` and resizes it to `size`×`size`.
     pub fn apply(&self, img: &RgbImage, rng: &mut StdRng) -> RgbImage {
         let b = self.get_params(img.width(), img.height(), rng);
+        self.resized_crop(img, b, FilterType::Triangle)
+    }
+
+    /// Crops the window `b` of `img` and resizes it to `size`×`size` with `filter`
+    /// (torchvision's `F.resized_crop`).
+    pub fn resized_crop(&self, img: &RgbImage, b: CropBox, filter: FilterType) -> RgbImage {
         let window = imageops::crop_imm(img, b.left, b.top, b.width, b.height).to_image();
-        imageops::resize(&window, self.size, self.size, FilterType::Triangle)
+        imageops::resize(&window, self.size, self.size, filter)
     }
 }
 
@@ -253,6 +269,13 @@ pub enum ClassifyTransform {
         /// Output side.
         crop: u32,
     },
+    /// timm's training transform as Swin-Transformer configures it (random resized crop with
+    /// its interpolation, flip, RandAugment or colour jitter, random erasing); build it with
+    /// [`SwinAugConfig::train_transform`](crate::augment::timm::SwinAugConfig::train_transform).
+    TimmTrain(TimmTrain),
+    /// Swin-Transformer's evaluation transform (bicubic or bilinear resize, centre crop); build
+    /// it with [`SwinAugConfig::eval_transform`](crate::augment::timm::SwinAugConfig::eval_transform).
+    TimmEval(TimmEval),
 }
 
 impl ClassifyTransform {
@@ -271,6 +294,8 @@ impl ClassifyTransform {
         match *self {
             Self::Train { size } => size,
             Self::Eval { crop, .. } => crop,
+            Self::TimmTrain(t) => t.size,
+            Self::TimmEval(e) => e.size,
         }
     }
 
@@ -288,6 +313,8 @@ impl ClassifyTransform {
                 RandomHorizontalFlip::default().apply(cropped, rng)
             }
             Self::Eval { resize, crop } => CenterCrop { size: crop }.apply(&Resize { size: resize }.apply(&img)),
+            Self::TimmTrain(t) => return t.apply(img, rng),
+            Self::TimmEval(e) => return e.apply(&img),
         };
         to_tensor_normalized(&img, &IMAGENET_MEAN, &IMAGENET_STD)
     }
@@ -296,7 +323,7 @@ impl ClassifyTransform {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use image::Rgb;
+    use image::{Luma, Rgb};
     use rand::SeedableRng;
 
     fn rng(seed: u64) -> StdRng {
@@ -360,6 +387,36 @@ mod tests {
         let out = Resize { size: 8 }.apply(&img);
         let v = out.get_pixel(4, 4).0[0];
         assert!((120..=135).contains(&v), "{v}");
+    }
+
+    #[test]
+    fn bicubic_resize_rings_where_bilinear_cannot() {
+        // A step from 50 to 200, enlarged 4×: Catmull-Rom (PIL's bicubic, a = -0.5) undershoots
+        // below 50 and overshoots above 200 beside the edge; the triangle filter stays within.
+        let img = GrayImage::from_fn(8, 8, |x, _| Luma([if x < 4 { 50 } else { 200 }]));
+        let resize = Resize { size: 32 };
+        let cubic = resize.apply_filtered(&img, FilterType::CatmullRom);
+        let linear = resize.apply_filtered(&img, FilterType::Triangle);
+        assert_eq!(linear, resize.apply(&img));
+        let row = |im: &GrayImage| (0..32).map(|x| im.get_pixel(x, 16).0[0]).collect::<Vec<u8>>();
+        let (c, l) = (row(&cubic), row(&linear));
+        assert!(c.iter().any(|&v| v < 50) && c.iter().any(|&v| v > 200), "{c:?}");
+        assert!(l.iter().all(|&v| (50..=200).contains(&v)), "{l:?}");
+        assert_eq!((c[0], c[31]), (50, 200));
+    }
+
+    #[test]
+    fn resized_crop_takes_the_given_window() {
+        let t = RandomResizedCrop::new(4);
+        let window = CropBox {
+            top: 2,
+            left: 3,
+            height: 4,
+            width: 4,
+        };
+        let out = t.resized_crop(&coords(10, 8), window, FilterType::CatmullRom);
+        assert_eq!(out.get_pixel(0, 0).0, [3, 2, 7]);
+        assert_eq!(out.get_pixel(3, 3).0, [6, 5, 7]);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use image::{Rgb, RgbImage};
 use kiln_data::transforms::{IMAGENET_MEAN, IMAGENET_STD};
 use kiln_data::{
     open_splits, ClassifyBatch, ClassifyLoader, ClassifyTransform, EpochSampler, ImageFolder, ImageFolderError,
-    LoaderConfig, LoaderError,
+    LoaderConfig, LoaderError, SwinAugConfig,
 };
 use tempfile::TempDir;
 
@@ -250,6 +250,35 @@ fn worker_count_does_not_change_the_batches() {
     a.sort();
     b.sort();
     assert_eq!(a, b, "an epoch holds every sample once");
+}
+
+#[test]
+fn swin_transforms_load_batches_independent_of_workers() {
+    let dir = TempDir::new().unwrap();
+    tree(dir.path(), &[("a", 4), ("b", 3)]);
+    let folder = ImageFolder::open(dir.path()).unwrap();
+    let swin = SwinAugConfig {
+        img_size: 40,
+        ..SwinAugConfig::default()
+    };
+    let train = swin.train_transform().unwrap();
+    let inline = collect(&loader(folder.clone(), train, true, config(3, 0, 0)), 1);
+    assert_eq!(inline.len(), 3);
+    assert_eq!(inline[0].shape, [3, 3, 40, 40]);
+    assert_eq!(inline[2].shape, [1, 3, 40, 40]);
+    let threaded = collect(&loader(folder.clone(), train, true, config(3, 2, 1)), 1);
+    assert_eq!(threaded, inline);
+    assert_ne!(
+        collect(&loader(folder.clone(), train, true, config(3, 2, 1)), 2),
+        inline
+    );
+
+    // Evaluation: 24×20 → shorter side int(256 / 224 · 40) = 45 → 54×45 → centre 40×40; the
+    // same every epoch.
+    let eval = swin.eval_transform().unwrap();
+    let a = collect(&loader(folder.clone(), eval, false, config(7, 2, 1)), 0);
+    assert_eq!(a[0].shape, [7, 3, 40, 40]);
+    assert_eq!(a, collect(&loader(folder, eval, false, config(7, 0, 0)), 5));
 }
 
 #[test]

@@ -10,10 +10,11 @@
 
 use std::io::Cursor;
 
+use image::imageops::FilterType;
 use image::{DynamicImage, GenericImageView, ImageBuffer, ImageDecoder, ImageFormat, ImageReader, Limits, Pixel};
 use kiln_data::letterbox;
 use kiln_data::transforms::{resized_size, to_pil_luma, CenterCrop, Resize};
-use kiln_models::package::{ChannelOrder, InputSpec, ResizeMode};
+use kiln_models::package::{ChannelOrder, InputSpec, Interpolation, ResizeMode};
 
 /// Why an upload cannot be turned into a model input.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -229,7 +230,11 @@ impl Preprocessor {
             // Already the input's size: resizing and cropping would copy it unchanged.
             return self.to_chw(&img);
         }
-        let resized = Resize { size: resize }.apply(&img);
+        let filter = match self.spec.interpolation {
+            Interpolation::Bilinear => FilterType::Triangle,
+            Interpolation::Bicubic => FilterType::CatmullRom,
+        };
+        let resized = Resize { size: resize }.apply_filtered(&img, filter);
         let cropped = CenterCrop { size: crop }.apply(&resized);
         self.to_chw(&cropped)
     }

@@ -1,5 +1,5 @@
 //! The model registry: one [`ImageModel`] entry per architecture family, chosen by the
-//! package's `kiln.architecture`: classifiers (MNIST `Net`, ResNets) answer class
+//! package's `kiln.architecture`: classifiers (MNIST `Net`, ResNets, Swin) answer class
 //! probabilities, detectors (YOLOX) boxes.
 
 use std::path::Path;
@@ -10,7 +10,7 @@ use kiln_models::package::{ResizeMode, CONFIG_FILE};
 use kiln_models::yolox::{decode, Detected, STRIDES};
 use kiln_models::{
     load_weights, DetectionSpec, NetConfig, PackageConfig, PackageError, ResNetArch, ResNetConfig, Yolox, YoloxVariant,
-    NET_ARCHITECTURE,
+    NET_ARCHITECTURE, SWIN_ARCHITECTURE,
 };
 
 /// The smallest ResNet input kiln serves: 32×32 leaves layer4 a 1×1 map (stride 32).
@@ -73,9 +73,36 @@ pub fn load_model<B: Backend>(
     if let Ok(variant) = architecture.parse::<YoloxVariant>() {
         return Detector::<B>::boxed(dir, config, device, variant);
     }
+    if architecture == SWIN_ARCHITECTURE {
+        let shape = config.kiln.swin.clone().ok_or_else(|| {
+            refuse(format!(
+                "kiln.swin: a {SWIN_ARCHITECTURE} package must give the network's shape"
+            ))
+        })?;
+        shape.validate().map_err(|e| refuse(format!("kiln.swin: {e}")))?;
+        if shape.num_classes != classes {
+            return Err(refuse(format!(
+                "kiln.swin.num_classes {} differs from the {classes} labels",
+                shape.num_classes
+            )));
+        }
+        if (input.channels, input.height, input.width) != (shape.in_chans, shape.img_size, shape.img_size) {
+            return Err(refuse(format!(
+                "kiln.input: this Swin takes {}-channel {s}x{s} inputs (got {} channels, {}x{})",
+                shape.in_chans,
+                input.channels,
+                input.width,
+                input.height,
+                s = shape.img_size
+            )));
+        }
+        let swin = load_weights(dir, config, shape.init::<B>(device))?;
+        return Ok(Classifier::boxed(config, device, false, move |x| swin.forward(x)));
+    }
     let known: Vec<String> = std::iter::once(NET_ARCHITECTURE.to_string())
         .chain(ResNetArch::ALL.iter().map(|a| a.to_string()))
         .chain(YoloxVariant::ALL.iter().map(|v| v.to_string()))
+        .chain(std::iter::once(SWIN_ARCHITECTURE.to_string()))
         .collect();
     Err(PackageError::Unsupported {
         path: dir.join(CONFIG_FILE),
@@ -229,13 +256,61 @@ mod tests {
         assert!(refusal(&config).contains("at least 32x32"));
     }
 
+    fn micro_swin(classes: usize) -> kiln_models::SwinConfig {
+        let mut shape = kiln_models::SwinConfig::new(16, &[2, 2], &[1, 2], classes);
+        shape.img_size = 56;
+        shape
+    }
+
+    #[test]
+    fn swin_packages_must_carry_a_shape_that_fits_them() {
+        let labels = ["cat".to_string(), "dog".to_string()];
+        let interpolation = kiln_models::package::Interpolation::Bicubic;
+        let mut config = kiln_models::swin_package_config(&micro_swin(2), &labels, interpolation);
+        config.kiln.swin = None;
+        assert!(refusal(&config).contains("kiln.swin"));
+        let config = kiln_models::swin_package_config(&micro_swin(3), &labels, interpolation);
+        assert!(refusal(&config).contains("3 differs from the 2 labels"));
+        let mut config = kiln_models::swin_package_config(&micro_swin(2), &labels, interpolation);
+        (config.kiln.input.height, config.kiln.input.width) = (64, 64);
+        let msg = refusal(&config);
+        assert!(msg.contains("56x56") && msg.contains("64x64"), "{msg}");
+        let mut shape = micro_swin(2);
+        shape.window_size = 5;
+        let config = kiln_models::swin_package_config(&shape, &labels, interpolation);
+        assert!(refusal(&config).contains("WINDOW_SIZE"));
+    }
+
+    #[test]
+    fn a_swin_package_serves_probabilities() {
+        let dir = tempfile::tempdir().unwrap();
+        let labels = ["cat".to_string(), "dog".to_string()];
+        let shape = micro_swin(2);
+        let config = kiln_models::swin_package_config(&shape, &labels, kiln_models::package::Interpolation::Bicubic);
+        let device = Default::default();
+        let model = shape.init::<Flex>(&device);
+        let pkg = dir.path().join("model");
+        let written = kiln_models::write_package(&pkg, &config, &model).unwrap();
+        let served = load_model::<Flex>(&pkg, &written, &device).unwrap();
+        let input = vec![0.25f32; 3 * 56 * 56];
+        let Prediction::Classes(probs) = &served.predict(input.clone(), 1)[0] else {
+            panic!("a classifier")
+        };
+        let logits = model.forward(Tensor::<Flex, 4>::from_data(
+            TensorData::new(input, [1, 3, 56, 56]),
+            &device,
+        ));
+        let want: Vec<f32> = softmax(logits, 1).into_data().to_vec().unwrap();
+        assert_eq!(probs, &want);
+    }
+
     #[test]
     fn unknown_architectures_name_the_known_ones() {
         let mut config = kiln_models::yolox_package_config(YoloxVariant::S, (64, 64), &["a"]);
         config.kiln.architecture = "yolov8".into();
         let msg = refusal(&config);
         assert!(
-            msg.contains("\"yolov8\"") && msg.contains("resnet50, ") && msg.contains("yolox-x"),
+            msg.contains("\"yolov8\"") && msg.contains("resnet50, ") && msg.contains("yolox-x, swin"),
             "{msg}"
         );
     }

@@ -27,5 +27,7 @@ pub use norm::batch_norm;
 pub use package::{load_weights, write_package, DetectionSpec, PackageConfig, PackageError};
 pub use pool::max_pool_relu;
 pub use resnet::{load_pretrained, resnet_package_config, PretrainedReport, ResNet, ResNetArch, ResNetConfig};
-pub use swin::{SwinConfig, SwinTransformer};
+pub use swin::{
+    load_swin_pretrained, swin_package_config, SwinConfig, SwinPretrainedReport, SwinTransformer, SWIN_ARCHITECTURE,
+};
 pub use yolox::{yolox_package_config, Yolox, YoloxLoss, YoloxVariant};

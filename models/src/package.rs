@@ -109,6 +109,9 @@ pub struct ModelSpec {
     /// serves with [`DetectionSpec::default`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detection: Option<DetectionSpec>,
+    /// A Swin Transformer's shape (architecture [`SWIN_ARCHITECTURE`](crate::swin::SWIN_ARCHITECTURE)).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub swin: Option<crate::swin::SwinConfig>,
 }
 
 /// How a detector's raw outputs become the boxes a server answers with.
@@ -140,10 +143,13 @@ pub struct InputSpec {
     /// How the image is brought to the input size (default: centre crop).
     #[serde(default)]
     pub resize: ResizeMode,
-    /// Centre crop only: the shorter image side is resized (bilinear) to this before cropping.
-    /// Absent (0) for letterboxed inputs.
+    /// Centre crop only: the shorter image side is resized to this before cropping. Absent
+    /// (0) for letterboxed inputs.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub resize_shorter: usize,
+    /// The centre crop's resize filter (default: bilinear).
+    #[serde(default, skip_serializing_if = "Interpolation::is_bilinear")]
+    pub interpolation: Interpolation,
     /// The pixel values' range before normalisation (default: [0, 1]).
     #[serde(default)]
     pub scale: PixelScale,
@@ -168,6 +174,23 @@ pub enum ResizeMode {
     /// keeping the aspect ratio, pasted at the top-left of a `width × height` canvas of grey
     /// 114.
     Letterbox,
+}
+
+/// The filter a centre crop's resize uses (PIL's, antialiased when shrinking).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Interpolation {
+    /// Bilinear (torchvision's default).
+    #[default]
+    Bilinear,
+    /// Bicubic (timm's and Swin-Transformer's evaluation transform).
+    Bicubic,
+}
+
+impl Interpolation {
+    fn is_bilinear(&self) -> bool {
+        *self == Self::Bilinear
+    }
 }
 
 /// The range of pixel values before `mean` and `std` apply.
@@ -213,6 +236,7 @@ impl InputSpec {
             width: size,
             resize: ResizeMode::CenterCrop,
             resize_shorter,
+            interpolation: Interpolation::Bilinear,
             scale: PixelScale::Unit,
             mean,
             std,
@@ -344,6 +368,7 @@ impl PackageConfig {
                 input,
                 labels,
                 detection,
+                swin: None,
             },
         }
     }

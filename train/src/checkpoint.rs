@@ -168,6 +168,28 @@ pub enum CheckpointError {
     },
 }
 
+/// The checkpoint of a run now: its state and the records of its model, optimizer and
+/// scheduler.
+pub fn capture<B, M, O, S>(
+    state: &RunState,
+    model: &M,
+    optim: &O,
+    scheduler: &S,
+) -> CheckpointRecord<M::Record, O::Record, S::Record<B>>
+where
+    B: burn::tensor::backend::AutodiffBackend,
+    M: burn::module::AutodiffModule<B>,
+    O: burn::optim::Optimizer<M, B>,
+    S: burn::lr_scheduler::LrScheduler,
+{
+    CheckpointRecord {
+        state: state.clone(),
+        model: model.clone().into_record(),
+        optimizer: optim.to_record(),
+        scheduler: scheduler.to_record::<B>(),
+    }
+}
+
 impl<M, O, S> CheckpointRecord<M, O, S> {
     /// Writes the checkpoint to `path` atomically (temporary file, then rename).
     pub fn save<B: Backend>(self, path: &Path) -> Result<(), CheckpointError>

@@ -33,6 +33,11 @@ pub enum Job {
     /// yoloxwarmcos, EMA, COCO mAP, checkpoints with exact resume, detection package out.
     #[command(args_override_self = true)]
     Yolox(YoloxArgs),
+    /// Swin Transformer (microsoft/Swin-Transformer's `main.py`): the official YAML configs,
+    /// AdamW, cosine schedule, RandAugment, Mixup/CutMix, checkpoints with auto-resume,
+    /// classification package out.
+    #[command(args_override_self = true)]
+    Swin(SwinArgs),
 }
 
 /// Flags of `kiln-train mnist`; defaults are the guide's `train.py`.
@@ -212,6 +217,80 @@ pub struct YoloxArgs {
     /// Experiment settings to change, as `key value` pairs (`max_epoch 30 input_size 320,320`).
     #[arg(trailing_var_arg = true, num_args = 0.., value_name = "KEY VALUE")]
     pub opts: Vec<String>,
+}
+
+/// Flags of `kiln-train swin`: microsoft/Swin-Transformer's `main.py`. The settings come from
+/// `--cfg` over the official defaults; these flags override single keys.
+#[derive(Debug, Clone, Args, Serialize)]
+pub struct SwinArgs {
+    /// The YAML config (e.g. `configs/swin/swin_base_patch4_window7_224_22k.yaml`).
+    #[arg(long, value_name = "FILE")]
+    pub cfg: PathBuf,
+    /// Config keys to change, as `KEY VALUE` pairs (`--opts TRAIN.EPOCHS 10 AUG.MIXUP 0`).
+    #[arg(long, num_args = 1.., value_name = "KEY VALUE", allow_hyphen_values = true)]
+    pub opts: Vec<String>,
+    /// Batch size per device (`DATA.BATCH_SIZE`).
+    #[arg(long = "batch-size", visible_alias = "batch_size", value_parser = positive)]
+    pub batch_size: Option<usize>,
+    /// Dataset root (`DATA.DATA_PATH`).
+    #[arg(long = "data-path", visible_alias = "data_path")]
+    pub data_path: Option<PathBuf>,
+    /// Zipped datasets are not supported by kiln (refused with an error).
+    #[arg(long)]
+    pub zip: bool,
+    /// Accepted for main.py's command line (zip caching); kiln decodes in parallel instead.
+    #[arg(long = "cache-mode", visible_alias = "cache_mode")]
+    pub cache_mode: Option<String>,
+    /// Weights to fine-tune from: an official `.pth` (its `model` key), 22K heads mapped to 1K.
+    #[arg(long)]
+    pub pretrained: Option<PathBuf>,
+    /// A kiln checkpoint to resume (`ckpt_epoch_N.pth`); with `--eval`, also a model package.
+    #[arg(long)]
+    pub resume: Option<PathBuf>,
+    /// Batches per optimizer update (`TRAIN.ACCUMULATION_STEPS`).
+    #[arg(long = "accumulation-steps", visible_alias = "accumulation_steps", value_parser = positive)]
+    pub accumulation_steps: Option<usize>,
+    /// Accepted for main.py's command line; kiln keeps activations for the backward pass.
+    #[arg(long = "use-checkpoint", visible_alias = "use_checkpoint")]
+    pub use_checkpoint: bool,
+    /// Train in f32 on CUDA too (mixed precision is on by default there).
+    #[arg(long = "disable_amp", visible_alias = "disable-amp")]
+    pub disable_amp: bool,
+    /// Apex's deprecated opt level; `O0` disables mixed precision as in main.py.
+    #[arg(long = "amp-opt-level", visible_alias = "amp_opt_level")]
+    pub amp_opt_level: Option<String>,
+    /// Output root: the run writes to `<output>/<MODEL.NAME>/<tag>/`.
+    #[arg(long, default_value = "output")]
+    pub output: PathBuf,
+    /// Experiment tag (`TAG`, default `default`).
+    #[arg(long)]
+    pub tag: Option<String>,
+    /// Evaluate only (`--resume` checkpoint or package, or `--pretrained` weights).
+    #[arg(long)]
+    pub eval: bool,
+    /// Measure evaluation throughput only.
+    #[arg(long)]
+    pub throughput: bool,
+    /// The local rank torch.distributed.launch passes (`LOCAL_RANK` is read too).
+    #[arg(long = "local_rank", visible_alias = "local-rank")]
+    pub local_rank: Option<usize>,
+    /// Accepted for main.py's command line (a CUDA extension there).
+    #[arg(long = "fused_window_process")]
+    pub fused_window_process: bool,
+    /// Accepted for main.py's command line (apex's LayerNorm there).
+    #[arg(long = "fused_layernorm")]
+    pub fused_layernorm: bool,
+    /// Optimizer override (`TRAIN.OPTIMIZER.NAME`): kiln runs `adamw`.
+    #[arg(long)]
+    pub optim: Option<String>,
+    /// Device: auto, cpu, cpu:N (N CPU workers), cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    #[serde(serialize_with = "crate::run::display")]
+    pub device: DeviceSpec,
+    /// Distributed training (torch.distributed.launch's environment, the platform's, or
+    /// main.py-style flags).
+    #[command(flatten)]
+    pub dist: DistArgs,
 }
 
 impl ImagenetArgs {

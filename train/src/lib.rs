@@ -14,7 +14,7 @@ pub mod progress;
 pub mod run;
 pub mod schedule;
 
-pub use cli::{Cli, ImagenetArgs, Job, MnistArgs, YoloxArgs};
+pub use cli::{Cli, ImagenetArgs, Job, MnistArgs, SwinArgs, YoloxArgs};
 pub use ddp::{DeviceSpec, DistArgs};
 pub use error::TrainError;
 pub use kiln_models::DeviceChoice;

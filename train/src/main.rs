@@ -78,6 +78,23 @@ fn run(job: Job) -> Result<(), TrainError> {
             })
             .map(drop))
         }
+        Job::Swin(args) => {
+            // torch.distributed.launch passes `--local_rank`; torchrun sets LOCAL_RANK.
+            let local_rank = args.local_rank.map(|r| r.to_string());
+            let env = move |name: &str| match (name, &local_rank) {
+                ("LOCAL_RANK", Some(r)) => Some(r.clone()),
+                _ => std::env::var(name).ok(),
+            };
+            let plan = plan_with(args.device, false, &args.dist, &env)?;
+            // The job sees the device the plan resolved (`auto` made concrete).
+            let mut args = args;
+            args.device.choice = plan.device;
+            tracing::info!(device = %plan.device, workers = plan.world_size(), "kiln-train swin");
+            on_backend!(plan.device, |B, dev| ddp::launch::<B, _, _>(&plan, dev, move |c, d| {
+                jobs::swin::run::<B>(&args, &c, d).map(drop)
+            })
+            .map(drop))
+        }
         Job::Yolox(args) => {
             let plan = plan(args.device, false, &args.dist)?;
             tracing::info!(device = %plan.device, workers = plan.world_size(), "kiln-train yolox");
@@ -90,11 +107,20 @@ fn run(job: Job) -> Result<(), TrainError> {
 }
 
 /// The device this binary can use, and the run's layout from the flags and the environment.
-fn plan(mut device: DeviceSpec, no_cuda: bool, dist_args: &DistArgs) -> Result<DistPlan, TrainError> {
+fn plan(device: DeviceSpec, no_cuda: bool, dist_args: &DistArgs) -> Result<DistPlan, TrainError> {
+    plan_with(device, no_cuda, dist_args, &|name: &str| std::env::var(name).ok())
+}
+
+/// [`plan`] with the environment looked up through `env`.
+fn plan_with(
+    mut device: DeviceSpec,
+    no_cuda: bool,
+    dist_args: &DistArgs,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<DistPlan, TrainError> {
     device.choice = device
         .choice
         .resolve(no_cuda, cfg!(feature = "cuda"))
         .map_err(TrainError::Flag)?;
-    let env = |name: &str| std::env::var(name).ok();
-    ddp::resolve(dist_args, device, &env, &ddp::visible_gpus).map_err(TrainError::Flag)
+    ddp::resolve(dist_args, device, env, &ddp::visible_gpus).map_err(TrainError::Flag)
 }

@@ -3,62 +3,17 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
-use burn::data::dataset::Dataset;
 use burn::prelude::*;
 use burn_flex::Flex;
-use image::{GrayImage, RgbImage};
-use kiln_data::{MnistDataset, MnistSplit};
 use kiln_models::{load_weights, PackageConfig, ResNetArch, ResNetConfig};
 
-const CLASSES: [&str; 3] = ["one", "seven", "zero"];
-const DIGITS: [u8; 3] = [1, 7, 0];
-
-/// `root/{train,val}/<class>/*.png`: `per_class` train and `per_class / 2` val digits per
-/// class, upscaled to 40×36 RGB so resizing and cropping have work to do.
-fn digit_folder(root: &Path, per_class: usize) {
-    let mnist = MnistDataset::from_dir(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/mnist"),
-        MnistSplit::Test,
-    )
-    .unwrap();
-    for (class, digit) in CLASSES.iter().zip(DIGITS) {
-        let items = (0..mnist.len())
-            .map(|i| mnist.get(i).unwrap())
-            .filter(|it| it.label == digit)
-            .take(per_class + per_class / 2);
-        for (i, item) in items.enumerate() {
-            let split = if i < per_class { "train" } else { "val" };
-            let dir = root.join(split).join(class);
-            fs::create_dir_all(&dir).unwrap();
-            let gray = GrayImage::from_raw(28, 28, item.image.to_vec()).unwrap();
-            let rgb = RgbImage::from_fn(40, 36, |x, y| {
-                let v = gray.get_pixel(x * 28 / 40, y * 28 / 36).0[0];
-                image::Rgb([v, v / 2, 255 - v])
-            });
-            rgb.save(dir.join(format!("{i:03}.png"))).unwrap();
-        }
-    }
-}
+mod common;
+use common::{digit_folder, dogcat_subset, stdout};
 
 fn kiln_train(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_kiln-train"))
-        .arg("imagenet")
-        .args(args)
-        .env("KILN_LOG", "warn")
-        .output()
-        .unwrap()
-}
-
-fn stdout(o: &Output) -> String {
-    assert!(
-        o.status.success(),
-        "kiln-train failed: {}\n{}",
-        String::from_utf8_lossy(&o.stderr),
-        String::from_utf8_lossy(&o.stdout)
-    );
-    String::from_utf8(o.stdout.clone()).unwrap()
+    common::kiln_train("imagenet", args)
 }
 
 /// The common flags of a small, seeded, fast run writing to `out`.
@@ -106,7 +61,7 @@ fn package_output(dir: &Path) -> Vec<f32> {
 fn tmp() -> (tempfile::TempDir, PathBuf, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("digits");
-    digit_folder(&data, 8);
+    digit_folder(&data, 8, (40, 36));
     let out = dir.path().join("out");
     (dir, data, out)
 }
@@ -372,21 +327,9 @@ fn two_cpu_workers_train_and_validate_over_the_whole_set() {
 #[test]
 #[ignore = "reads ../shared/data/dogcat (run with --include-ignored where it exists)"]
 fn one_epoch_on_real_dogcat_photos() {
-    let shared = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/dogcat");
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("dogcat");
-    for (split, n) in [("train", 4), ("val", 2)] {
-        for class in ["cat", "dog"] {
-            let from = shared.join(split).join(class);
-            let to = data.join(split).join(class);
-            fs::create_dir_all(&to).unwrap();
-            let mut files: Vec<_> = fs::read_dir(&from).unwrap().map(|e| e.unwrap().path()).collect();
-            files.sort();
-            for f in files.iter().take(n) {
-                fs::copy(f, to.join(f.file_name().unwrap())).unwrap();
-            }
-        }
-    }
+    dogcat_subset(&data, 4, 2);
     let out = dir.path().join("out");
     let log = run(&data, &out, &["--epochs", "1", "-b", "4", "--image-size", "64"]);
     assert!(log.contains("Epoch: [0][0/2]\tTime "), "{log}");

@@ -1,7 +1,7 @@
 //! End-to-end runs of the `kiln-train mnist` binary on slices of the bundled real MNIST.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use burn::data::dataloader::batcher::Batcher;
 use burn::data::dataset::Dataset;
@@ -10,6 +10,9 @@ use kiln_data::idx::{IdxArray, IdxData};
 use kiln_data::mnist::MnistBatcher;
 use kiln_data::{MnistDataset, MnistSplit};
 use kiln_models::{load_weights, NetConfig, PackageConfig};
+
+mod common;
+use common::stdout;
 
 fn bundled() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/mnist")
@@ -37,12 +40,7 @@ fn mnist_slice(dir: &Path, n_train: usize, n_test: usize) {
 }
 
 fn kiln_train(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_kiln-train"))
-        .arg("mnist")
-        .args(args)
-        .env("KILN_LOG", "warn")
-        .output()
-        .unwrap()
+    common::kiln_train("mnist", args)
 }
 
 /// `--data_url=DATA` and `--train_url=OUT`, in the guide's `--key=value` form.
@@ -51,15 +49,6 @@ fn io_args(data: &Path, out: &Path) -> (String, String) {
         format!("--data_url={}", data.display()),
         format!("--train_url={}", out.display()),
     )
-}
-
-fn stdout(o: &Output) -> String {
-    assert!(
-        o.status.success(),
-        "kiln-train failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8(o.stdout.clone()).unwrap()
 }
 
 /// `--dry-run` on the full real data: one batch per epoch, the contract's lines, and a

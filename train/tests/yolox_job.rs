@@ -11,25 +11,10 @@ use kiln_models::PackageConfig;
 use serde_json::{json, Value};
 
 mod common;
-use common::{coco_folder, free_port, wait_all};
+use common::{coco_folder, free_port, stdout, wait_all};
 
 fn kiln_train(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_kiln-train"))
-        .arg("yolox")
-        .args(args)
-        .env("KILN_LOG", "warn")
-        .output()
-        .unwrap()
-}
-
-fn stdout(o: &Output) -> String {
-    assert!(
-        o.status.success(),
-        "kiln-train failed: {}\n{}",
-        String::from_utf8_lossy(&o.stderr),
-        String::from_utf8_lossy(&o.stdout)
-    );
-    String::from_utf8(o.stdout.clone()).unwrap()
+    common::kiln_train("yolox", args)
 }
 
 /// A small seeded run on `data` into `<output>/<name>`, with extra flags before the opts.

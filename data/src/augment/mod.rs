@@ -1,3 +1,7 @@
+//! Training augmentation. [`timm`] holds timm 0.4.12's ImageNet training transform as
+//! Swin-Transformer uses it (RandAugment, random erasing, colour jitter, PIL's operations);
+//! the rest of this module is YOLOX's.
+//!
 //! YOLOX's training augmentation, with the semantics of YOLOX 0.3 (`yolox/data/data_augment.py`,
 //! `yolox/data/datasets/mosaicdetection.py`) and the defaults of `yolox/exp/yolox_base.py`,
 //! on `image` buffers and corner-form [`CocoBox`](crate::CocoBox)es, drawing from a seeded
@@ -37,6 +41,7 @@ mod hsv;
 mod mixup;
 mod mosaic;
 mod pipeline;
+pub mod timm;
 
 pub use affine::{affine_boxes, random_affine, random_affine_matrix, warp_affine, Affine};
 pub use flip::hflip;

@@ -36,7 +36,7 @@ pub(crate) fn drop_path<B: Backend>(x: Tensor<B, 3>, prob: f64) -> Tensor<B, 3> 
     }
     let [b, _, _] = x.dims();
     let keep = 1.0 - prob;
-    let mask = Tensor::<B, 3>::random([b, 1, 1], Distribution::Bernoulli(keep), &x.device());
+    let mask = Tensor::<B, 3>::random([b, 1, 1], Distribution::Bernoulli(keep), &x.device()).cast(x.dtype());
     x * mask.div_scalar(keep)
 }
 
@@ -97,6 +97,8 @@ impl<B: Backend> WindowAttention<B> {
             .permute([2, 0, 1]);
         attn = attn + bias.unsqueeze::<4>();
         if let Some(mask) = mask {
+            // The mask is built in f32; a half-precision forward adds it in f16.
+            let mask = mask.cast(attn.dtype());
             let windows = mask.dims()[0];
             attn = (attn.reshape([bw / windows, windows, heads, n, n]) + mask.unsqueeze_dim::<4>(1).unsqueeze::<5>())
                 .reshape([bw, heads, n, n]);
@@ -200,9 +202,11 @@ impl<B: Backend> SwinBlock<B> {
         let window = self.attn.window();
         let shortcut = x.clone();
         let mut map = self.norm1.forward(x).reshape([b, h, w, c]);
+        // The official `torch.roll(x, (-shift, -shift))`: position `i` takes `i + shift`. burn's
+        // `roll(shift)` is that (`cat(x[shift..], x[..shift])`, torch.roll's opposite sign).
         let s = self.shift as i64;
         if s > 0 {
-            map = map.roll(&[-s, -s], &[1, 2]);
+            map = map.roll(&[s, s], &[1, 2]);
         }
         let mask = self.mask.as_ref().map(|m| {
             let n = window * window;
@@ -211,7 +215,7 @@ impl<B: Backend> SwinBlock<B> {
         let windows = self.attn.forward(partition(map, window), mask);
         let mut map = reverse(windows, window, h, w);
         if s > 0 {
-            map = map.roll(&[s, s], &[1, 2]);
+            map = map.roll(&[-s, -s], &[1, 2]);
         }
         let x = shortcut + drop_path(map.reshape([b, l, c]), self.drop_path);
         let branch = self.mlp.forward(self.norm2.forward(x.clone()));

@@ -5,8 +5,10 @@
 //! `layers.0.blocks.1.attn.relative_position_bias_table`, `layers.2.downsample.reduction.weight`,
 //! `norm.weight`, `head.bias`, …); the official buffers `relative_position_index` and
 //! `attn_mask` are derived from the configuration instead of stored.
+//! [`load_swin_pretrained`] reads the official checkpoints for fine-tuning.
 
 mod block;
+mod pretrained;
 pub mod window;
 
 use burn::module::Param;
@@ -17,9 +19,16 @@ use burn::tensor::Distribution;
 
 use block::{layer_norm, linear};
 pub use block::{BlockSpec, Mlp, PatchMerging, SwinBlock, WindowAttention};
+pub use pretrained::{
+    bicubic_resize, imagenet_22k_to_1k, load_swin_pretrained, HeadLoad, Resized, SwinPretrainedReport, CLASSES_22K,
+};
+
+/// The package architecture name of a Swin Transformer (its shape is the package's
+/// `kiln.swin`).
+pub const SWIN_ARCHITECTURE: &str = "swin";
 
 /// A Swin Transformer's shape (the official config's `MODEL.SWIN` and `DATA.IMG_SIZE`).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SwinConfig {
     /// Input side (`DATA.IMG_SIZE`, 224).
     pub img_size: usize,
@@ -186,6 +195,30 @@ impl SwinConfig {
             head: linear(features, self.num_classes, true, device),
         }
     }
+}
+
+/// The classification package of a Swin Transformer of shape `config` trained on
+/// `class_names`: Swin-Transformer's evaluation transform (the shorter side resized to
+/// `img_size · 256/224` with `interpolation`, the centre `img_size` cropped, ImageNet's mean
+/// and deviation), the shape in `kiln.swin`.
+pub fn swin_package_config(
+    config: &SwinConfig,
+    class_names: &[String],
+    interpolation: crate::package::Interpolation,
+) -> crate::PackageConfig {
+    let size = config.img_size;
+    let mut input = crate::package::InputSpec::center_crop(
+        3,
+        size,
+        size * 256 / 224,
+        vec![0.485, 0.456, 0.406],
+        vec![0.229, 0.224, 0.225],
+    );
+    input.interpolation = interpolation;
+    let labels = class_names.iter().cloned().map(serde_json::Value::from).collect();
+    let mut package = crate::PackageConfig::image_classification(SWIN_ARCHITECTURE, input, labels);
+    package.kiln.swin = Some(config.clone());
+    package
 }
 
 /// Whether the parameter at `path` (a state-dict key) of rank `rank` takes AdamW's weight

@@ -207,3 +207,92 @@ fn weight_decay_spares_norms_biases_and_position_parameters() {
         2
     ));
 }
+
+/// The cyclic shift of the shifted blocks relies on burn's `roll(s)` being
+/// `torch.roll(-s)`: position `i` takes position `i + s`.
+#[test]
+fn burn_roll_moves_elements_towards_lower_indices() {
+    let x = Tensor::<Flex, 1, Int>::arange(0..5, &Default::default());
+    let rolled: Vec<i64> = x.roll(&[2], &[0]).into_data().convert::<i64>().to_vec().unwrap();
+    assert_eq!(rolled, vec![2, 3, 4, 0, 1]);
+}
+
+#[path = "../resnet/tests/torch_zip.rs"]
+mod torch_zip;
+
+/// The official `data/map22kto1k.txt`: 1,000 distinct rows of the 21,841-class head.
+#[test]
+fn the_22k_to_1k_map_is_the_official_file() {
+    let map = imagenet_22k_to_1k();
+    assert_eq!(map.len(), 1000);
+    assert_eq!((map[0], map[1], map[2], map[999]), (359, 368, 460, 21817));
+    assert!(map.iter().all(|&r| r < CLASSES_22K));
+    let distinct: std::collections::HashSet<_> = map.iter().collect();
+    assert_eq!(distinct.len(), 1000);
+}
+
+/// A bare state dict with a 21,841-class head loads into a 1,000-class model through the
+/// official map: class `i` gets the checkpoint's row `map[i]`.
+#[test]
+fn a_22k_head_loads_into_a_1k_model_through_the_official_map() {
+    let device = Default::default();
+    let source = SwinConfig {
+        num_classes: CLASSES_22K,
+        ..small_config()
+    }
+    .init::<Flex>(&device);
+    let features = 64;
+    let mut entries: Vec<(String, TensorData)> = source
+        .collect(None, Some(Box::new(burn_store::BurnToPyTorchAdapter)), true)
+        .iter()
+        .map(|s| (s.full_path(), s.to_data().unwrap()))
+        .collect();
+    // Row r of the head: weight r·64 + c, bias r (exact in float32).
+    for (key, data) in entries.iter_mut() {
+        if key == "head.weight" {
+            let values: Vec<f32> = (0..CLASSES_22K * features).map(|v| v as f32).collect();
+            *data = TensorData::new(values, [CLASSES_22K, features]);
+        } else if key == "head.bias" {
+            let values: Vec<f32> = (0..CLASSES_22K).map(|v| v as f32).collect();
+            *data = TensorData::new(values, [CLASSES_22K]);
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("swin_22k.pth");
+    torch_zip::save(&file, &entries, None);
+
+    let model = SwinConfig {
+        num_classes: 1000,
+        ..small_config()
+    }
+    .init::<Flex>(&device);
+    let (model, report) = load_swin_pretrained(model, &file, None).unwrap();
+    assert_eq!(
+        report.head,
+        HeadLoad::Mapped {
+            file_classes: CLASSES_22K
+        }
+    );
+    assert!(report.missing.is_empty() && report.unexpected.is_empty(), "{report}");
+    let map = imagenet_22k_to_1k();
+    let bias: Vec<f32> = model.head.bias.unwrap().val().into_data().to_vec().unwrap();
+    assert!(bias.iter().zip(map).all(|(&b, &r)| b == r as f32));
+    // burn's Linear weight is [in, out].
+    let weight: Vec<f32> = model.head.weight.val().into_data().to_vec().unwrap();
+    for c in [0, 17, 63] {
+        for (i, &r) in map.iter().enumerate() {
+            assert_eq!(weight[c * 1000 + i], (r * features + c) as f32);
+        }
+    }
+}
+
+/// Bicubic resizing keeps a grid of the same size and a constant grid unchanged (the weights
+/// sum to one, and sample the point itself at offset 0).
+#[test]
+fn bicubic_resizing_keeps_identity_and_constants() {
+    let grid: Vec<f32> = (0..5 * 5 * 2).map(|v| (v as f32 * 0.37).sin()).collect();
+    let same = bicubic_resize(&grid, 2, 5, 5);
+    assert!(same.iter().zip(&grid).all(|(a, b)| (a - b).abs() < 1e-6));
+    let constant = bicubic_resize(&[0.25; 3 * 3 * 4], 4, 3, 7);
+    assert!(constant.iter().all(|&v| (v - 0.25).abs() < 1e-6));
+}

@@ -18,7 +18,7 @@ use std::str::FromStr;
 
 use burn::prelude::*;
 
-use crate::package::{ChannelOrder, DetectionSpec, InputSpec, PackageConfig, PixelScale, ResizeMode};
+use crate::package::{ChannelOrder, DetectionSpec, InputSpec, Interpolation, PackageConfig, PixelScale, ResizeMode};
 
 pub use assign::{grid_cells, Assignment, Candidates, Cell, Match};
 pub use blocks::space_to_depth;
@@ -55,6 +55,7 @@ pub fn yolox_package_config<S: AsRef<str>>(
         width,
         resize: ResizeMode::Letterbox,
         resize_shorter: 0,
+        interpolation: Interpolation::Bilinear,
         scale: PixelScale::Raw,
         mean: vec![0.0; 3],
         std: vec![1.0; 3],

@@ -26,7 +26,7 @@ use kiln_models::{
     ResNetConfig,
 };
 
-use crate::checkpoint::{load_checked, CheckpointRecord, RunState, BEST_FILE, CHECKPOINT_FILE};
+use crate::checkpoint::{capture, load_checked, CheckpointRecord, RunState, BEST_FILE, CHECKPOINT_FILE};
 use crate::cli::ImagenetArgs;
 use crate::ddp::Collective;
 use crate::error::TrainError;
@@ -308,13 +308,7 @@ impl<'a, B: AutodiffBackend> RunSetup<'a, B> {
             is_best,
             |package| Ok(write_package(package, &self.config, &self.model.valid()).map(drop)?),
             |latest| {
-                Checkpoint::<B> {
-                    state: self.state.clone(),
-                    model: self.model.clone().into_record(),
-                    optimizer: self.optim.to_record(),
-                    scheduler: self.scheduler.to_record::<B>(),
-                }
-                .save::<B>(latest)?;
+                capture(&self.state, &self.model, &self.optim, &self.scheduler).save::<B>(latest)?;
                 Ok(())
             },
             None,

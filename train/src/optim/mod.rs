@@ -1,7 +1,11 @@
 //! Optimizers burn lacks, written on burn's optimizer traits.
 
 pub mod adadelta;
+pub mod clip;
 pub mod decay;
+pub mod decoupled;
 
 pub use adadelta::{Adadelta, AdadeltaConfig, AdadeltaState};
+pub use clip::clip_grad_norm;
 pub use decay::decay_weights;
+pub use decoupled::DecayGroup;
