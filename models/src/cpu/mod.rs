@@ -68,4 +68,47 @@ mod tests {
         assert!(super::dropout::train(0.5, &plain).is_none());
         assert!(super::pool::train(&plain).is_none());
     }
+
+    /// The vendored burn-flex copies permuted tensors of rank ≥ 3 plane by plane (a Swin
+    /// window partition, a head split): every element lands where index arithmetic puts it.
+    #[test]
+    fn permuted_copies_of_any_rank_put_every_element_in_place() {
+        let device = Default::default();
+        let dims = [2, 3, 4, 5, 3, 2];
+        let n: usize = dims.iter().product();
+        let values: Vec<f32> = (0..n).map(|i| i as f32).collect();
+        let x = Tensor::<Flex, 6>::from_data(TensorData::new(values, dims), &device);
+        let axes = [0, 1, 3, 2, 4, 5];
+        let got: Vec<f32> = x.clone().permute(axes).into_data().to_vec().unwrap();
+        let src_strides: Vec<usize> = (0..6).map(|d| dims[d + 1..].iter().product()).collect();
+        let out_dims: Vec<usize> = axes.iter().map(|&a| dims[a]).collect();
+        let mut want = Vec::with_capacity(n);
+        let mut index = [0usize; 6];
+        for _ in 0..n {
+            let offset: usize = (0..6).map(|d| index[d] * src_strides[axes[d]]).sum();
+            want.push(offset as f32);
+            for d in (0..6).rev() {
+                index[d] += 1;
+                if index[d] < out_dims[d] {
+                    break;
+                }
+                index[d] = 0;
+            }
+        }
+        assert_eq!(got, want);
+        // A head split with a size-1 axis and a slice: the same arithmetic through burn's ops.
+        let y = x.reshape([2, 3, 20, 6]).slice([0..2, 1..3, 0..20, 0..6]).swap_dims(1, 2);
+        let got: Vec<f32> = y.into_data().to_vec().unwrap();
+        let mut want = Vec::new();
+        for a in 0..2 {
+            for c in 0..20 {
+                for b in 1..3 {
+                    for d in 0..6 {
+                        want.push((((a * 3 + b) * 20 + c) * 6 + d) as f32);
+                    }
+                }
+            }
+        }
+        assert_eq!(got, want);
+    }
 }

@@ -390,6 +390,36 @@ impl FlexTensor {
             copy_2d_tiled(
                 &mut dst, src, offset, shape[0], shape[1], strides[0], strides[1],
             );
+        } else if self.layout.num_dims() <= COLLAPSE_MAX_RANK && all_positive {
+            // ND positive-stride (kiln patch): an odometer over the
+            // outer dims, each inner 2D plane copied by the tiled copy
+            // (a window partition or a head split is a few contiguous
+            // runs per plane, not a per-element walk).
+            let rank = shape.len();
+            let (rows, cols) = (shape[rank - 2], shape[rank - 1]);
+            let plane = rows * cols;
+            // SAFETY: capacity is n; every plane of `dst` is written
+            // once by `copy_2d_tiled` below.
+            unsafe { dst.set_len(n) };
+            if plane > 0 {
+                let outer = &shape[..rank - 2];
+                let mut index = [0usize; COLLAPSE_MAX_RANK];
+                let mut base = offset;
+                for chunk in dst.chunks_exact_mut(plane) {
+                    copy_2d_tiled(
+                        chunk, src, base, rows, cols, strides[rank - 2], strides[rank - 1],
+                    );
+                    for d in (0..outer.len()).rev() {
+                        index[d] += 1;
+                        if index[d] < outer[d] {
+                            base += strides[d];
+                            break;
+                        }
+                        index[d] = 0;
+                        base -= (outer[d] as isize - 1) * strides[d];
+                    }
+                }
+            }
         } else {
             // General fallback: covers negative strides (flipped
             // tensors) and ND layouts that can't collapse to ≤2D.
