@@ -3,6 +3,7 @@
 #
 #   BIN=<folder holding kiln-train and kiln-bench built with --features cuda>
 #   COCO=<a COCO folder such as ../shared/data/coco-mini>   (optional)
+#   SWIN_REPO=<a microsoft/Swin-Transformer checkout, or its models/swin_transformer.py>   (optional)
 #   OUT=<folder for the results>   benches/gpu/run.sh
 #
 # Each step has its own time limit, so one slow step cannot starve the others; every step's
@@ -41,5 +42,9 @@ fi
 step 120 "$BIN/kiln-bench" mnist --device cuda --epochs 3 --compare-pytorch --json "$OUT/mnist-h200.json"
 # ResNet-50 training step and evaluation forward, kiln vs torchvision.
 step 80 "$BIN/kiln-bench" imagenet --device cuda -a resnet50 -b 64 --steps 10 --compare-pytorch --json "$OUT/imagenet-h200.json"
+# Swin-B (the guide's Swin job) training step and evaluation forward, kiln vs the official
+# model (timm's without SWIN_REPO; kiln alone without timm).
+step 100 "$BIN/kiln-bench" swin --device cuda -m base -b 32 --steps 5 --compare-pytorch \
+  ${SWIN_REPO:+--swin-repo "$SWIN_REPO"} --json "$OUT/swin-h200.json"
 # The charts are redrawn from the JSON files with `kiln-bench chart`.
 rm -f "$OUT"/*.svg

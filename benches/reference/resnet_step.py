@@ -5,36 +5,18 @@ the model's speed is measured. The PyTorch reference of `kiln-bench imagenet`.
 Prints one JSON line: {"arch", "batch", "device", "train_images_per_second",
 "eval_images_per_second", "threads"}.
 """
-import argparse
-import json
-import time
-
 import torch
 import torchvision
 
-
-def timed(fn, steps, sync):
-    fn()  # warm-up
-    sync()
-    start = time.perf_counter()
-    for _ in range(steps):
-        fn()
-    sync()
-    return (time.perf_counter() - start) / steps
+import step_common
 
 
 def main():
-    p = argparse.ArgumentParser()
+    p = step_common.parser(__doc__.split("\n\n")[0])
     p.add_argument("-a", "--arch", default="resnet18")
-    p.add_argument("-b", "--batch-size", type=int, default=32)
-    p.add_argument("--steps", type=int, default=5)
-    p.add_argument("--image-size", type=int, default=224)
-    p.add_argument("--classes", type=int, default=1000)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = p.parse_args()
     torch.manual_seed(0)
     device = torch.device(args.device)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     model = torchvision.models.__dict__[args.arch](num_classes=args.classes).to(device)
     criterion = torch.nn.CrossEntropyLoss()
     optimizer = torch.optim.SGD(model.parameters(), 0.1, momentum=0.9, weight_decay=1e-4)
@@ -52,15 +34,7 @@ def main():
         with torch.no_grad():
             model(x).argmax(1).cpu()
 
-    model.train()
-    train = timed(train_step, args.steps, sync)
-    model.eval()
-    evaluate = timed(eval_step, args.steps, sync)
-    print(json.dumps({
-        "arch": args.arch, "batch": args.batch_size, "device": str(device),
-        "train_images_per_second": args.batch_size / train,
-        "eval_images_per_second": args.batch_size / evaluate,
-        "threads": torch.get_num_threads()}), flush=True)
+    step_common.report(args, args.arch, model, train_step, eval_step)
 
 
 if __name__ == "__main__":

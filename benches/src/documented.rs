@@ -1,6 +1,8 @@
 //! `kiln-bench documented`: the guide's Table 4-2 (its PyTorch ImageNet example: 10 epochs in
 //! 0:05:03 on one V100, "Vnt1") beside kiln's projection for the same job on this machine:
-//! measured train and eval images/s × the dataset's size × epochs.
+//! measured train and eval images/s × the dataset's size × epochs; and the table's YOLOX and
+//! Swin-Transformer rows, with the bench that measures each (the guide gives no ImageNet-21K
+//! image count, so nothing projects the Swin rows unless one is given to `kiln-bench swin`).
 
 use clap::Args;
 use serde::{Deserialize, Serialize};
@@ -11,8 +13,39 @@ use crate::step::{measure_all, StepBench, StepResult};
 
 /// The guide's documented time for the ImageNet example, 10 epochs on 1 × V100, in seconds.
 const DOCUMENTED_SECONDS: f64 = 5.0 * 60.0 + 3.0;
-/// The guide's epochs for that row.
-const DOCUMENTED_EPOCHS: usize = 10;
+/// The guide's epochs for that row (and for every row of Table 4-2).
+pub(crate) const DOCUMENTED_EPOCHS: usize = 10;
+
+/// The guide's other rows of Table 4-2 (10 epochs each): job, resources (nodes × V100s),
+/// documented time, and where kiln's figure comes from.
+const GUIDE_ROWS: [(&str, &str, &str, &str); 6] = [
+    ("YOLOX-s, COCO 2017", "1 × 1", "03:33:13", YOLOX),
+    ("YOLOX-s, COCO 2017", "1 × 8", "01:11:48", YOLOX),
+    ("YOLOX-s, COCO 2017", "4 × 8", "0:36:17", YOLOX),
+    (
+        "Swin-Transformer (Swin-B, 22K config), ImageNet-21K",
+        "1 × 1",
+        "197:25:03",
+        SWIN,
+    ),
+    (
+        "Swin-Transformer (Swin-B, 22K config), ImageNet-21K",
+        "1 × 8",
+        "26:10:25",
+        SWIN,
+    ),
+    (
+        "Swin-Transformer (Swin-B, 22K config), ImageNet-21K",
+        "4 × 8",
+        "7:08:44",
+        SWIN,
+    ),
+];
+/// Where the YOLOX rows' kiln figure is.
+const YOLOX: &str = "measured by `kiln-bench yolox` (one device: its table projects the 1 × 1 row)";
+/// Why the Swin rows have no kiln figure here.
+const SWIN: &str = "not projected: the guide does not give ImageNet-21K's image count; `kiln-bench swin -m base \
+                    --classes 21841 --train-images N` measures the step and projects the 1 × 1 row from a count you give";
 
 /// Flags of `kiln-bench documented`.
 #[derive(Debug, Clone, Args)]
@@ -41,7 +74,7 @@ pub fn run(args: DocumentedBench) -> Result<(), String> {
     }
     println!(
         "\n| job | resources | epochs | documented (V100) | {} |",
-        if args.step.compare_pytorch {
+        if args.step.flags.compare_pytorch {
             "kiln projected | PyTorch projected (same machine)"
         } else {
             "kiln projected"
@@ -49,7 +82,7 @@ pub fn run(args: DocumentedBench) -> Result<(), String> {
     );
     println!(
         "|---|---|---|---|---|{}",
-        if args.step.compare_pytorch { "---|" } else { "" }
+        if args.step.flags.compare_pytorch { "---|" } else { "" }
     );
     for (kiln, torch) in &rows {
         let mut line = format!(
@@ -59,20 +92,18 @@ pub fn run(args: DocumentedBench) -> Result<(), String> {
             args.train_images,
             args.val_images,
             hms(DOCUMENTED_SECONDS),
-            hms(projected(&args, kiln))
+            hms(projected_job(&args, kiln))
         );
-        if args.step.compare_pytorch {
+        if args.step.flags.compare_pytorch {
             line += &format!(
                 " | {}",
-                torch.as_ref().map_or("n/a".into(), |t| hms(projected(&args, t)))
+                torch.as_ref().map_or("n/a".into(), |t| hms(projected_job(&args, t)))
             );
         }
         println!("{line} |");
     }
-    for (resources, time) in [("1 × 1", "03:33:13"), ("1 × 8", "01:11:48"), ("4 × 8", "0:36:17")] {
-        println!(
-            "| YOLOX-s, COCO 2017 | {resources} | 10 | {time} | measured by `kiln-bench yolox` (one device: its table projects the 1 × 1 row) |"
-        );
+    for (job, resources, time, kiln) in GUIDE_ROWS {
+        println!("| {job} | {resources} | {DOCUMENTED_EPOCHS} | {time} | {kiln} |");
     }
     let report = DocumentedReport {
         hardware,
@@ -83,14 +114,14 @@ pub fn run(args: DocumentedBench) -> Result<(), String> {
         results: rows
             .iter()
             .map(|(k, t)| DocumentedRow {
-                kiln_projected_seconds: projected(&args, k),
-                pytorch_projected_seconds: t.as_ref().map(|t| projected(&args, t)),
+                kiln_projected_seconds: projected_job(&args, k),
+                pytorch_projected_seconds: t.as_ref().map(|t| projected_job(&args, t)),
                 kiln: k.clone(),
                 pytorch: t.clone(),
             })
             .collect(),
     };
-    crate::report::write(&args.step.json, &report)
+    crate::report::write(&args.step.flags.json, &report)
 }
 
 /// One architecture's measurement and projection in a results file.
@@ -152,15 +183,19 @@ impl Report for DocumentedReport {
     }
 }
 
-/// Seconds for the documented epochs at the measured speeds.
-fn projected(args: &DocumentedBench, r: &StepResult) -> f64 {
-    let per_epoch =
-        args.train_images as f64 / r.train_images_per_second + args.val_images as f64 / r.eval_images_per_second;
-    per_epoch * DOCUMENTED_EPOCHS as f64
+/// Seconds for `epochs` epochs of `train_images` and `val_images` at `r`'s speeds.
+pub(crate) fn projected(train_images: usize, val_images: usize, epochs: usize, r: &StepResult) -> f64 {
+    let per_epoch = train_images as f64 / r.train_images_per_second + val_images as f64 / r.eval_images_per_second;
+    per_epoch * epochs as f64
+}
+
+/// Seconds for the documented ImageNet example's epochs at `r`'s speeds.
+fn projected_job(args: &DocumentedBench, r: &StepResult) -> f64 {
+    projected(args.train_images, args.val_images, DOCUMENTED_EPOCHS, r)
 }
 
 /// `h:mm:ss`, as the guide writes durations.
-fn hms(seconds: f64) -> String {
+pub(crate) fn hms(seconds: f64) -> String {
     let s = seconds.round() as u64;
     format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
 }
@@ -193,5 +228,6 @@ mod tests {
         assert_eq!(hms(DOCUMENTED_SECONDS), "0:05:03");
         assert_eq!(hms(12_793.4), "3:33:13");
         assert_eq!(hms(285_540.0), "79:19:00");
+        assert_eq!(hms(crate::swin::DOCUMENTED_SECONDS), GUIDE_ROWS[3].2);
     }
 }

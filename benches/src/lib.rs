@@ -20,4 +20,5 @@ pub mod results;
 pub mod scaling;
 pub mod serve;
 pub mod step;
+pub mod swin;
 pub mod yolox;

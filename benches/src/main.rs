@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use kiln_benches::{chart_cmd, documented, mnist, ops, report_cmd, scaling, serve, step, yolox};
+use kiln_benches::{chart_cmd, documented, mnist, ops, report_cmd, scaling, serve, step, swin, yolox};
 
 /// kiln's benchmarks.
 #[derive(Debug, Parser)]
@@ -26,6 +26,9 @@ enum Bench {
     /// YOLOX training-step and evaluation throughput (kiln-train yolox's step), with the guide's
     /// YOLOX row of Table 4-2 beside kiln's projection.
     Yolox(yolox::YoloxBench),
+    /// Swin training-step and evaluation throughput (kiln-train swin's step), vs the official
+    /// model with --compare-pytorch.
+    Swin(swin::SwinBench),
     /// The guide's Table 4-2 beside kiln's projection for the same job on this machine.
     Documented(documented::DocumentedBench),
     /// Per-op CPU training profile (MNIST Net and ResNet shapes), vs PyTorch with
@@ -52,6 +55,7 @@ fn main() -> ExitCode {
         Bench::Mnist(args) => mnist::run(args),
         Bench::Imagenet(args) => step::run(args),
         Bench::Yolox(args) => yolox::run(args),
+        Bench::Swin(args) => swin::run(args),
         Bench::Documented(args) => documented::run(args),
         Bench::Ops(args) => ops::run(args),
         Bench::Scaling(args) => scaling::run(args),

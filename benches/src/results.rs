@@ -14,6 +14,7 @@ use crate::report::Report;
 use crate::scaling::ScalingReport;
 use crate::serve::ServeReport;
 use crate::step::StepReport;
+use crate::swin::SwinReport;
 use crate::yolox::YoloxReport;
 
 /// The lines of `benches/README.md` between which `kiln-bench report` writes.
@@ -56,6 +57,7 @@ fn chart_of(value: Value) -> Result<(BarChart, Vec<String>), String> {
         ScalingReport::BENCH => parse::<ScalingReport>(value),
         ServeReport::BENCH => parse::<ServeReport>(value),
         StepReport::BENCH => parse::<StepReport>(value),
+        SwinReport::BENCH => parse::<SwinReport>(value),
         YoloxReport::BENCH => parse::<YoloxReport>(value),
         other => Err(format!("unknown bench {other:?}")),
     }
@@ -79,7 +81,7 @@ pub fn results_files(dir: &Path) -> Result<Vec<PathBuf>, String> {
 }
 
 /// A number as a table shows it: three significant digits, more for large integers.
-fn figure(v: f64) -> String {
+pub(crate) fn figure(v: f64) -> String {
     let a = v.abs();
     if a >= 100.0 {
         format!("{v:.0}")

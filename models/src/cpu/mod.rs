@@ -97,7 +97,10 @@ mod tests {
         }
         assert_eq!(got, want);
         // A head split with a size-1 axis and a slice: the same arithmetic through burn's ops.
-        let y = x.reshape([2, 3, 20, 6]).slice([0..2, 1..3, 0..20, 0..6]).swap_dims(1, 2);
+        let y = x
+            .reshape([2, 3, 20, 6])
+            .slice([0..2, 1..3, 0..20, 0..6])
+            .swap_dims(1, 2);
         let got: Vec<f32> = y.into_data().to_vec().unwrap();
         let mut want = Vec::new();
         for a in 0..2 {
