@@ -145,7 +145,7 @@ impl Preprocessor {
         let channels = spec.channels as u64;
         let (rw, rh) = match spec.resize {
             ResizeMode::CenterCrop => resized_size(width, height, spec.resize_shorter as u32),
-            ResizeMode::Letterbox => (spec.width as u32, spec.height as u32),
+            ResizeMode::Letterbox | ResizeMode::Stretch => (spec.width as u32, spec.height as u32),
         };
         if rw as u64 * rh as u64 > self.max_pixels {
             return Err(PreprocessError::ResizeTooLarge {
@@ -181,6 +181,13 @@ impl Preprocessor {
                     _ => self.center_crop(image.into_rgb8()),
                 };
                 (input, spec.resize_shorter as f32 / width.min(height) as f32)
+            }
+            ResizeMode::Stretch => {
+                let input = match spec.channels {
+                    1 => self.stretch(to_pil_luma(image)),
+                    _ => self.stretch(image.into_rgb8()),
+                };
+                (input, spec.height as f32 / height as f32)
             }
         };
         Ok(Prepared {
@@ -230,13 +237,30 @@ impl Preprocessor {
             // Already the input's size: resizing and cropping would copy it unchanged.
             return self.to_chw(&img);
         }
-        let filter = match self.spec.interpolation {
-            Interpolation::Bilinear => FilterType::Triangle,
-            Interpolation::Bicubic => FilterType::CatmullRom,
-        };
-        let resized = Resize { size: resize }.apply_filtered(&img, filter);
+        let resized = Resize { size: resize }.apply_filtered(&img, self.filter());
         let cropped = CenterCrop { size: crop }.apply(&resized);
         self.to_chw(&cropped)
+    }
+
+    /// torchvision's `Resize((height, width))`: the whole image resized to the input size
+    /// (antialiased when shrinking), then [`Self::to_chw`].
+    fn stretch<P>(&self, img: ImageBuffer<P, Vec<u8>>) -> Vec<f32>
+    where
+        P: Pixel<Subpixel = u8> + 'static,
+    {
+        let (w, h) = (self.spec.width as u32, self.spec.height as u32);
+        if img.dimensions() == (w, h) {
+            return self.to_chw(&img);
+        }
+        self.to_chw(&image::imageops::resize(&img, w, h, self.filter()))
+    }
+
+    /// The resize filter of the spec's interpolation (PIL's bilinear or bicubic).
+    fn filter(&self) -> FilterType {
+        match self.spec.interpolation {
+            Interpolation::Bilinear => FilterType::Triangle,
+            Interpolation::Bicubic => FilterType::CatmullRom,
+        }
     }
 
     /// `[C, H, W]` values `(scaled pixel − mean) / std`, colour channels in the spec's order
@@ -303,6 +327,26 @@ mod tests {
         assert_eq!(v[5 * 28 + 3], norm(255.0));
         assert_eq!(v[27 * 28 + 27], norm(51.0));
         assert_eq!(v[0], norm(0.0));
+    }
+
+    /// Swin without `TEST.CROP`: the whole image squeezed to the input, so the left edge of a
+    /// wide image survives, where a centre crop keeps the middle only.
+    #[test]
+    fn stretched_inputs_keep_the_whole_image() {
+        // 40×20: the first quarter white, the rest black.
+        let img = RgbImage::from_fn(40, 20, |x, _| Rgb([if x < 10 { 255 } else { 0 }; 3]));
+        let bytes = encode(&DynamicImage::ImageRgb8(img), ImageFormat::Png);
+        let mut spec = InputSpec::center_crop(3, 8, 8, vec![0.0; 3], vec![1.0; 3]);
+        spec.interpolation = Interpolation::Bicubic;
+        let cropped = Preprocessor::new(spec.clone(), 1 << 20).prepare(&bytes).unwrap().input;
+        (spec.resize, spec.resize_shorter) = (ResizeMode::Stretch, 0);
+        let stretched = Preprocessor::new(spec, 1 << 20).prepare(&bytes).unwrap();
+        assert_eq!(stretched.input.len(), 3 * 64);
+        let s = &stretched.input[..8];
+        assert!(s[0] > 0.9 && s[7] < 0.02, "{s:?}");
+        // The crop of the 16×8 resize starts at the original's x = 10: hardly any white.
+        assert!(cropped[0] < 0.5, "{:?}", &cropped[..8]);
+        assert_eq!(stretched.ratio, 8.0 / 20.0);
     }
 
     #[test]

@@ -266,18 +266,18 @@ mod tests {
     fn swin_packages_must_carry_a_shape_that_fits_them() {
         let labels = ["cat".to_string(), "dog".to_string()];
         let interpolation = kiln_models::package::Interpolation::Bicubic;
-        let mut config = kiln_models::swin_package_config(&micro_swin(2), &labels, interpolation);
+        let mut config = kiln_models::swin_package_config(&micro_swin(2), &labels, interpolation, true);
         config.kiln.swin = None;
         assert!(refusal(&config).contains("kiln.swin"));
-        let config = kiln_models::swin_package_config(&micro_swin(3), &labels, interpolation);
+        let config = kiln_models::swin_package_config(&micro_swin(3), &labels, interpolation, true);
         assert!(refusal(&config).contains("3 differs from the 2 labels"));
-        let mut config = kiln_models::swin_package_config(&micro_swin(2), &labels, interpolation);
+        let mut config = kiln_models::swin_package_config(&micro_swin(2), &labels, interpolation, true);
         (config.kiln.input.height, config.kiln.input.width) = (64, 64);
         let msg = refusal(&config);
         assert!(msg.contains("56x56") && msg.contains("64x64"), "{msg}");
         let mut shape = micro_swin(2);
         shape.window_size = 5;
-        let config = kiln_models::swin_package_config(&shape, &labels, interpolation);
+        let config = kiln_models::swin_package_config(&shape, &labels, interpolation, true);
         assert!(refusal(&config).contains("WINDOW_SIZE"));
     }
 
@@ -286,7 +286,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let labels = ["cat".to_string(), "dog".to_string()];
         let shape = micro_swin(2);
-        let config = kiln_models::swin_package_config(&shape, &labels, kiln_models::package::Interpolation::Bicubic);
+        let config =
+            kiln_models::swin_package_config(&shape, &labels, kiln_models::package::Interpolation::Bicubic, true);
         let device = Default::default();
         let model = shape.init::<Flex>(&device);
         let pkg = dir.path().join("model");

@@ -174,6 +174,9 @@ pub enum ResizeMode {
     /// keeping the aspect ratio, pasted at the top-left of a `width × height` canvas of grey
     /// 114.
     Letterbox,
+    /// torchvision's `Resize((height, width))`: resized to the input size whatever the aspect
+    /// ratio (Swin's evaluation transform without `TEST.CROP`).
+    Stretch,
 }
 
 /// The filter a centre crop's resize uses (PIL's, antialiased when shrinking).

@@ -4,7 +4,8 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
 use burn::prelude::*;
 use burn_flex::Flex;
@@ -250,6 +251,66 @@ fn two_cpu_workers_equal_one_worker_on_the_combined_batch() {
             assert!((p - q).abs() <= 1e-4 * p.abs().max(1.0), "{key}: {p} vs {q}");
         }
         assert_eq!(figure(x, "lr"), figure(y, "lr"), "the same total batch, the same rates");
+    }
+}
+
+/// Two processes started as `torch.distributed.launch` starts them (`WORLD_SIZE`, `RANK`,
+/// `MASTER_ADDR`, `MASTER_PORT` in the environment, `--local_rank 0` on the command line),
+/// 3 images each, train what one process trains on the 6: rank 0 writes, rank 1 stays silent.
+#[test]
+fn two_launched_processes_equal_one_on_the_combined_batch() {
+    let s = setup();
+    let mut extra = vec!["--opts"];
+    extra.extend(DETERMINISTIC);
+    let single = s.out.join("single");
+    run(&s, &single, &extra);
+
+    let port = common::free_port().to_string();
+    let double = s.out.join("double");
+    let children: Vec<_> = (0..2)
+        .map(|rank| {
+            let mut args = vec![
+                "swin",
+                "--cfg",
+                s.cfg.to_str().unwrap(),
+                "--data-path",
+                s.data.to_str().unwrap(),
+                "--batch-size",
+                "3",
+                "--device",
+                "cpu",
+                "--output",
+                double.to_str().unwrap(),
+                "--local_rank",
+                "0",
+            ];
+            args.extend(extra.iter());
+            Command::new(env!("CARGO_BIN_EXE_kiln-train"))
+                .args(args)
+                .env("WORLD_SIZE", "2")
+                .env("RANK", rank.to_string())
+                .env("MASTER_ADDR", "127.0.0.1")
+                .env("MASTER_PORT", &port)
+                .env("KILN_LOG", "warn")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let outputs = common::wait_all(children, Duration::from_secs(300));
+    stdout(&outputs[0]);
+    assert!(stdout(&outputs[1]).trim().is_empty(), "rank 1 prints nothing");
+    let (a, b) = (
+        metrics(&single.join("swin_micro/default")),
+        metrics(&double.join("swin_micro/default")),
+    );
+    assert_eq!(a.len(), b.len());
+    for (x, y) in a.iter().zip(&b) {
+        for key in ["train_loss", "grad_norm", "val_loss", "acc1", "lr"] {
+            let (p, q) = (figure(x, key), figure(y, key));
+            assert!((p - q).abs() <= 1e-4 * p.abs().max(1.0), "{key}: {p} vs {q}");
+        }
     }
 }
 

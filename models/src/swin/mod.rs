@@ -198,13 +198,15 @@ impl SwinConfig {
 }
 
 /// The classification package of a Swin Transformer of shape `config` trained on
-/// `class_names`: Swin-Transformer's evaluation transform (the shorter side resized to
-/// `img_size · 256/224` with `interpolation`, the centre `img_size` cropped, ImageNet's mean
-/// and deviation), the shape in `kiln.swin`.
+/// `class_names`: Swin-Transformer's evaluation transform (with `crop`, `TEST.CROP`: the
+/// shorter side resized to `img_size · 256/224` with `interpolation` and the centre
+/// `img_size` cropped; without: resized to `img_size × img_size`; ImageNet's mean and
+/// deviation), the shape in `kiln.swin`.
 pub fn swin_package_config(
     config: &SwinConfig,
     class_names: &[String],
     interpolation: crate::package::Interpolation,
+    crop: bool,
 ) -> crate::PackageConfig {
     let size = config.img_size;
     let mut input = crate::package::InputSpec::center_crop(
@@ -215,6 +217,9 @@ pub fn swin_package_config(
         vec![0.229, 0.224, 0.225],
     );
     input.interpolation = interpolation;
+    if !crop {
+        (input.resize, input.resize_shorter) = (crate::package::ResizeMode::Stretch, 0);
+    }
     let labels = class_names.iter().cloned().map(serde_json::Value::from).collect();
     let mut package = crate::PackageConfig::image_classification(SWIN_ARCHITECTURE, input, labels);
     package.kiln.swin = Some(config.clone());

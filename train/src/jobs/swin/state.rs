@@ -165,7 +165,7 @@ impl<'a, B: AutodiffBackend> SwinRun<'a, B> {
             "bicubic" => Interpolation::Bicubic,
             _ => Interpolation::Bilinear,
         };
-        let package = swin_package_config(&shape, classes, interpolation);
+        let package = swin_package_config(&shape, classes, interpolation, c.test.crop);
         Ok(Self {
             dist,
             model,
