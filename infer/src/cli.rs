@@ -83,4 +83,9 @@ pub struct ServeArgs {
     /// descriptor limit less 64, at most 10,000).
     #[arg(long = "max-connections", value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: Option<u32>,
+    /// On SIGTERM, seconds the server keeps serving with `/v2/health/ready` at 503 before it
+    /// stops accepting connections and drains, so a load balancer's readiness probe sees it
+    /// leave first.
+    #[arg(long = "unready-grace-s", default_value_t = 1.0)]
+    pub unready_grace_s: f64,
 }

@@ -1,5 +1,6 @@
 //! kiln-infer: `kiln-serve`, the platform's `customize_service` contract for kiln model
-//! packages: multipart predict routes, health, metrics, WebSocket, TLS, dynamic batching.
+//! packages (multipart predict routes, health, metrics, WebSocket, TLS, dynamic batching) and
+//! the Open Inference Protocol (KServe v2 / Triton HTTP/REST) beside it.
 #![warn(missing_docs)]
 
 pub mod batcher;
@@ -17,6 +18,7 @@ pub mod response;
 pub mod routes;
 pub mod server;
 pub mod tls;
+pub mod v2;
 pub mod workers;
 
 pub use cli::ServeArgs;

@@ -77,6 +77,12 @@ fn config(args: &ServeArgs, cores: usize, on_gpu: bool) -> Result<ServeConfig, S
         max_pixels: args.max_pixels.max(1),
         timeout: Duration::from_secs_f64(positive("--timeout-s", args.timeout_s)?),
         drain: Duration::from_secs(45),
+        unready_grace: Duration::try_from_secs_f64(args.unready_grace_s).map_err(|_| {
+            format!(
+                "--unready-grace-s {}: expected seconds of at least 0",
+                args.unready_grace_s
+            )
+        })?,
         decode_memory: (positive("--decode-memory-mb", args.decode_memory_mb)? * 1_000_000.0) as u64,
         decode_slots: cores,
         header_timeout: Duration::from_secs_f64(positive("--header-timeout-s", args.header_timeout_s)?),

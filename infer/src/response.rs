@@ -86,34 +86,63 @@ fn argmax(v: &[f32]) -> usize {
         .0
 }
 
-/// The platform's detection fields for file `a`'s `objects`: class names,
-/// `[ymin, xmin, ymax, xmax]` boxes mapped back onto the image (divided by the letterbox
-/// ratio, clipped to its size) and scores, in the model's order (best first). Empty lists
-/// when nothing was found.
+/// The platform's detection fields for file `a`'s `objects` ([`detection_rows`]) as JSON.
 fn detections(labels: &[Value], a: &Answer, objects: &[Detected]) -> Map<String, Value> {
-    let [width, height] = a.size.map(|v| v as f32);
-    let classes: Vec<Value> = objects
+    let rows = detection_rows(labels, a, objects);
+    let boxes: Vec<Value> = rows
+        .boxes
         .iter()
-        .map(|d| match labels.get(d.class) {
-            Some(Value::String(name)) => Value::String(name.clone()),
-            Some(other) => Value::String(other.to_string()),
-            None => Value::String(d.class.to_string()),
-        })
+        .map(|b| Value::Array(b.iter().copied().map(number).collect()))
         .collect();
-    let boxes: Vec<Value> = objects
-        .iter()
-        .map(|d| {
-            let [x1, y1, x2, y2] = d.xyxy.map(|v| v / a.ratio);
-            let (x, y) = (|v: f32| v.clamp(0.0, width), |v: f32| v.clamp(0.0, height));
-            Value::Array([y(y1), x(x1), y(y2), x(x2)].into_iter().map(number).collect())
-        })
-        .collect();
-    let scores: Vec<Value> = objects.iter().map(|d| number(d.score)).collect();
     let mut body = Map::new();
-    body.insert("detection_classes".into(), classes.into());
+    body.insert("detection_classes".into(), rows.classes.into());
     body.insert("detection_boxes".into(), boxes.into());
-    body.insert("detection_scores".into(), scores.into());
+    body.insert("detection_scores".into(), rows.scores.into_iter().map(number).collect());
     body
+}
+
+/// One image's detections in the platform's terms.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DetectionRows {
+    /// Class names (the label, or the class index where the labels lack it).
+    pub classes: Vec<String>,
+    /// `[ymin, xmin, ymax, xmax]` in the uploaded image's pixels.
+    pub boxes: Vec<[f32; 4]>,
+    /// Scores, best first.
+    pub scores: Vec<f32>,
+}
+
+/// File `a`'s `objects`: class names, boxes mapped back onto the image (divided by the
+/// letterbox ratio, clipped to its size) and scores, in the model's order (best first).
+pub fn detection_rows(labels: &[Value], a: &Answer, objects: &[Detected]) -> DetectionRows {
+    let [width, height] = a.size.map(|v| v as f32);
+    DetectionRows {
+        classes: objects.iter().map(|d| label_text(labels, d.class)).collect(),
+        boxes: objects
+            .iter()
+            .map(|d| {
+                let [x1, y1, x2, y2] = d.xyxy.map(|v| v / a.ratio);
+                let (x, y) = (|v: f32| v.clamp(0.0, width), |v: f32| v.clamp(0.0, height));
+                [y(y1), x(x1), y(y2), x(x2)]
+            })
+            .collect(),
+        scores: objects.iter().map(|d| d.score).collect(),
+    }
+}
+
+/// Label `class` as text: the label's string, another label's JSON text (MNIST's numbers), or
+/// the index itself where the labels lack it.
+pub fn label_text(labels: &[Value], class: usize) -> String {
+    match labels.get(class) {
+        Some(Value::String(name)) => name.clone(),
+        Some(other) => other.to_string(),
+        None => class.to_string(),
+    }
+}
+
+/// The index of the most probable class.
+pub fn top_class(probs: &[f32]) -> usize {
+    argmax(probs)
 }
 
 /// An `f32` as the JSON number with its shortest decimal form (`0.45`, not

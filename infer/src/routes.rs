@@ -45,9 +45,33 @@ pub struct AppState {
     pub timeout: Duration,
     /// The memory and decode slots that concurrent decodes share.
     pub budget: DecodeBudget,
+    /// Set when shutdown begins: readiness turns false before in-flight requests drain.
+    pub draining: AtomicBool,
+    /// What the v2 protocol says about the model.
+    pub model: ModelInfo,
 }
 
-/// Paths the server owns; an `apis` entry may not take them.
+/// The served model as the v2 protocol describes it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelInfo {
+    /// The model's name (the package folder's name).
+    pub name: String,
+    /// Its version (`1`: one package, one version).
+    pub version: String,
+    /// The model input `[C, H, W]`.
+    pub input: [usize; 3],
+    /// Whether it detects objects (else it classifies).
+    pub detector: bool,
+}
+
+impl AppState {
+    /// Whether the model is loaded, warmed up and not shutting down.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire) && !self.draining.load(Ordering::Acquire)
+    }
+}
+
+/// Paths the server owns; an `apis` entry may not take them (nor any path under `/v2`).
 const RESERVED: [&str; 3] = ["/health", "/metrics", "/ws"];
 
 /// Predict paths: `/` plus every `post` entry of the package's `apis` that is a plain path
@@ -60,7 +84,7 @@ pub fn predict_paths(apis: &[kiln_models::package::ApiSpec]) -> (Vec<String>, Ve
         let plain = url.starts_with('/') && !url.contains(['{', '}', '*', ':', '?', '#']) && !url.contains("//");
         if !api.method.eq_ignore_ascii_case("post") {
             skipped.push(format!("{} {url}: only post endpoints predict", api.method));
-        } else if !plain || RESERVED.contains(&url) {
+        } else if !plain || RESERVED.contains(&url) || url == "/v2" || url.starts_with("/v2/") {
             skipped.push(format!("post {url}: not a plain path the server can own"));
         } else if !paths.iter().any(|p| p == url) {
             paths.push(url.to_string());
@@ -72,7 +96,7 @@ pub fn predict_paths(apis: &[kiln_models::package::ApiSpec]) -> (Vec<String>, Ve
 /// The whole application: every route, JSON errors for the rest, and around it all the
 /// security headers, metrics and request log of [`Observed`].
 pub fn app(state: Arc<AppState>, paths: &[String]) -> Observed {
-    let mut router = Router::new()
+    let mut router = crate::v2::routes(Router::new())
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .route("/ws", get(websocket));
@@ -80,6 +104,7 @@ pub fn app(state: Arc<AppState>, paths: &[String]) -> Observed {
         router = router.route(path, post(predict));
     }
     let metrics = state.metrics.clone();
+    let v2_routes = crate::v2::metric_routes(&state.model);
     let router = router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -88,6 +113,7 @@ pub fn app(state: Arc<AppState>, paths: &[String]) -> Observed {
     let routes = RESERVED
         .iter()
         .map(|r| r.to_string())
+        .chain(v2_routes)
         .chain(paths.iter().cloned())
         .collect();
     Observed::new(router, metrics, routes)
@@ -128,10 +154,10 @@ fn wants_detail(query: Option<&str>) -> bool {
     })
 }
 
-/// One multipart field and its files, in upload order.
-struct FieldFiles {
-    name: String,
-    files: Vec<(String, Vec<u8>)>,
+/// One multipart field (or v2 input) and its files, in upload order.
+pub(crate) struct FieldFiles {
+    pub(crate) name: String,
+    pub(crate) files: Vec<(String, Vec<u8>)>,
 }
 
 async fn predict(State(state): State<Arc<AppState>>, req: Request) -> Response {
@@ -191,7 +217,7 @@ async fn predict_inner(state: Arc<AppState>, detail: bool, req: Request, deadlin
 
 /// Queues every prepared file for the model, ends the request's `preparing` mark once they
 /// are all queued, then awaits the predictions, grouped by field.
-async fn answer(
+pub(crate) async fn answer(
     state: &AppState,
     prepared: PreparedFields,
     preparing: Preparing,
@@ -233,7 +259,7 @@ async fn answer(
     Ok(answers)
 }
 
-fn ensure_ready(state: &AppState) -> Result<(), ApiError> {
+pub(crate) fn ensure_ready(state: &AppState) -> Result<(), ApiError> {
     if state.ready.load(Ordering::Acquire) {
         Ok(())
     } else {
@@ -304,14 +330,17 @@ async fn read_fields(state: &AppState, req: Request<Body>) -> Result<Vec<FieldFi
 }
 
 /// Each field's files, prepared, with their file names.
-type PreparedFields = Vec<(String, Vec<(String, Prepared)>)>;
+pub(crate) type PreparedFields = Vec<(String, Vec<(String, Prepared)>)>;
 
 /// Decodes and transforms every file on a blocking thread, never on the threads that answer
 /// requests. The headers are read first: an image over the pixel limits, or needing more
 /// memory than the whole decode budget, is refused before anything is decoded; otherwise the
 /// request waits for its share of the budget (the largest image's peak, since a request's
 /// images are decoded one after another, plus every model input).
-async fn prepare_off_executor(state: &AppState, fields: Vec<FieldFiles>) -> Result<PreparedFields, ApiError> {
+pub(crate) async fn prepare_off_executor(
+    state: &AppState,
+    fields: Vec<FieldFiles>,
+) -> Result<PreparedFields, ApiError> {
     let input_bytes = state.preprocessor.input_len() as u64 * 4;
     let mut peak = 0;
     let mut inputs = 0;

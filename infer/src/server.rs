@@ -22,7 +22,7 @@ use crate::metrics::Metrics;
 use crate::parse_errors::JsonParseErrors;
 use crate::preprocess::Preprocessor;
 use crate::registry::{load_model, ImageModel, Prediction};
-use crate::routes::{app, predict_paths, AppState};
+use crate::routes::{app, predict_paths, AppState, ModelInfo};
 use crate::tls::{rustls_config, TlsMode};
 
 /// Everything the server is configured with.
@@ -44,6 +44,8 @@ pub struct ServeConfig {
     pub timeout: Duration,
     /// How long shutdown waits for in-flight requests.
     pub drain: Duration,
+    /// How long the server keeps serving, unready, once shutdown begins.
+    pub unready_grace: Duration,
     /// Working memory that concurrent decodes share, in bytes.
     pub decode_memory: u64,
     /// Decodes running at once (the cores).
@@ -132,15 +134,34 @@ where
         max_body: config.max_body,
         timeout: config.timeout,
         budget: DecodeBudget::new(config.decode_memory, config.decode_slots),
+        draining: AtomicBool::new(false),
+        model: ModelInfo {
+            name: config
+                .model_dir
+                .file_name()
+                .map_or("model".into(), |n| n.to_string_lossy().into_owned()),
+            version: "1".into(),
+            input: [
+                package.kiln.input.channels,
+                package.kiln.input.height,
+                package.kiln.input.width,
+            ],
+            detector: package.model_algorithm == kiln_models::package::OBJECT_DETECTION,
+        },
     });
     let application = app(state.clone(), &paths);
 
     let handle = Handle::new();
     tokio::spawn({
         let (handle, metrics, drain) = (handle.clone(), state.metrics.clone(), config.drain);
+        let (state, grace) = (state.clone(), config.unready_grace);
         async move {
             shutdown.await;
-            tracing::info!("shutting down: draining in-flight requests");
+            // Readiness (`/v2/health/ready`) turns false first and the server keeps serving
+            // for the grace, so a balancer stops sending before the listener closes.
+            state.draining.store(true, Ordering::Release);
+            tracing::info!("shutting down: unready, then draining in-flight requests");
+            tokio::time::sleep(grace).await;
             stop_when_drained(handle, metrics, drain).await;
         }
     });
