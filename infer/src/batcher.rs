@@ -50,12 +50,60 @@ pub struct BatchPolicy {
 struct Job {
     input: Vec<f32>,
     queued: Instant,
-    reply: oneshot::Sender<Prediction>,
+    /// Past this the request no longer wants the answer: the job is dropped unrun.
+    deadline: Option<Instant>,
+    reply: oneshot::Sender<Reply>,
 }
 
-/// The queue is full: the caller should answer 429.
+/// What a queued image gets back.
+pub type Reply = Result<Prediction, Expired>;
+
+/// The image's deadline passed while it waited for the model; it was not run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Overloaded;
+pub struct Expired;
+
+/// The queue is full: the caller should answer 429, asking the client to come back after
+/// `retry_after` (the time the queue takes to drain at the measured rate).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Overloaded {
+    /// When a retry may find room.
+    pub retry_after: Duration,
+}
+
+/// Images answered per second, an exponentially weighted average over recent batches.
+#[derive(Debug, Clone, Copy, Default)]
+struct DrainRate {
+    per_second: f64,
+    last: Option<Instant>,
+}
+
+impl DrainRate {
+    /// Weight of the newest batch in the average.
+    const WEIGHT: f64 = 0.2;
+
+    /// Records `n` images answered at `now`.
+    fn record(&mut self, n: usize, now: Instant) {
+        if let Some(last) = self.last {
+            let seconds = now.saturating_duration_since(last).as_secs_f64().max(1e-4);
+            let rate = n as f64 / seconds;
+            self.per_second = if self.per_second == 0.0 {
+                rate
+            } else {
+                Self::WEIGHT * rate + (1.0 - Self::WEIGHT) * self.per_second
+            };
+        }
+        self.last = Some(now);
+    }
+
+    /// How long `queued` images take to drain: at least a second, and 60 s when nothing has
+    /// been measured yet.
+    fn drain_time(&self, queued: usize) -> Duration {
+        if self.per_second <= 0.0 {
+            return Duration::from_secs(60);
+        }
+        Duration::from_secs_f64((queued as f64 / self.per_second).clamp(1.0, 3600.0)).max(Duration::from_secs(1))
+    }
+}
 
 /// The sending side of the batcher, shared by request handlers. Dropping the last clone
 /// stops the workers once the queue is empty.
@@ -98,6 +146,8 @@ struct QueueState {
     free: usize,
     /// No request handler is left.
     closed: bool,
+    /// The measured drain rate, for `Retry-After`.
+    rate: DrainRate,
 }
 
 /// Marks a request as "being prepared" until dropped, so a forming batch knows more images
@@ -169,18 +219,25 @@ impl Batcher {
     }
 
     /// Queues one prepared image; the receiver yields the model's prediction for it.
-    pub fn submit(&self, input: Vec<f32>) -> Result<oneshot::Receiver<Prediction>, Overloaded> {
-        let mut receivers = self.submit_all(vec![input])?;
+    pub fn submit(&self, input: Vec<f32>) -> Result<oneshot::Receiver<Reply>, Overloaded> {
+        let mut receivers = self.submit_all(vec![input], None)?;
         Ok(receivers.pop().expect("one image, one receiver"))
     }
 
     /// Queues a request's images, all or none: when they do not all fit, none is queued (no
-    /// image of a refused request is run).
-    pub fn submit_all(&self, inputs: Vec<Vec<f32>>) -> Result<Vec<oneshot::Receiver<Prediction>>, Overloaded> {
+    /// image of a refused request is run). Images still queued at `deadline` are dropped
+    /// before a batch forms and answered [`Expired`].
+    pub fn submit_all(
+        &self,
+        inputs: Vec<Vec<f32>>,
+        deadline: Option<Instant>,
+    ) -> Result<Vec<oneshot::Receiver<Reply>>, Overloaded> {
         let count = inputs.len();
         let mut state = self.queue.lock();
         if state.jobs.len() + count > self.queue.policy.queue_capacity {
-            return Err(Overloaded);
+            return Err(Overloaded {
+                retry_after: state.rate.drain_time(state.jobs.len() + count),
+            });
         }
         let before = state.jobs.len();
         let queued = Instant::now();
@@ -188,7 +245,12 @@ impl Batcher {
             .into_iter()
             .map(|input| {
                 let (reply, rx) = oneshot::channel();
-                state.jobs.push_back(Job { input, queued, reply });
+                state.jobs.push_back(Job {
+                    input,
+                    queued,
+                    deadline,
+                    reply,
+                });
                 rx
             })
             .collect();
@@ -273,6 +335,30 @@ impl Queue {
         state
     }
 
+    /// Answers [`Expired`] to every queued image whose deadline has passed, and drops it.
+    fn drop_expired(&self, state: &mut QueueState) {
+        if state.jobs.iter().all(|j| j.deadline.is_none()) {
+            return;
+        }
+        let now = Instant::now();
+        let before = state.jobs.len();
+        let mut kept = VecDeque::with_capacity(before);
+        for job in state.jobs.drain(..) {
+            match job.deadline {
+                Some(d) if d <= now => {
+                    let _ = job.reply.send(Err(Expired));
+                }
+                _ => kept.push_back(job),
+            }
+        }
+        state.jobs = kept;
+        let dropped = before - state.jobs.len();
+        if dropped > 0 {
+            self.metrics.queue_depth.sub(dropped as i64);
+            self.metrics.expired.inc_by(dropped as u64);
+        }
+    }
+
     /// Forms batches and runs them until the queue is closed and empty.
     fn serve_batches(&self, model: &dyn ImageModel) {
         while let Some(jobs) = self.next_batch() {
@@ -296,9 +382,10 @@ impl Queue {
             };
             self.metrics.batch_size.observe(n as f64);
             self.metrics.inference_seconds.observe(started.elapsed().as_secs_f64());
+            self.lock().rate.record(n, Instant::now());
             for (reply, prediction) in replies.into_iter().zip(predictions) {
                 // A client that went away no longer needs its answer.
-                let _ = reply.send(prediction);
+                let _ = reply.send(Ok(prediction));
             }
         }
     }
@@ -317,6 +404,7 @@ impl Queue {
         // signal.
         let mut poll = true;
         loop {
+            self.drop_expired(&mut state);
             let Some(oldest) = state.jobs.front().map(|j| j.queued) else {
                 if state.closed {
                     state.free -= 1;
@@ -458,6 +546,35 @@ mod tests {
         let waited = started.elapsed();
         assert!(waited >= Duration::from_millis(90), "went after {waited:?}");
         assert!(waited < Duration::from_secs(5), "went after {waited:?}");
+    }
+
+    #[test]
+    fn images_past_their_deadline_are_dropped_unrun() {
+        let b = queue(32, Duration::from_millis(1));
+        let mut expired = b
+            .submit_all(vec![vec![1.0]], Some(Instant::now() - Duration::from_millis(1)))
+            .unwrap();
+        let _kept = b
+            .submit_all(vec![vec![2.0]], Some(Instant::now() + Duration::from_secs(60)))
+            .unwrap();
+        assert_eq!(worker(&b).join().unwrap(), vec![2.0]);
+        assert_eq!(expired.pop().unwrap().try_recv().unwrap(), Err(Expired));
+        assert_eq!(b.queue.metrics.expired.get(), 1);
+    }
+
+    #[test]
+    fn retry_after_is_the_queue_at_the_measured_rate() {
+        let mut rate = DrainRate::default();
+        assert_eq!(rate.drain_time(10), Duration::from_secs(60), "nothing measured yet");
+        let t = Instant::now();
+        rate.record(8, t);
+        rate.record(8, t + Duration::from_millis(100));
+        // 80 images/s: 400 queued images take 5 s; a few images at least a second.
+        assert_eq!(rate.drain_time(400).as_secs(), 5);
+        assert_eq!(rate.drain_time(2), Duration::from_secs(1));
+        let b = polling_queue(32, Duration::from_secs(30), Duration::ZERO);
+        let full = b.submit_all(vec![vec![0.0]; 65], None).unwrap_err();
+        assert_eq!(full.retry_after, Duration::from_secs(60));
     }
 
     #[test]

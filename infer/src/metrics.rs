@@ -27,6 +27,8 @@ pub struct Metrics {
     pub connections: IntGauge,
     /// Connections refused because the cap was reached.
     pub refused_connections: IntCounter,
+    /// Images dropped unrun because their request's deadline passed while they waited.
+    pub expired: IntCounter,
 }
 
 /// The method label of a request: one of HTTP's standard methods, or `other`, so that a
@@ -86,8 +88,14 @@ impl Metrics {
             "Connections answered 503 and closed because --max-connections were open",
         )
         .expect("valid metric");
+        let expired = IntCounter::new(
+            "kiln_expired_images_total",
+            "Images dropped unrun because their request's deadline passed while they waited",
+        )
+        .expect("valid metric");
         for m in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(expired.clone()),
             Box::new(latency.clone()),
             Box::new(in_flight.clone()),
             Box::new(queue_depth.clone()),
@@ -110,6 +118,7 @@ impl Metrics {
             model_load_seconds,
             connections,
             refused_connections,
+            expired,
         }
     }
 

@@ -18,7 +18,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
-use crate::batcher::{Batcher, Preparing};
+use crate::batcher::{Batcher, Expired, Preparing};
 use crate::decode_budget::DecodeBudget;
 use crate::errors::ApiError;
 use crate::metrics::Metrics;
@@ -160,9 +160,31 @@ pub(crate) struct FieldFiles {
     pub(crate) files: Vec<(String, Vec<u8>)>,
 }
 
+/// The header a client sets to give its request a deadline, in milliseconds from arrival.
+pub const TIMEOUT_HEADER: &str = "x-request-timeout-ms";
+
+/// The request's own deadline (`X-Request-Timeout-Ms`), when it sets one shorter than the
+/// server's `--timeout-s`; a value that is not a whole number of milliseconds is a 400.
+pub(crate) fn client_timeout(headers: &axum::http::HeaderMap, server: Duration) -> Result<Duration, ApiError> {
+    let Some(v) = headers.get(TIMEOUT_HEADER) else {
+        return Ok(server);
+    };
+    let ms = v
+        .to_str()
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .ok_or_else(|| {
+            ApiError::bad_request(format!("{TIMEOUT_HEADER} {v:?} is not a whole number of milliseconds"))
+        })?;
+    Ok(Duration::from_millis(ms).min(server))
+}
+
 async fn predict(State(state): State<Arc<AppState>>, req: Request) -> Response {
     let detail = wants_detail(req.uri().query());
-    let timeout = state.timeout;
+    let timeout = match client_timeout(req.headers(), state.timeout) {
+        Ok(t) => t,
+        Err(e) => return e.into_response(),
+    };
     let deadline = Instant::now() + timeout;
     match tokio::time::timeout_at(deadline, predict_inner(state, detail, req, deadline)).await {
         Ok(Ok(body)) => Json(body).into_response(),
@@ -211,16 +233,19 @@ async fn predict_inner(state: Arc<AppState>, detail: bool, req: Request, deadlin
             )
         })??;
     let prepared = prepare_off_executor(&state, fields).await?;
-    let answers = answer(&state, prepared, guard).await?;
+    let answers = answer(&state, prepared, guard, Some(deadline.into_std())).await?;
     Ok(render(&state.labels, &answers, detail))
 }
 
 /// Queues every prepared file for the model, ends the request's `preparing` mark once they
-/// are all queued, then awaits the predictions, grouped by field.
+/// are all queued, then awaits the predictions, grouped by field. Files still queued at
+/// `deadline` are dropped unrun and the request answered 504; a full queue is 429 with
+/// `Retry-After`.
 pub(crate) async fn answer(
     state: &AppState,
     prepared: PreparedFields,
     preparing: Preparing,
+    deadline: Option<std::time::Instant>,
 ) -> Result<Vec<(String, Vec<Answer>)>, ApiError> {
     let mut inputs = Vec::new();
     let mut pending = Vec::new();
@@ -230,21 +255,32 @@ pub(crate) async fn answer(
             pending.push((name.clone(), file_name, file.size, file.ratio));
         }
     }
-    let receivers = state.batcher.submit_all(inputs).map_err(|_| {
+    let receivers = state.batcher.submit_all(inputs, deadline).map_err(|o| {
+        let seconds = o.retry_after.as_secs().max(1);
         ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
-            "the inference queue is full; retry later",
+            format!("the inference queue is full; retry in {seconds} s"),
         )
+        .with_retry_after(seconds)
     })?;
     drop(preparing);
     let mut answers: Vec<(String, Vec<Answer>)> = Vec::new();
     for ((name, file_name, size, ratio), rx) in pending.into_iter().zip(receivers) {
-        let prediction = rx.await.map_err(|_| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "the model failed on this request's batch (the server log says why)",
-            )
-        })?;
+        let prediction = match rx.await {
+            Ok(Ok(prediction)) => prediction,
+            Ok(Err(Expired)) => {
+                return Err(ApiError::new(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "the request's deadline passed while it waited for the model",
+                ))
+            }
+            Err(_) => {
+                return Err(ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "the model failed on this request's batch (the server log says why)",
+                ))
+            }
+        };
         let answer = Answer {
             file_name,
             size,
@@ -458,7 +494,8 @@ async fn ws_predict(state: &Arc<AppState>, bytes: Vec<u8>) -> Result<Value, ApiE
     }];
     let guard = state.batcher.preparing();
     let prepared = prepare_off_executor(state, fields).await?;
-    let answers = answer(state, prepared, guard).await?;
+    let deadline = std::time::Instant::now() + state.timeout;
+    let answers = answer(state, prepared, guard, Some(deadline)).await?;
     Ok(render(&state.labels, &answers, false))
 }
 

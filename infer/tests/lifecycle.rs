@@ -126,7 +126,8 @@ fn digit_form() -> Form {
     Form::new().part("image", Part::bytes(png).file_name("d.png"))
 }
 
-async fn predict(base: &str) -> reqwest::Response {
+async fn predict(base: impl AsRef<str>) -> reqwest::Response {
+    let base = base.as_ref();
     reqwest::Client::new()
         .post(format!("{base}/"))
         .multipart(digit_form())
@@ -209,18 +210,69 @@ async fn predict_owned(base: String) -> u16 {
     predict(&base).await.status().as_u16()
 }
 
-/// A full queue answers 429 instead of growing without bound.
+/// A full queue answers 429 instead of growing without bound, with a `Retry-After` of the
+/// time the queue takes to drain at the measured rate (at least a second).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn overload_answers_429() {
     let s = start(Duration::from_millis(200), policy(1, 2), Duration::from_secs(20), None).await;
     wait_ready(&s.base).await;
-    let requests: Vec<_> = (0..12).map(|_| tokio::spawn(predict_owned(s.base.clone()))).collect();
+    // Two batches measure the drain rate (one image per 200 ms).
+    for _ in 0..2 {
+        assert_eq!(predict(&s.base).await.status(), 200);
+    }
+    let requests: Vec<_> = (0..12).map(|_| tokio::spawn(predict(s.base.clone()))).collect();
     let mut statuses = Vec::new();
+    let mut retry_after = Vec::new();
     for r in requests {
-        statuses.push(r.await.unwrap());
+        let r = r.await.unwrap();
+        statuses.push(r.status().as_u16());
+        if let Some(v) = r.headers().get("retry-after") {
+            retry_after.push(v.to_str().unwrap().parse::<u64>().unwrap());
+        }
     }
     assert!(statuses.contains(&429) && statuses.contains(&200), "{statuses:?}");
     assert!(statuses.iter().all(|s| *s == 200 || *s == 429), "{statuses:?}");
+    // A full queue of 2 (plus the refused image) at 5 images/s: about a second.
+    assert_eq!(retry_after.len(), statuses.iter().filter(|s| **s == 429).count());
+    assert!(retry_after.iter().all(|&s| (1..=3).contains(&s)), "{retry_after:?}");
+}
+
+/// A request whose own deadline (`X-Request-Timeout-Ms`) passes while it waits in the queue
+/// is dropped before batching, unrun, and answered 504.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_past_its_deadline_is_dropped_unrun() {
+    let s = start(Duration::from_millis(400), policy(1, 16), Duration::from_secs(20), None).await;
+    wait_ready(&s.base).await;
+    s.batches.lock().unwrap().clear();
+    // Keeps the one worker busy for 400 ms.
+    let busy = tokio::spawn(predict(s.base.clone()));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let r = reqwest::Client::new()
+        .post(format!("{}/", s.base))
+        .header("X-Request-Timeout-Ms", "100")
+        .multipart(digit_form())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 504);
+    assert_eq!(busy.await.unwrap().status(), 200);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(*s.batches.lock().unwrap(), vec![1], "the expired image never ran");
+    let metrics = reqwest::get(format!("{}/metrics", s.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("kiln_expired_images_total 1"), "{metrics}");
+    let r = reqwest::Client::new()
+        .post(format!("{}/", s.base))
+        .header("X-Request-Timeout-Ms", "soon")
+        .multipart(digit_form())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
 }
 
 /// A request past the deadline answers 504 with the JSON error body.

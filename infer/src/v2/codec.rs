@@ -45,6 +45,8 @@ pub struct InferRequest {
     pub outputs: Vec<(String, bool)>,
     /// `parameters.binary_data_output`: outputs not listed come back as binary data.
     pub binary_by_default: bool,
+    /// `parameters.timeout` (Triton's, in microseconds): the request's deadline from arrival.
+    pub timeout: Option<std::time::Duration>,
 }
 
 #[derive(Deserialize)]
@@ -140,6 +142,15 @@ pub fn parse_request(body: &[u8], header_len: Option<usize>) -> Result<InferRequ
         .get("binary_data_output")
         .and_then(Value::as_bool)
         .unwrap_or(false);
+    let timeout = raw
+        .parameters
+        .get("timeout")
+        .map(|v| {
+            v.as_u64()
+                .map(std::time::Duration::from_micros)
+                .ok_or_else(|| bad(format!("parameters.timeout {v} is not a whole number of microseconds")))
+        })
+        .transpose()?;
     let outputs = raw
         .outputs
         .into_iter()
@@ -160,6 +171,7 @@ pub fn parse_request(body: &[u8], header_len: Option<usize>) -> Result<InferRequ
         inputs,
         outputs,
         binary_by_default,
+        timeout,
     })
 }
 
@@ -391,6 +403,10 @@ mod tests {
         assert_eq!(r.inputs[1].data, InputData::F32(vec![0.5, -1.0]));
         assert_eq!(r.inputs[1].shape, [1, 2]);
         assert_eq!(r.outputs, [("label".to_string(), false)]);
+        assert_eq!(r.timeout, None);
+        let timed = json!({"parameters": {"timeout": 250_000}, "inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1]}]});
+        let r = parse_request(timed.to_string().as_bytes(), None).unwrap();
+        assert_eq!(r.timeout, Some(std::time::Duration::from_millis(250)));
     }
 
     #[test]
@@ -448,6 +464,9 @@ mod tests {
             let e = parse_request(body.to_string().as_bytes(), None).unwrap_err();
             assert!(e.0.contains(needle), "{body}: {}", e.0);
         }
+        let bad_timeout = json!({"parameters": {"timeout": "soon"}, "inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1]}]});
+        let e = parse_request(bad_timeout.to_string().as_bytes(), None).unwrap_err();
+        assert!(e.0.contains("parameters.timeout"), "{}", e.0);
         let e = parse_request(b"{", None).unwrap_err();
         assert!(e.0.contains("JSON"), "{}", e.0);
         let e = parse_request(b"{}", Some(10)).unwrap_err();
@@ -467,6 +486,7 @@ mod tests {
             inputs: Vec::new(),
             outputs: vec![("label".into(), false), ("probabilities".into(), true)],
             binary_by_default: false,
+            timeout: None,
         };
         let outputs = vec![
             Output {

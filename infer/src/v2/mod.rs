@@ -32,7 +32,7 @@ use crate::errors::ApiError;
 use crate::preprocess::Prepared;
 use crate::registry::Prediction;
 use crate::response::{detection_rows, label_text, top_class, Answer};
-use crate::routes::{answer, ensure_ready, prepare_off_executor, AppState, FieldFiles, ModelInfo};
+use crate::routes::{answer, client_timeout, ensure_ready, prepare_off_executor, AppState, FieldFiles, ModelInfo};
 
 /// The binary tensor data extension's header.
 pub const HEADER_LENGTH: &str = "inference-header-content-length";
@@ -74,7 +74,13 @@ impl From<ApiError> for V2Error {
 
 impl IntoResponse for V2Error {
     fn into_response(self) -> Response {
-        (self.0.status, Json(json!({ "error": self.0.msg }))).into_response()
+        let mut response = (self.0.status, Json(json!({ "error": self.0.msg }))).into_response();
+        if let Some(seconds) = self.0.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
     }
 }
 
@@ -209,9 +215,14 @@ async fn infer_checked(
     if let Some(e) = unknown_model(&state, &name, version.as_deref()) {
         return e.into_response();
     }
-    let timeout = state.timeout;
+    // Triton's `timeout` request parameter (microseconds) is read with the body; the
+    // contract route's header works here too.
+    let timeout = match client_timeout(&headers, state.timeout) {
+        Ok(t) => t,
+        Err(e) => return V2Error(e).into_response(),
+    };
     let deadline = Instant::now() + timeout;
-    match tokio::time::timeout_at(deadline, infer_inner(&state, &headers, &body)).await {
+    match tokio::time::timeout_at(deadline, infer_inner(&state, &headers, &body, deadline.into_std())).await {
         Ok(Ok(response)) => response,
         Ok(Err(e)) => e.into_response(),
         Err(_) => V2Error(ApiError::new(
@@ -222,7 +233,12 @@ async fn infer_checked(
     }
 }
 
-async fn infer_inner(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<Response, V2Error> {
+async fn infer_inner(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: &[u8],
+    deadline: std::time::Instant,
+) -> Result<Response, V2Error> {
     ensure_ready(state)?;
     let header_len = headers
         .get(HEADER_LENGTH)
@@ -234,7 +250,11 @@ async fn infer_inner(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Resu
         })
         .transpose()?;
     let request = parse_request(body, header_len).map_err(|e| ApiError::bad_request(e.0))?;
-    let answers = run(state, &request).await?;
+    let deadline = match request.timeout {
+        Some(t) => deadline.min(std::time::Instant::now() + t),
+        None => deadline,
+    };
+    let answers = run(state, &request, deadline).await?;
     let outputs = outputs(state, &answers);
     let (bytes, header) = encode_response(&state.model.name, &state.model.version, &request, outputs)
         .map_err(|e| ApiError::bad_request(e.0))?;
@@ -254,7 +274,7 @@ async fn infer_inner(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Resu
 }
 
 /// The model's answers for the request's one input.
-async fn run(state: &AppState, request: &InferRequest) -> Result<Vec<Answer>, V2Error> {
+async fn run(state: &AppState, request: &InferRequest, deadline: std::time::Instant) -> Result<Vec<Answer>, V2Error> {
     let [input] = request.inputs.as_slice() else {
         return Err(ApiError::bad_request(format!(
             "the request has {} inputs; kiln's models take one (\"image\" as BYTES, or \"input\" as FP32)",
@@ -273,7 +293,7 @@ async fn run(state: &AppState, request: &InferRequest) -> Result<Vec<Answer>, V2
         }
         InputData::F32(values) => vec![(input.name.clone(), tensors(state, &input.name, &input.shape, values)?)],
     };
-    let mut fields = answer(state, prepared, guard).await?;
+    let mut fields = answer(state, prepared, guard, Some(deadline)).await?;
     Ok(fields.pop().map(|(_, answers)| answers).unwrap_or_default())
 }
 
