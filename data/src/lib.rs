@@ -42,8 +42,8 @@ pub use idx::{read_idx, IdxArray, IdxData, IdxError, IdxType};
 pub use image_folder::{open_splits, ImageFolder, ImageFolderError, IMG_EXTENSIONS};
 pub use letterbox::{letterbox, Letterboxed, PAD_VALUE};
 pub use loader::{
-    ClassifyBatch, ClassifyLoader, ClassifySet, DetectBatch, DetectError, DetectLoader, DetectMode, DetectSet,
-    EpochBatches, Loader, LoaderConfig, LoaderError, SampleSet,
+    decode_rgb, ClassifyBatch, ClassifyLoader, ClassifySet, DetectBatch, DetectError, DetectLoader, DetectMode,
+    DetectSet, EpochBatches, Loader, LoaderConfig, LoaderError, SampleSet,
 };
 pub use map_file::{open_in22k_splits, open_map_file, MapFileError};
 pub use mnist::{MnistBatch, MnistBatcher, MnistDataset, MnistError, MnistItem, MnistSplit};

@@ -10,6 +10,7 @@ pub mod decode_budget;
 pub mod errors;
 pub mod metrics;
 pub mod observe;
+pub mod parity;
 pub mod parse_errors;
 pub mod preprocess;
 pub mod process;

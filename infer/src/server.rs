@@ -107,12 +107,22 @@ where
     let batcher = {
         let metrics = metrics.clone();
         let input_len = Preprocessor::new(package.kiln.input.clone(), 1).input_len();
+        let preprocessor = Preprocessor::new(package.kiln.input.clone(), config.max_pixels);
+        let (dir, samples) = (config.model_dir.clone(), package.kiln.parity.clone());
         Batcher::start(
             config.policy,
             metrics.clone(),
             move || {
                 let model = loader()?;
                 warm_up(&*model, input_len)?;
+                if !samples.is_empty() {
+                    let largest = crate::parity::check(&*model, &preprocessor, &dir, &samples)?;
+                    tracing::info!(
+                        images = samples.len(),
+                        largest_difference = format!("{largest:.2e}"),
+                        "parity check passed"
+                    );
+                }
                 metrics.model_load_seconds.set(started.elapsed().as_secs_f64());
                 Ok(model)
             },

@@ -24,7 +24,9 @@ pub use device::DeviceChoice;
 pub use dropout::dropout;
 pub use net::{net_package_config, Net, NetConfig, NET_ARCHITECTURE};
 pub use norm::batch_norm;
-pub use package::{load_weights, write_package, DetectionSpec, PackageConfig, PackageError};
+pub use package::{
+    load_weights, write_package, write_package_with, DetectionSpec, PackageConfig, PackageError, ParitySample,
+};
 pub use pool::max_pool_relu;
 pub use resnet::{load_pretrained, resnet_package_config, PretrainedReport, ResNet, ResNetArch, ResNetConfig};
 pub use swin::{

@@ -112,6 +112,23 @@ pub struct ModelSpec {
     /// A Swin Transformer's shape (architecture [`SWIN_ARCHITECTURE`](crate::swin::SWIN_ARCHITECTURE)).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub swin: Option<crate::swin::SwinConfig>,
+    /// Held-out images (files in [`PARITY_DIR`]) with the class probabilities the training
+    /// job computed for them: a server must reproduce them through its own decoding,
+    /// preprocessing and model before it is ready.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parity: Vec<ParitySample>,
+}
+
+/// The package folder holding the parity images.
+pub const PARITY_DIR: &str = "parity";
+
+/// One parity image and what the training job's model said about it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ParitySample {
+    /// The file name inside [`PARITY_DIR`].
+    pub file: String,
+    /// Class probabilities in label order (softmax of the logits).
+    pub probabilities: Vec<f32>,
 }
 
 /// How a detector's raw outputs become the boxes a server answers with.
@@ -372,6 +389,7 @@ impl PackageConfig {
                 labels,
                 detection,
                 swin: None,
+                parity: Vec::new(),
             },
         }
     }
@@ -463,6 +481,28 @@ pub fn write_package<B: Backend, M: Module<B>>(
     config: &PackageConfig,
     model: &M,
 ) -> Result<PackageConfig, PackageError> {
+    write_package_with(dir, config, model, &[])
+}
+
+/// [`write_package`] with `parity_files` (name, bytes) written into [`PARITY_DIR`]; every
+/// file `config.kiln.parity` names must be among them.
+pub fn write_package_with<B: Backend, M: Module<B>>(
+    dir: &Path,
+    config: &PackageConfig,
+    model: &M,
+    parity_files: &[(String, Vec<u8>)],
+) -> Result<PackageConfig, PackageError> {
+    if let Some(missing) = config
+        .kiln
+        .parity
+        .iter()
+        .find(|p| !parity_files.iter().any(|(name, _)| *name == p.file))
+    {
+        return Err(PackageError::Unsupported {
+            path: dir.join(PARITY_DIR).join(&missing.file),
+            msg: "kiln.parity names a file the package writer was not given".into(),
+        });
+    }
     let parent = dir
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -475,7 +515,7 @@ pub fn write_package<B: Backend, M: Module<B>>(
         fs::remove_dir_all(&tmp).map_err(io_err(&tmp))?;
     }
     fs::create_dir(&tmp).map_err(io_err(&tmp))?;
-    let written = match fill_package(&tmp, config, model) {
+    let written = match fill_package(&tmp, config, model, parity_files) {
         Ok(written) => written,
         Err(e) => {
             let _ = fs::remove_dir_all(&tmp);
@@ -557,7 +597,25 @@ fn fill_package<B: Backend, M: Module<B>>(
     dir: &Path,
     config: &PackageConfig,
     model: &M,
+    parity_files: &[(String, Vec<u8>)],
 ) -> Result<PackageConfig, PackageError> {
+    if !parity_files.is_empty() {
+        let parity = dir.join(PARITY_DIR);
+        fs::create_dir(&parity).map_err(io_err(&parity))?;
+        for (name, bytes) in parity_files {
+            let safe = Path::new(name).file_name().is_some_and(|n| n == name.as_str());
+            let path = parity.join(name);
+            if !safe {
+                return Err(PackageError::Unsupported {
+                    path,
+                    msg: "a parity file name must be a plain file name".into(),
+                });
+            }
+            fs::write(&path, bytes)
+                .and_then(|()| fs::File::open(&path)?.sync_all())
+                .map_err(io_err(&path))?;
+        }
+    }
     let weights = dir.join(&config.kiln.weights);
     let mut store = SafetensorsStore::from_file(&weights)
         .with_to_adapter(BurnToPyTorchAdapter)

@@ -1,4 +1,4 @@
-//! kiln-train: the guide's training jobs (`mnist`, `imagenet`, `yolox`) on burn,
+//! kiln-train: the guide's training jobs (`mnist`, `imagenet`, `yolox`, `swin`) on burn,
 //! generic over the backend; `main` picks the backend and device from `--device`.
 #![warn(missing_docs)]
 
@@ -10,6 +10,7 @@ pub mod jobs;
 pub mod meters;
 pub mod mixed;
 pub mod optim;
+pub mod parity;
 pub mod progress;
 pub mod run;
 pub mod schedule;

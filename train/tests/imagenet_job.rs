@@ -115,6 +115,8 @@ fn two_epochs_write_checkpoints_metrics_and_a_servable_package() {
     let config = PackageConfig::read(&out.join("model")).unwrap();
     assert_eq!(config.kiln.architecture, "resnet18");
     assert_eq!(config.kiln.labels, vec!["one", "seven", "zero"]);
+    assert_eq!(config.kiln.parity.len(), 3, "one parity image per class");
+    assert!(out.join("model/parity").join(&config.kiln.parity[0].file).is_file());
     assert_eq!(
         (
             config.kiln.input.channels,

@@ -179,6 +179,13 @@ fn two_epochs_write_the_official_outputs_and_a_servable_package() {
     let input = &config.kiln.input;
     assert_eq!((input.height, input.resize_shorter), (56, 64));
     assert_eq!(input.interpolation, kiln_models::package::Interpolation::Bicubic);
+    // One parity image per class, each with its probabilities, for kiln-serve's check.
+    assert_eq!(config.kiln.parity.len(), 3);
+    for sample in &config.kiln.parity {
+        assert!(dir.join("model/parity").join(&sample.file).is_file(), "{}", sample.file);
+        let total: f32 = sample.probabilities.iter().sum();
+        assert!((total - 1.0).abs() < 1e-4, "{total}");
+    }
     assert_eq!(package_output(&dir.join("model")).len(), 3);
 
     // `--eval` on the package reproduces the best epoch's Acc@1.

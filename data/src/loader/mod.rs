@@ -201,7 +201,7 @@ impl<S: SampleSet> EpochJob<S> {
 
 /// Decodes an image file as RGB; a decoder that fails or panics, or an empty image, is an error
 /// message (the caller names the file).
-fn decode_rgb(path: &Path) -> Result<RgbImage, String> {
+pub fn decode_rgb(path: &Path) -> Result<RgbImage, String> {
     let decoded = panic::catch_unwind(|| {
         image::ImageReader::open(path)
             .map_err(|e| e.to_string())?

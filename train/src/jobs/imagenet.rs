@@ -22,8 +22,7 @@ use serde::Serialize;
 
 use kiln_data::{open_splits, ClassifyBatch, ClassifyLoader, ClassifyTransform, EpochSampler, LoaderConfig};
 use kiln_models::{
-    load_pretrained, load_weights, resnet_package_config, write_package, PackageConfig, ResNet, ResNetArch,
-    ResNetConfig,
+    load_pretrained, load_weights, resnet_package_config, PackageConfig, ResNet, ResNetArch, ResNetConfig,
 };
 
 use crate::checkpoint::{capture, load_checked, CheckpointRecord, RunState, BEST_FILE, CHECKPOINT_FILE};
@@ -31,6 +30,7 @@ use crate::cli::ImagenetArgs;
 use crate::ddp::Collective;
 use crate::error::TrainError;
 use crate::meters::{progress_line, summary_line, topk_accuracy, AverageMeter, MeterFormat};
+use crate::parity::ParitySet;
 use crate::progress::PassProgress;
 use crate::run::{resolve_seed, RunOutput, SavePolicy};
 use crate::schedule::epoch_step_lr;
@@ -118,6 +118,12 @@ pub fn run<B: AutodiffBackend>(
         resize: eval_resize(args.image_size) as u32,
         crop: args.image_size as u32,
     };
+    // Rank 0 writes the package, with its parity images.
+    let parity = if dist.is_root() {
+        ParitySet::from_folder(&val_set, &eval_transform)?
+    } else {
+        ParitySet::default()
+    };
     let val_sampler = dist
         .shard(EpochSampler::new(val_set.len(), false, 0))?
         .without_padding();
@@ -127,6 +133,7 @@ pub fn run<B: AutodiffBackend>(
     }
 
     let mut run = RunSetup::<B>::new(args, dist, &classes, &device)?;
+    run.parity = parity;
     if dist.is_root() {
         run.repair_package(args.arch)?;
     }
@@ -210,6 +217,8 @@ struct RunSetup<'a, B: AutodiffBackend> {
     scheduler: StepLrScheduler,
     state: RunState,
     config: PackageConfig,
+    /// The held-out images the package carries for serving's parity check.
+    parity: ParitySet,
     saves: SavePolicy,
     device: B::Device,
 }
@@ -270,6 +279,7 @@ impl<'a, B: AutodiffBackend> RunSetup<'a, B> {
             scheduler,
             state,
             config,
+            parity: ParitySet::default(),
             saves: SavePolicy::new(&args.output, CHECKPOINT_FILE, BEST_FILE),
             device: device.clone(),
         })
@@ -296,9 +306,16 @@ impl<'a, B: AutodiffBackend> RunSetup<'a, B> {
             let checkpoint = Checkpoint::<B>::load::<B>(best, &self.device)?;
             let fresh = ResNetConfig::new(arch, self.state.classes.len()).init::<B>(&self.device);
             let model = load_checked(fresh, checkpoint.model, best)?;
-            write_package(package, &self.config, &model.valid())?;
-            Ok(())
+            self.write_package(package, &model.valid())
         })
+    }
+
+    /// The package of `model` at `dir`, with the parity images and their probabilities.
+    fn write_package(&self, dir: &std::path::Path, model: &ResNet<B::InnerBackend>) -> Result<(), TrainError> {
+        let folded = model.clone().fold_batch_norms();
+        self.parity
+            .write_package(dir, &self.config, model, |x| folded.forward(x), false, &self.device)?;
+        Ok(())
     }
 
     /// `checkpoint.pth.tar` every epoch; on a new best the package first and
@@ -306,7 +323,7 @@ impl<'a, B: AutodiffBackend> RunSetup<'a, B> {
     fn save(&self, is_best: bool) -> Result<(), TrainError> {
         self.saves.save(
             is_best,
-            |package| Ok(write_package(package, &self.config, &self.model.valid()).map(drop)?),
+            |package| self.write_package(package, &self.model.valid()),
             |latest| {
                 capture(&self.state, &self.model, &self.optim, &self.scheduler).save::<B>(latest)?;
                 Ok(())

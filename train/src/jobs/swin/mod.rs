@@ -47,6 +47,7 @@ use crate::error::TrainError;
 use crate::meters::topk_accuracy;
 use crate::mixed::{half_copy, unscale, LossScaler};
 use crate::optim::clip_grad_norm;
+use crate::parity::ParitySet;
 use crate::run::RunOutput;
 
 /// The top-k accuracies the recipe reports.
@@ -107,6 +108,8 @@ pub struct Evaluation {
 /// The data of a run: both splits, the classes, and the validation loader.
 struct Data {
     train: Arc<ImageFolder>,
+    /// The package's parity images (rank 0's; empty elsewhere).
+    parity: ParitySet,
     val_loader: ClassifyLoader,
     val_images: usize,
     classes: Vec<String>,
@@ -156,6 +159,7 @@ pub fn run<B: AutodiffBackend>(
         &mut log,
         &device,
     )?;
+    run.parity = data.parity.clone();
     if root {
         run.repair_package()?;
     }
@@ -242,10 +246,16 @@ fn open_data<R: Backend>(c: &SwinConfigFile, dist: &Collective<R>) -> Result<Dat
         );
     }
     let val_images = val.len();
+    let parity = if dist.is_root() {
+        ParitySet::from_folder(&val, &eval_transform(c)?)?
+    } else {
+        ParitySet::default()
+    };
     let val_sampler = dist.shard(EpochSampler::new(val.len(), false, 0))?.without_padding();
     let val_loader = ClassifyLoader::new(Arc::new(val), eval_transform(c)?, val_sampler, loader_config(c))?;
     Ok(Data {
         train: Arc::new(train),
+        parity,
         val_loader,
         val_images,
         classes,

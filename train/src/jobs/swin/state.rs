@@ -12,7 +12,7 @@ use burn::tensor::backend::AutodiffBackend;
 
 use kiln_models::package::Interpolation;
 use kiln_models::swin::takes_weight_decay;
-use kiln_models::{swin_package_config, write_package, PackageConfig, SwinConfig, SwinTransformer};
+use kiln_models::{swin_package_config, PackageConfig, SwinConfig, SwinTransformer};
 
 use super::config::SwinConfigFile;
 use super::log::RunLog;
@@ -21,6 +21,7 @@ use crate::ddp::Collective;
 use crate::error::TrainError;
 use crate::mixed::LossScaler;
 use crate::optim::DecayGroup;
+use crate::parity::ParitySet;
 use crate::run::{resolve_seed, SavePolicy};
 use crate::schedule::{swin_scaled_lr, SwinCosine};
 
@@ -77,6 +78,8 @@ pub struct SwinRun<'a, B: AutodiffBackend> {
     pub(super) state: RunState,
     pub(super) shape: SwinConfig,
     pub(super) package: PackageConfig,
+    /// The held-out images the package carries for serving's parity check.
+    pub(super) parity: ParitySet,
     pub(super) device: B::Device,
     /// Whether the run continues a checkpoint.
     pub(super) resumed: bool,
@@ -175,6 +178,7 @@ impl<'a, B: AutodiffBackend> SwinRun<'a, B> {
             state,
             shape,
             package,
+            parity: ParitySet::default(),
             device: device.clone(),
             resumed,
             scaler: amp.then(LossScaler::default),
@@ -204,9 +208,15 @@ impl<'a, B: AutodiffBackend> SwinRun<'a, B> {
         self.policy(0).repair(|best, package| {
             let checkpoint = Checkpoint::<B>::load::<B>(best, &self.device)?;
             let model = load_checked(self.shape.init::<B>(&self.device), checkpoint.model, best)?;
-            write_package(package, &self.package, &model.valid())?;
-            Ok(())
+            self.write_package(package, &model.valid())
         })
+    }
+
+    /// The package of `model` at `dir`, with the parity images and their probabilities.
+    fn write_package(&self, dir: &Path, model: &SwinTransformer<B::InnerBackend>) -> Result<(), TrainError> {
+        self.parity
+            .write_package(dir, &self.package, model, |x| model.forward(x), false, &self.device)?;
+        Ok(())
     }
 
     /// Saves the end of `epoch` (rank 0): on a save epoch `ckpt_epoch_N.pth` (with the package
@@ -214,7 +224,7 @@ impl<'a, B: AutodiffBackend> SwinRun<'a, B> {
     /// package alone on a new best.
     pub fn save(&self, epoch: usize, save_epoch: bool, is_best: bool, log: &mut RunLog) -> Result<(), TrainError> {
         let policy = self.policy(epoch);
-        let write_package = |package: &Path| Ok(write_package(package, &self.package, &self.model.valid()).map(drop)?);
+        let write_package = |package: &Path| self.write_package(package, &self.model.valid());
         if !save_epoch {
             return if is_best {
                 write_package(&policy.package)
