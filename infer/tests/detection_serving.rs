@@ -200,6 +200,99 @@ async fn boxes_match_the_model_in_the_platform_body() {
     }
 }
 
+/// The v2 protocol's detection tensors hold the contract body's boxes, image by image:
+/// `detection_image` says whose each box is. Also driven by Triton's client where available.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v2_inference_gives_the_same_boxes_as_tensors() {
+    use base64::Engine;
+    let dir = tempfile::tempdir().unwrap();
+    let pkg = dir.path().join("model");
+    let (model, config, _) = package(&pkg);
+    let thresholds = config.kiln.detection.unwrap();
+    let server = ServeProcess::start(&pkg, &[]).await;
+    let pictures = [picture(90, 50, 0), picture(40, 70, 1)];
+    let images: Vec<Value> = pictures
+        .iter()
+        .map(|p| json!(base64::engine::general_purpose::STANDARD.encode(png(p))))
+        .collect();
+    let request = json!({"inputs": [{"name": "image", "shape": [2], "datatype": "BYTES", "data": images}]});
+    let r = reqwest::Client::new()
+        .post(format!("{}/v2/models/model/infer", server.base))
+        .json(&request)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    let output = |name: &str| {
+        body["outputs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["name"] == name)
+            .unwrap_or_else(|| panic!("no {name} in {body}"))
+            .clone()
+    };
+    let (boxes, scores, classes, image) = (
+        output("detection_boxes"),
+        output("detection_scores"),
+        output("detection_classes"),
+        output("detection_image"),
+    );
+    let k = scores["shape"][0].as_u64().unwrap() as usize;
+    assert_eq!(boxes["shape"], json!([k, 4]));
+    for (i, img) in pictures.iter().enumerate() {
+        let rows: Vec<usize> = (0..k).filter(|&j| image["data"][j] == i).collect();
+        let contract = json!({
+            "detection_classes": rows.iter().map(|&j| classes["data"][j].clone()).collect::<Vec<_>>(),
+            "detection_boxes": rows.iter().map(|&j| (0..4).map(|c| boxes["data"][4 * j + c].clone()).collect::<Vec<_>>()).collect::<Vec<_>>(),
+            "detection_scores": rows.iter().map(|&j| scores["data"][j].clone()).collect::<Vec<_>>(),
+        });
+        assert_matches_model(&contract, &model, img, thresholds, &format!("v2 picture {i}"));
+    }
+}
+
+/// Triton's own client against a detection package, JSON and binary (`KILN_TRITON_PYTHON`;
+/// without it the test says so and passes): the same boxes as the contract route.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tritonclient_gets_the_boxes() {
+    let Ok(python) = std::env::var("KILN_TRITON_PYTHON") else {
+        eprintln!("KILN_TRITON_PYTHON is not set: skipping the tritonclient conformance run");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let pkg = dir.path().join("model");
+    let (model, config, _) = package(&pkg);
+    let thresholds = config.kiln.detection.unwrap();
+    let server = ServeProcess::start(&pkg, &[]).await;
+    let img = picture(90, 50, 0);
+    let path = dir.path().join("p.png");
+    std::fs::write(&path, png(&img)).unwrap();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/triton/client_check.py");
+    let out = std::process::Command::new(python)
+        .args([
+            script,
+            server.base.trim_start_matches("http://"),
+            "model",
+            path.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    for line in &lines[..2] {
+        let mut body = line.clone();
+        let body = body.as_object_mut().unwrap();
+        body.remove("mode");
+        body.remove("detection_image");
+        assert_matches_model(&Value::Object(body.clone()), &model, &img, thresholds, "tritonclient");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_uploads_get_the_json_error() {
     let dir = tempfile::tempdir().unwrap();

@@ -277,4 +277,5 @@ async fn tritonclient_drives_kiln_serve() {
         assert_eq!(line["labels"], json!(want), "{line}");
     }
     assert_eq!(lines[2]["mode"], "fp32-binary");
+    assert_eq!(lines[2]["probabilities"].as_array().map(Vec::len), Some(2));
 }

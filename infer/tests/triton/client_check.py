@@ -3,8 +3,9 @@ would: server and model readiness, model metadata, and inference with JSON and w
 tensor data, for encoded images (BYTES) and for preprocessed inputs (FP32).
 
 Usage: python client_check.py URL MODEL IMAGE...   (URL without the scheme: 127.0.0.1:8080)
-Prints one JSON line per request: {"mode", "labels", "probabilities"}; exits non-zero on any
-failure. Run by kiln-infer's test `tritonclient_drives_kiln_serve` (KILN_TRITON_PYTHON).
+Prints one JSON line per request: {"mode", "labels", "probabilities"} for a classifier,
+{"mode", "detection_boxes", "detection_scores", "detection_classes", "detection_image"} for a
+detector; exits non-zero on any failure. Run by kiln-infer's tests (KILN_TRITON_PYTHON).
 """
 import json
 import sys
@@ -33,25 +34,36 @@ def main():
             import base64
             encoded = np.array([base64.b64encode(b).decode() for b in images], dtype=np.object_)
             inp.set_data_from_numpy(encoded, binary_data=False)
-        outputs = [
-            httpclient.InferRequestedOutput("probabilities", binary_data=binary),
-            httpclient.InferRequestedOutput("label", binary_data=binary),
-        ]
+        mode = "bytes-binary" if binary else "bytes-json"
+        names = [o["name"] for o in meta["outputs"]]
+        outputs = [httpclient.InferRequestedOutput(n, binary_data=binary) for n in names]
         result = client.infer(model, [inp], outputs=outputs)
-        probs = result.as_numpy("probabilities")
-        labels = [l.decode() if isinstance(l, bytes) else l for l in result.as_numpy("label")]
-        assert probs.shape[0] == len(paths), probs.shape
-        print(json.dumps({"mode": "bytes-binary" if binary else "bytes-json",
-                          "labels": labels, "probabilities": probs.tolist()}))
+        if "probabilities" in names:
+            probs = result.as_numpy("probabilities")
+            labels = [text(l) for l in result.as_numpy("label")]
+            assert probs.shape[0] == len(paths), probs.shape
+            print(json.dumps({"mode": mode, "labels": labels, "probabilities": probs.tolist()}))
+        else:
+            boxes = result.as_numpy("detection_boxes")
+            assert boxes.ndim == 2 and boxes.shape[1] == 4, boxes.shape
+            print(json.dumps({"mode": mode,
+                              "detection_boxes": boxes.tolist(),
+                              "detection_scores": result.as_numpy("detection_scores").tolist(),
+                              "detection_classes": [text(c) for c in result.as_numpy("detection_classes")],
+                              "detection_image": result.as_numpy("detection_image").tolist()}))
 
     zeros = np.zeros((2, channels, height, width), dtype=np.float32)
     inp = httpclient.InferInput("input", list(zeros.shape), "FP32")
     inp.set_data_from_numpy(zeros, binary_data=True)
     result = client.infer(model, [inp])
-    probs = result.as_numpy("probabilities")
-    assert probs.shape == (2, meta["outputs"][0]["shape"][1]), probs.shape
-    print(json.dumps({"mode": "fp32-binary", "labels": [l.decode() for l in result.as_numpy("label")],
-                      "probabilities": probs.tolist()}))
+    first = meta["outputs"][0]["name"]
+    got = result.as_numpy(first)
+    assert got is not None, first
+    print(json.dumps({"mode": "fp32-binary", first: got.tolist()}))
+
+
+def text(value):
+    return value.decode() if isinstance(value, bytes) else value
 
 
 if __name__ == "__main__":
