@@ -70,6 +70,31 @@ impl ParitySet {
         Self { files, inputs, shape }
     }
 
+    /// One test digit per class (up to [`PARITY_IMAGES`]) of `set`, as 28×28 grayscale PNG
+    /// files, and their inputs as the MNIST job normalises them.
+    pub fn from_mnist(set: &kiln_data::MnistDataset) -> Result<Self, TrainError> {
+        use burn::data::dataset::Dataset;
+        let mut files = Vec::new();
+        let mut inputs = Vec::new();
+        for digit in 0..kiln_data::mnist::MNIST_CLASSES as u8 {
+            if files.len() == PARITY_IMAGES {
+                break;
+            }
+            let Some(item) = (0..set.len()).filter_map(|i| set.get(i)).find(|it| it.label == digit) else {
+                continue;
+            };
+            let side = kiln_data::mnist::MNIST_SIDE as u32;
+            let img = image::GrayImage::from_raw(side, side, item.image.to_vec()).expect("28×28 pixels");
+            let mut png = std::io::Cursor::new(Vec::new());
+            img.write_to(&mut png, image::ImageFormat::Png)
+                .map_err(|e| TrainError::Flag(format!("encoding a parity digit: {e}")))?;
+            files.push((format!("{}-digit{digit}.png", files.len()), png.into_inner()));
+            inputs.extend(item.image.iter().map(|&p| kiln_data::mnist::normalize_pixel(p)));
+        }
+        let side = kiln_data::mnist::MNIST_SIDE;
+        Ok(Self::from_parts(files, inputs, [1, side, side]))
+    }
+
     /// How many images the set holds.
     pub fn len(&self) -> usize {
         self.files.len()

@@ -98,6 +98,9 @@ fn dry_run_on_real_data_writes_a_loadable_package() {
 
     let pkg = out.path().join("model");
     let config = PackageConfig::read(&pkg).unwrap();
+    // Four test digits (0, 1, 2, 3) as PNG files for kiln-serve's parity check.
+    assert_eq!(config.kiln.parity.len(), 4);
+    assert!(pkg.join("parity/0-digit0.png").is_file());
     assert_eq!(config.kiln.architecture, "mnist_net");
     let device = Default::default();
     let net = load_weights(&pkg, &config, NetConfig::new().init::<Flex>(&device)).unwrap();

@@ -17,7 +17,7 @@ use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
 
 use kiln_data::{EpochSampler, MnistBatch, MnistBatcher, MnistDataset, MnistItem, MnistSplit};
-use kiln_models::{net_package_config, write_package, Net, NetConfig};
+use kiln_models::{net_package_config, Net, NetConfig};
 
 use crate::cli::MnistArgs;
 use crate::ddp::Collective;
@@ -26,6 +26,7 @@ mod log;
 mod loss;
 
 use crate::optim::AdadeltaConfig;
+use crate::parity::ParitySet;
 use crate::progress::PassProgress;
 use crate::run::{resolve_seed, RunOutput, PACKAGE_DIR};
 use crate::schedule::epoch_step_lr;
@@ -143,7 +144,15 @@ pub fn run<B: AutodiffBackend>(
         None
     } else {
         let dir = package_dir(&args.train_url);
-        write_package(&dir, &net_package_config(&net_config), &model.valid())?;
+        let net = model.valid();
+        ParitySet::from_mnist(&test_set)?.write_package(
+            &dir,
+            &net_package_config(&net_config),
+            &net,
+            |x| net.forward(x),
+            true,
+            &device,
+        )?;
         tracing::info!(package = %dir.display(), "model package written");
         Some(dir)
     };
