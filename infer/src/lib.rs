@@ -10,6 +10,7 @@ pub mod decode_budget;
 pub mod errors;
 pub mod metrics;
 pub mod observe;
+pub mod page;
 pub mod parity;
 pub mod parse_errors;
 pub mod preprocess;

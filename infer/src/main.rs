@@ -89,13 +89,15 @@ fn config(args: &ServeArgs, cores: usize, on_gpu: bool) -> Result<ServeConfig, S
         max_connections: args
             .max_connections
             .map_or_else(kiln_infer::connections::default_cap, |n| n as usize),
+        device: String::new(),
     })
 }
 
 fn run(args: ServeArgs) -> Result<(), String> {
     let device = args.device.resolve(false, cfg!(feature = "cuda"))?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let config = config(&args, cores, device != DeviceChoice::Cpu)?;
+    let mut config = config(&args, cores, device != DeviceChoice::Cpu)?;
+    config.device = device.to_string();
     let http_threads = args.http_threads.map_or((cores / 4).max(1), |n| n as usize);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(http_threads)

@@ -49,6 +49,8 @@ pub struct AppState {
     pub draining: AtomicBool,
     /// What the v2 protocol says about the model.
     pub model: ModelInfo,
+    /// The prediction page's description of what is served (`GET /info`, less `ready`).
+    pub page_info: Value,
 }
 
 /// The served model as the v2 protocol describes it.
@@ -84,7 +86,12 @@ pub fn predict_paths(apis: &[kiln_models::package::ApiSpec]) -> (Vec<String>, Ve
         let plain = url.starts_with('/') && !url.contains(['{', '}', '*', ':', '?', '#']) && !url.contains("//");
         if !api.method.eq_ignore_ascii_case("post") {
             skipped.push(format!("{} {url}: only post endpoints predict", api.method));
-        } else if !plain || RESERVED.contains(&url) || url == "/v2" || url.starts_with("/v2/") {
+        } else if !plain
+            || RESERVED.contains(&url)
+            || crate::page::PAGE_ROUTES.contains(&url)
+            || url == "/v2"
+            || url.starts_with("/v2/")
+        {
             skipped.push(format!("post {url}: not a plain path the server can own"));
         } else if !paths.iter().any(|p| p == url) {
             paths.push(url.to_string());
@@ -99,9 +106,16 @@ pub fn app(state: Arc<AppState>, paths: &[String]) -> Observed {
     let mut router = crate::v2::routes(Router::new())
         .route("/health", get(health))
         .route("/metrics", get(metrics))
-        .route("/ws", get(websocket));
+        .route("/ws", get(websocket))
+        .route("/info", get(crate::page::info))
+        .route("/page.js", get(crate::page::script))
+        .route("/page.css", get(crate::page::style));
     for path in paths {
-        router = router.route(path, post(predict));
+        router = if path == "/" {
+            router.route(path, post(predict).get(crate::page::index))
+        } else {
+            router.route(path, post(predict))
+        };
     }
     let metrics = state.metrics.clone();
     let v2_routes = crate::v2::metric_routes(&state.model);
@@ -114,6 +128,7 @@ pub fn app(state: Arc<AppState>, paths: &[String]) -> Observed {
         .iter()
         .map(|r| r.to_string())
         .chain(v2_routes)
+        .chain(crate::page::PAGE_ROUTES.iter().map(|r| r.to_string()))
         .chain(paths.iter().cloned())
         .collect();
     Observed::new(router, metrics, routes)

@@ -55,6 +55,8 @@ pub struct ServeConfig {
     pub header_timeout: Duration,
     /// Most connections open at once; more are answered 503 and closed.
     pub max_connections: usize,
+    /// The device the model runs on, as the page shows it (`cpu`, `cuda:0`).
+    pub device: String,
 }
 
 /// Why the server could not start or stopped with an error.
@@ -135,6 +137,11 @@ where
     for s in skipped {
         tracing::warn!("apis entry left out: {s}");
     }
+    let model_name = config
+        .model_dir
+        .file_name()
+        .map_or("model".into(), |n| n.to_string_lossy().into_owned());
+    let page_info = crate::page::describe(&package, &config.device, &model_name, "1");
     let state = Arc::new(AppState {
         ready: AtomicBool::new(false),
         preprocessor: Preprocessor::new(package.kiln.input.clone(), config.max_pixels),
@@ -145,11 +152,9 @@ where
         timeout: config.timeout,
         budget: DecodeBudget::new(config.decode_memory, config.decode_slots),
         draining: AtomicBool::new(false),
+        page_info,
         model: ModelInfo {
-            name: config
-                .model_dir
-                .file_name()
-                .map_or("model".into(), |n| n.to_string_lossy().into_owned()),
+            name: model_name,
             version: "1".into(),
             input: [
                 package.kiln.input.channels,

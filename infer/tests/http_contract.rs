@@ -265,3 +265,47 @@ async fn unknown_architecture_is_refused() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("vgg_9000") && err.contains("config.json"), "{err}");
 }
+
+/// `GET /` gives a browser the prediction page and any other client the method error;
+/// `/info` describes what is served; the page's files come with the security headers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browsers_get_the_prediction_page() {
+    let pkg = trained_package();
+    let server = ServeProcess::start(&pkg, &[]).await;
+    let client = reqwest::Client::new();
+    let page = client
+        .get(format!("{}/", server.base))
+        .header("Accept", "text/html,application/xhtml+xml")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    assert_eq!(page.headers()["content-security-policy"], "default-src 'self'");
+    assert!(page.text().await.unwrap().contains("<script src=\"/page.js\""));
+    let api = client.get(format!("{}/", server.base)).send().await.unwrap();
+    assert_eq!(api.status(), 405);
+    let body: Value = api.json().await.unwrap();
+    assert_eq!(body["error_code"], "KILN.405");
+    for (path, kind) in [("/page.js", "text/javascript"), ("/page.css", "text/css")] {
+        let r = client.get(format!("{}{path}", server.base)).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        assert!(
+            r.headers()["content-type"].to_str().unwrap().starts_with(kind),
+            "{path}"
+        );
+    }
+    let info: Value = client
+        .get(format!("{}/info", server.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(info["architecture"], "mnist_net");
+    assert_eq!(
+        (info["ready"].as_bool(), info["device"].as_str()),
+        (Some(true), Some("cpu"))
+    );
+    assert_eq!(info["labels"].as_array().map(Vec::len), Some(10));
+}

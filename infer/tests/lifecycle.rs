@@ -81,6 +81,7 @@ async fn start_with(
         decode_slots: 2,
         header_timeout: Duration::from_secs(10),
         max_connections: 1000,
+        device: "cpu".into(),
     };
     tune(&mut config);
     let package = kiln_models::net_package_config(&kiln_models::NetConfig::new());
@@ -468,6 +469,7 @@ async fn a_model_that_cannot_run_is_refused_at_load() {
             decode_slots: 1,
             header_timeout: Duration::from_secs(1),
             max_connections: 10,
+            device: "cpu".into(),
         };
         let package = kiln_models::net_package_config(&kiln_models::NetConfig::new());
         let result = tokio::time::timeout(

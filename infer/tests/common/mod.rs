@@ -2,6 +2,8 @@
 //! the `kiln-serve` binary on an ephemeral port.
 #![allow(dead_code)]
 
+pub mod yolox;
+
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
