@@ -148,6 +148,16 @@ impl Driver {
 
     /// Picks `file` in the page's file input, presses Predict, waits for the result.
     async fn predict(&self, file: &Path) {
+        self.submit(file).await;
+        self.wait_for(
+            "return document.getElementById('status').textContent.startsWith('Answered')",
+            "the answer",
+        )
+        .await;
+    }
+
+    /// Picks `file` and presses Predict.
+    async fn submit(&self, file: &Path) {
         let input = self.element("#files").await;
         self.call(
             reqwest::Method::POST,
@@ -163,11 +173,6 @@ impl Driver {
         .await;
         self.call(reqwest::Method::POST, &format!("/element/{button}/click"), json!({}))
             .await;
-        self.wait_for(
-            "return document.getElementById('status').textContent.startsWith('Answered')",
-            "the answer",
-        )
-        .await;
     }
 
     async fn screenshot(&self, name: &str) -> PathBuf {
@@ -240,6 +245,22 @@ async fn the_page_shows_labels_and_boxes_in_chromium() {
             json!({"width": 1100, "height": 1300}),
         )
         .await;
+    // A file that is not an image: the server's 400, explained, naming the field and file.
+    let bad = dir.path().join("notes.png");
+    std::fs::write(&bad, b"not an image").unwrap();
+    driver.open(&format!("{}/", server.base)).await;
+    driver.submit(&bad).await;
+    let message = driver
+        .wait_for(
+            "const s = document.getElementById('status'); return s.classList.contains('error') && s.textContent",
+            "the error message",
+        )
+        .await;
+    let message = message.as_str().unwrap();
+    assert!(
+        message.starts_with("HTTP 400: The server could not use an image") && message.contains("notes.png"),
+        "{message}"
+    );
     drop(server);
 
     // YOLOX: boxes drawn on the picture; the threshold slider filters them client-side.
