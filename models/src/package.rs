@@ -1062,11 +1062,11 @@ mod tests {
             "resize_shorter",
         );
         let mut v = serde_json::to_value(&config).unwrap();
-        v["kiln"]["input"]["resize"] = "stretch".into();
+        v["kiln"]["input"]["resize"] = "squash".into();
         fs::write(dir.path().join(CONFIG_FILE), v.to_string()).unwrap();
         let e = PackageConfig::read(dir.path()).unwrap_err();
         assert!(
-            matches!(e, PackageError::Config { .. }) && e.to_string().contains("stretch"),
+            matches!(e, PackageError::Config { .. }) && e.to_string().contains("squash"),
             "{e}"
         );
     }
