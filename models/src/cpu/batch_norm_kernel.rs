@@ -171,13 +171,7 @@ fn dot_centered(dy: &[f32], x: &[f32], mean: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn close(got: &[f32], want: &[f64]) {
-        assert_eq!(got.len(), want.len());
-        for (g, w) in got.iter().zip(want) {
-            assert!((*g as f64 - w).abs() < 1e-5, "{got:?} vs {want:?}");
-        }
-    }
+    use crate::cpu::tests::close;
 
     /// One channel holding 1, 2 (first image) and 3, 4 (second), γ = 2, β = 1, ε = 0:
     /// μ = 2.5, σ² = 1.25, s = 1/√1.25, x̂ = (−1.5, −0.5, 0.5, 1.5)·s.

@@ -4,13 +4,34 @@
 //!
 //! - Fused ops on `Autodiff<Flex>` f32 tensors, chosen at run time by downcasting the tensor
 //!   primitives ([`specialize`]): BatchNorm training ([`batch_norm`], [`batch_norm_kernel`]),
-//!   dropout ([`dropout`]), 2×2 max pooling + ReLU ([`pool`]) and the Adadelta update
-//!   ([`adadelta`]). Every other backend and dtype keeps burn's generic code; each op has a test
+//!   LayerNorm training ([`layer_norm`], [`layer_norm_kernel`]), GELU (training and
+//!   evaluation) and softmax training ([`activation`]), dropout ([`dropout`]), 2×2 max pooling
+//!   + ReLU ([`pool`]) and the Adadelta update ([`adadelta`]). Every other backend and dtype keeps burn's generic code; each op has a test
 //!   that the CPU backend takes its fused path and another backend does not.
 //! - Process settings, applied by [`prepare_process`]: the training heap policy ([`heap`]),
 //!   denormals flushed to zero ([`float_mode`]) and gemm reading im2col tiles in place
 //!   ([`gemm_packing`]).
 
+/// Declares `$name`, which runs the `#[inline(always)]` kernel `$kernel` compiled for AVX2 and
+/// FMA where the CPU has them (the crate's baseline x86-64 target is SSE2), else as built.
+macro_rules! with_avx2 {
+    ($name:ident => $kernel:ident($($arg:ident: $ty:ty),*) $(-> $ret:ty)?) => {
+        fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn avx2($($arg: $ty),*) $(-> $ret)? {
+                    $kernel($($arg),*)
+                }
+                // SAFETY: the CPU has AVX2 and FMA, checked just above.
+                return unsafe { avx2($($arg),*) };
+            }
+            $kernel($($arg),*)
+        }
+    };
+}
+
+pub(crate) mod activation;
 pub mod adadelta;
 pub(crate) mod batch_norm;
 pub(crate) mod batch_norm_kernel;
@@ -18,6 +39,8 @@ pub(crate) mod dropout;
 pub mod float_mode;
 pub mod gemm_packing;
 pub mod heap;
+pub(crate) mod layer_norm;
+pub(crate) mod layer_norm_kernel;
 pub(crate) mod pool;
 pub mod specialize;
 
@@ -47,10 +70,18 @@ pub fn prepare_process(workload: Workload) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use burn::backend::{Autodiff, Flex};
     use burn::prelude::*;
     use burn::tensor::{Distribution, FloatDType};
+
+    /// Asserts `got` equals the hand-derived `want` within 1e-5 (the fused kernels' tests).
+    pub(crate) fn close(got: &[f32], want: &[f64]) {
+        assert_eq!(got.len(), want.len());
+        for (g, w) in got.iter().zip(want) {
+            assert!((*g as f64 - w).abs() < 1e-5, "{got:?} vs {want:?}");
+        }
+    }
 
     /// Dropout and pooling + ReLU take their fused op on the CPU training backend, and burn's
     /// generic one without autodiff or in f16 (BatchNorm's and Adadelta's tests sit with their

@@ -97,25 +97,6 @@ fn route_gradient(dy: &[f32], codes: &[u8], [n, c, h, w]: [usize; 4]) -> Vec<f32
     dx
 }
 
-/// Declares `$name`, which runs the `#[inline(always)]` kernel `$kernel` compiled for AVX2
-/// where the CPU has it (the crate's baseline x86-64 target is SSE2), else as built.
-macro_rules! with_avx2 {
-    ($name:ident => $kernel:ident($($arg:ident: $ty:ty),*)) => {
-        fn $name($($arg: $ty),*) {
-            #[cfg(target_arch = "x86_64")]
-            if std::arch::is_x86_feature_detected!("avx2") {
-                #[target_feature(enable = "avx2")]
-                unsafe fn avx2($($arg: $ty),*) {
-                    $kernel($($arg),*)
-                }
-                // SAFETY: the CPU has AVX2, checked just above.
-                return unsafe { avx2($($arg),*) };
-            }
-            $kernel($($arg),*)
-        }
-    };
-}
-
 with_avx2!(pool_plane_dispatch => pool_plane(x: &[f32], w: usize, y: &mut [f32], codes: &mut [u8]));
 with_avx2!(route_plane_dispatch => route_plane(dy: &[f32], codes: &[u8], w: usize, dx: &mut [MaybeUninit<f32>]));
 

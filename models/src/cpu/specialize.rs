@@ -43,6 +43,17 @@ pub(crate) fn from_flex_autodiff<B: Backend, const D: usize>(primitive: FlexAuto
     Some(Tensor::from_primitive(TensorPrimitive::Float(primitive)))
 }
 
+/// `tensor`'s primitive when `B` is `Flex`, `None` otherwise.
+pub(crate) fn as_flex<B: Backend, const D: usize>(tensor: &Tensor<B, D>) -> Option<FlexTensor> {
+    downcast(tensor.clone().into_primitive().tensor())
+}
+
+/// The generic tensor holding `primitive` when `B` is `Flex`, `None` otherwise.
+pub(crate) fn from_flex<B: Backend, const D: usize>(primitive: FlexTensor) -> Option<Tensor<B, D>> {
+    let primitive = downcast::<_, B::FloatTensorPrimitive>(primitive)?;
+    Some(Tensor::from_primitive(TensorPrimitive::Float(primitive)))
+}
+
 /// An f32 `FlexTensor` of shape `dims` holding `values`.
 pub(crate) fn flex_tensor(values: Vec<f32>, dims: Vec<usize>) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(values, dims))

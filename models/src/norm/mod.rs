@@ -1,12 +1,26 @@
-//! BatchNorm's forward in a layout burn-flex runs fast.
+//! BatchNorm's forward in a layout burn-flex runs fast, and LayerNorm's with the CPU training
+//! backend's fused op.
 
 mod fold;
 
 pub use fold::{conv_optional_batch_norm, fold_into};
 
-use burn::nn::BatchNorm;
+use burn::nn::{BatchNorm, LayerNorm};
 use burn::prelude::*;
 use burn::tensor::{DType, FloatDType};
+
+/// `ln(x)`, normalising over the last dimension; `epsilon` must be the ε `ln` was built with
+/// (burn keeps it private). In training on the CPU backend (`Autodiff<Flex>`, f32) this is one
+/// fused op with its own backward ([`crate::cpu::layer_norm`]); every other backend and dtype
+/// runs burn's `LayerNorm::forward`.
+pub fn layer_norm<B: Backend, const D: usize>(ln: &LayerNorm<B>, epsilon: f64, x: Tensor<B, D>) -> Tensor<B, D> {
+    if B::ad_enabled(&x.device()) {
+        if let Some(y) = crate::cpu::layer_norm::train(ln, epsilon, &x) {
+            return y;
+        }
+    }
+    ln.forward(x)
+}
 
 /// `bn(x)` for `[N, C, H, W]` with burn's `BatchNorm` semantics (batch statistics and a
 /// momentum update of the running statistics on an autodiff backend, running statistics

@@ -6,7 +6,6 @@
 use burn::module::Param;
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::prelude::*;
-use burn::tensor::activation::{gelu, softmax};
 use burn::tensor::Distribution;
 
 use super::window::{partition, relative_position_index, reverse, shift_mask};
@@ -22,9 +21,18 @@ pub(crate) fn linear<B: Backend>(d_in: usize, d_out: usize, bias: bool, device: 
     layer
 }
 
+/// PyTorch's LayerNorm ε, which every Swin LayerNorm uses.
+pub(crate) const LAYER_NORM_EPSILON: f64 = 1e-5;
+
 /// LayerNorm with PyTorch's ε (weight 1, bias 0).
 pub(crate) fn layer_norm<B: Backend>(dim: usize, device: &B::Device) -> LayerNorm<B> {
-    LayerNormConfig::new(dim).with_epsilon(1e-5).init(device)
+    LayerNormConfig::new(dim).with_epsilon(LAYER_NORM_EPSILON).init(device)
+}
+
+/// `ln(x)` for a LayerNorm built by [`layer_norm`] ([`crate::norm::layer_norm`]: one fused op
+/// in CPU training).
+pub(crate) fn norm<B: Backend, const D: usize>(ln: &LayerNorm<B>, x: Tensor<B, D>) -> Tensor<B, D> {
+    crate::norm::layer_norm(ln, LAYER_NORM_EPSILON, x)
 }
 
 /// Stochastic depth (timm's `DropPath`): in training (an autodiff backend), each sample's
@@ -95,15 +103,22 @@ impl<B: Backend> WindowAttention<B> {
             .select(0, index)
             .reshape([n, n, heads])
             .permute([2, 0, 1]);
-        attn = attn + bias.unsqueeze::<4>();
-        if let Some(mask) = mask {
-            // The mask is built in f32; a half-precision forward adds it in f16.
-            let mask = mask.cast(attn.dtype());
-            let windows = mask.dims()[0];
-            attn = (attn.reshape([bw / windows, windows, heads, n, n]) + mask.unsqueeze_dim::<4>(1).unsqueeze::<5>())
-                .reshape([bw, heads, n, n]);
-        }
-        let attn = softmax(attn, 3);
+        // The bias (and the mask of shifted windows) as one contiguous row added to every
+        // image's `[windows · heads · N · N]` scores: burn-flex adds a shared row with its SIMD
+        // broadcast kernel, where a permuted `[heads, N, N]` or a `[windows, 1, N, N]` operand
+        // would take its scalar strided loop.
+        let bias = match mask {
+            Some(mask) => {
+                // The mask is built in f32; a half-precision forward adds it in f16.
+                let mask = mask.cast(attn.dtype());
+                let windows = mask.dims()[0];
+                (bias.unsqueeze::<4>() + mask.unsqueeze_dim::<4>(1)).reshape([1, windows * heads * n * n])
+            }
+            None => bias.reshape([1, heads * n * n]),
+        };
+        let row = bias.dims()[1];
+        attn = (attn.reshape([bw * heads * n * n / row, row]) + bias).reshape([bw, heads, n, n]);
+        let attn = crate::cpu::activation::softmax_last(attn);
         let out = attn.matmul(v).swap_dims(1, 2).reshape([bw, n, c]);
         self.proj.forward(out)
     }
@@ -125,7 +140,7 @@ pub struct Mlp<B: Backend> {
 
 impl<B: Backend> Mlp<B> {
     fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        self.fc2.forward(gelu(self.fc1.forward(x)))
+        self.fc2.forward(crate::cpu::activation::gelu(self.fc1.forward(x)))
     }
 }
 
@@ -201,7 +216,7 @@ impl<B: Backend> SwinBlock<B> {
         let [h, w] = self.resolution;
         let window = self.attn.window();
         let shortcut = x.clone();
-        let mut map = self.norm1.forward(x).reshape([b, h, w, c]);
+        let mut map = norm(&self.norm1, x).reshape([b, h, w, c]);
         // The official `torch.roll(x, (-shift, -shift))`: position `i` takes `i + shift`. burn's
         // `roll(shift)` is that (`cat(x[shift..], x[..shift])`, torch.roll's opposite sign).
         let s = self.shift as i64;
@@ -218,7 +233,7 @@ impl<B: Backend> SwinBlock<B> {
             map = map.roll(&[-s, -s], &[1, 2]);
         }
         let x = shortcut + drop_path(map.reshape([b, l, c]), self.drop_path);
-        let branch = self.mlp.forward(self.norm2.forward(x.clone()));
+        let branch = self.mlp.forward(norm(&self.norm2, x.clone()));
         x + drop_path(branch, self.drop_path)
     }
 }
@@ -247,7 +262,7 @@ impl<B: Backend> PatchMerging<B> {
     /// `x`: `[B, H·W, C]` → `[B, H/2 · W/2, 2C]`.
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let merged = neighbours(x, self.resolution);
-        self.reduction.forward(self.norm.forward(merged))
+        self.reduction.forward(norm(&self.norm, merged))
     }
 }
 

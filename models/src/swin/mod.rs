@@ -277,8 +277,8 @@ impl<B: Backend> SwinTransformer<B> {
         let x = self.patch_embed.proj.forward(images);
         let [n, c, h, w] = x.dims();
         let mut x = x.reshape([n, c, h * w]).swap_dims(1, 2);
-        if let Some(norm) = &self.patch_embed.norm {
-            x = norm.forward(x);
+        if let Some(ln) = &self.patch_embed.norm {
+            x = block::norm(ln, x);
         }
         if let Some(ape) = &self.absolute_pos_embed {
             x = x + ape.val();
@@ -291,7 +291,7 @@ impl<B: Backend> SwinTransformer<B> {
                 x = merge.forward(x);
             }
         }
-        let x = self.norm.forward(x);
+        let x = block::norm(&self.norm, x);
         x.mean_dim(1).squeeze_dim(1)
     }
 
