@@ -175,6 +175,12 @@ impl Driver {
             .await;
     }
 
+    /// Ends the session, closing the browser.
+    async fn quit(&self) {
+        let url = format!("{}/session/{}", self.base, self.session);
+        let _ = self.client.delete(url).send().await;
+    }
+
     async fn screenshot(&self, name: &str) -> PathBuf {
         let png = self.call(reqwest::Method::GET, "/screenshot", Value::Null).await;
         let bytes = base64::engine::general_purpose::STANDARD
@@ -292,4 +298,5 @@ async fn the_page_shows_labels_and_boxes_in_chromium() {
         .script("return document.querySelector('#result-0 .label').textContent")
         .await;
     assert!(left.as_str().unwrap().starts_with("0 object(s)"), "{left}");
+    driver.quit().await;
 }
