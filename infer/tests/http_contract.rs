@@ -250,19 +250,7 @@ async fn unknown_architecture_is_refused() {
     config.kiln.architecture = "vgg_9000".into();
     std::fs::write(pkg.join("config.json"), serde_json::to_string(&config).unwrap()).unwrap();
     std::fs::write(pkg.join("model.safetensors"), b"").unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kiln-serve"))
-        .args([
-            "--model-dir",
-            pkg.to_str().unwrap(),
-            "--port",
-            "0",
-            "--host",
-            "127.0.0.1",
-        ])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = common::refused_at_start(&pkg);
     assert!(err.contains("vgg_9000") && err.contains("config.json"), "{err}");
 }
 

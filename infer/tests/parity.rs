@@ -5,7 +5,6 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 
 use burn::backend::Flex;
 use common::{encode_digit, model_labels, test_digits, trained_package, ServeProcess};
@@ -55,20 +54,7 @@ async fn a_package_whose_images_come_out_the_same_is_served() {
 fn refusal(tamper: impl FnOnce(&mut PackageConfig)) -> String {
     let dir = tempfile::tempdir().unwrap();
     let pkg = package_with_parity(dir.path(), tamper);
-    let out = Command::new(env!("CARGO_BIN_EXE_kiln-serve"))
-        .args([
-            "--model-dir",
-            pkg.to_str().unwrap(),
-            "--port",
-            "0",
-            "--host",
-            "127.0.0.1",
-        ])
-        .env("KILN_LOG", "error")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    String::from_utf8_lossy(&out.stderr).into_owned()
+    common::refused_at_start(&pkg)
 }
 
 #[test]

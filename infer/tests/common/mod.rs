@@ -139,3 +139,22 @@ pub async fn post_form(url: &str, form: reqwest::multipart::Form) -> (u16, serde
     let status = r.status().as_u16();
     (status, r.json().await.unwrap())
 }
+
+/// The error a `kiln-serve` started on the package at `model_dir` stops with: it must exit
+/// with status 1 before serving. Its stderr.
+pub fn refused_at_start(model_dir: &Path) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_kiln-serve"))
+        .args([
+            "--model-dir",
+            model_dir.to_str().unwrap(),
+            "--port",
+            "0",
+            "--host",
+            "127.0.0.1",
+        ])
+        .env("KILN_LOG", "error")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
