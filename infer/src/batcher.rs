@@ -337,10 +337,10 @@ impl Queue {
 
     /// Answers [`Expired`] to every queued image whose deadline has passed, and drops it.
     fn drop_expired(&self, state: &mut QueueState) {
-        if state.jobs.iter().all(|j| j.deadline.is_none()) {
+        let now = Instant::now();
+        if !state.jobs.iter().any(|j| j.deadline.is_some_and(|d| d <= now)) {
             return;
         }
-        let now = Instant::now();
         let before = state.jobs.len();
         let mut kept = VecDeque::with_capacity(before);
         for job in state.jobs.drain(..) {
