@@ -193,6 +193,16 @@ async fn self_signed_tls_serves_https() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+    // The prediction page and its script over HTTPS too.
+    for (path, accept) in [("/", "text/html"), ("/page.js", "*/*")] {
+        let r = client
+            .get(format!("{}{path}", server.base))
+            .header("Accept", accept)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+    }
     // Plain HTTP to the TLS port does not get an answer as if it were HTTPS.
     let plain = server.base.replace("https://", "http://");
     assert!(reqwest::get(format!("{plain}/health"))
