@@ -63,6 +63,11 @@ impl AverageMeter {
         self.count += n;
     }
 
+    /// The latest value.
+    pub fn val(&self) -> f64 {
+        self.val
+    }
+
     /// The sum and the sample count behind the average, for reducing across workers.
     pub fn totals(&self) -> [f64; 2] {
         [self.sum, self.count as f64]

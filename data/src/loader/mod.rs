@@ -222,7 +222,8 @@ fn sample_seed(seed: u64, epoch: u64, position: usize) -> u64 {
     splitmix64(splitmix64(splitmix64(seed) ^ epoch) ^ position as u64)
 }
 
-fn splitmix64(x: u64) -> u64 {
+/// SplitMix64's output function: a well-mixed 64-bit value of `x` (seed derivation).
+pub fn splitmix64(x: u64) -> u64 {
     let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);

@@ -7,44 +7,7 @@ use std::io::Write;
 use std::path::Path;
 
 use crate::error::TrainError;
-
-/// The official meters' value and running average.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Meter {
-    /// The latest value.
-    pub val: f64,
-    sum: f64,
-    count: f64,
-}
-
-impl Meter {
-    /// Records `val` with weight `n`.
-    pub fn update(&mut self, val: f64, n: usize) {
-        self.val = val;
-        self.sum += val * n as f64;
-        self.count += n as f64;
-    }
-
-    /// The weighted average (0 before any update).
-    pub fn avg(&self) -> f64 {
-        if self.count == 0.0 {
-            0.0
-        } else {
-            self.sum / self.count
-        }
-    }
-
-    /// The weighted sum and weight, for summing over workers.
-    pub fn totals(&self) -> [f64; 2] {
-        [self.sum, self.count]
-    }
-
-    /// Sets the weighted sum and weight (after summing over workers).
-    pub fn set_totals(&mut self, [sum, count]: [f64; 2]) {
-        self.sum = sum;
-        self.count = count;
-    }
-}
+use crate::meters::AverageMeter;
 
 /// Python's `str(datetime.timedelta(seconds=s))`: `H:MM:SS`, with `N day(s), ` in front past a
 /// day.
@@ -72,13 +35,13 @@ pub struct TrainFigures<'a> {
     /// The weight decay.
     pub wd: f64,
     /// Batch time.
-    pub time: &'a Meter,
+    pub time: &'a AverageMeter,
     /// Loss (divided by the accumulation steps, as the original logs it).
-    pub loss: &'a Meter,
+    pub loss: &'a AverageMeter,
     /// Gradient norm of the updates so far.
-    pub grad_norm: &'a Meter,
+    pub grad_norm: &'a AverageMeter,
     /// Loss scale of mixed precision (1 without it).
-    pub loss_scale: &'a Meter,
+    pub loss_scale: &'a AverageMeter,
     /// Peak memory in MB.
     pub mem_mb: f64,
 }
@@ -95,31 +58,38 @@ pub fn train_line(f: &TrainFigures) -> String {
         timedelta(f.eta_seconds.max(0.0) as u64),
         f.lr,
         f.wd,
-        f.time.val,
+        f.time.val(),
         f.time.avg(),
-        f.loss.val,
+        f.loss.val(),
         f.loss.avg(),
-        f.grad_norm.val,
+        f.grad_norm.val(),
         f.grad_norm.avg(),
-        f.loss_scale.val,
+        f.loss_scale.val(),
         f.loss_scale.avg(),
         f.mem_mb
     )
 }
 
 /// `Test: [i/N]\tTime … (…)\tLoss … (…)\tAcc@1 … (…)\tAcc@5 … (…)\tMem …MB`.
-pub fn test_line(step: [usize; 2], time: &Meter, loss: &Meter, acc1: &Meter, acc5: &Meter, mem_mb: f64) -> String {
+pub fn test_line(
+    step: [usize; 2],
+    time: &AverageMeter,
+    loss: &AverageMeter,
+    acc1: &AverageMeter,
+    acc5: &AverageMeter,
+    mem_mb: f64,
+) -> String {
     format!(
         "Test: [{}/{}]\tTime {:.3} ({:.3})\tLoss {:.4} ({:.4})\tAcc@1 {:.3} ({:.3})\tAcc@5 {:.3} ({:.3})\tMem {:.0}MB",
         step[0],
         step[1],
-        time.val,
+        time.val(),
         time.avg(),
-        loss.val,
+        loss.val(),
         loss.avg(),
-        acc1.val,
+        acc1.val(),
         acc1.avg(),
-        acc5.val,
+        acc5.val(),
         acc5.avg(),
         mem_mb
     )
@@ -184,6 +154,11 @@ impl RunLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::meters::MeterFormat;
+
+    fn meter() -> AverageMeter {
+        AverageMeter::new("x", MeterFormat::Exp4)
+    }
 
     #[test]
     fn timedeltas_print_as_python_does() {
@@ -195,12 +170,12 @@ mod tests {
 
     #[test]
     fn lines_have_the_official_fields() {
-        let mut m = Meter::default();
+        let mut m = meter();
         m.update(2.0, 1);
         m.update(4.0, 3);
-        assert_eq!((m.val, m.avg()), (4.0, 3.5));
+        assert_eq!((m.val(), m.avg()), (4.0, 3.5));
         let one = {
-            let mut m = Meter::default();
+            let mut m = meter();
             m.update(1.0, 1);
             m
         };

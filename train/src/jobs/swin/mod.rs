@@ -37,14 +37,14 @@ use kiln_data::{
 use kiln_models::{load_weights, DeviceChoice, PackageConfig, SwinConfig, SwinTransformer};
 
 use self::config::SwinConfigFile;
-use self::log::{peak_memory_mb, test_line, timedelta, train_line, Meter, RunLog, TrainFigures};
+use self::log::{peak_memory_mb, test_line, timedelta, train_line, RunLog, TrainFigures};
 use self::state::{arch_name, Checkpoint, SwinRun};
 use self::targets::{mixup_targets, soft_target_cross_entropy};
 use crate::checkpoint::load_checked;
 use crate::cli::SwinArgs;
 use crate::ddp::Collective;
 use crate::error::TrainError;
-use crate::meters::topk_accuracy;
+use crate::meters::{topk_accuracy, AverageMeter, MeterFormat};
 use crate::mixed::{half_copy, unscale, LossScaler};
 use crate::optim::clip_grad_norm;
 use crate::parity::ParitySet;
@@ -303,12 +303,7 @@ fn eval_transform(c: &SwinConfigFile) -> Result<ClassifyTransform, TrainError> {
 
 /// The seed of one batch's Mixup/CutMix draw: (run seed, epoch, batch, rank).
 fn mix_seed(seed: u64, epoch: usize, batch: usize, rank: usize) -> u64 {
-    let mix = |x: u64| {
-        let z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        let z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    };
+    let mix = kiln_data::loader::splitmix64;
     mix(mix(mix(mix(seed) ^ epoch as u64) ^ batch as u64) ^ rank as u64)
 }
 
@@ -337,8 +332,12 @@ fn train_one_epoch<B: AutodiffBackend>(
     // epoch draws what the uninterrupted run drew.
     B::seed(&device, mix_seed(run.state.seed, epoch, usize::MAX, run.dist.rank()));
     let mut accumulator = GradientsAccumulator::<SwinTransformer<B>>::new();
-    let (mut batch_time, mut loss_meter, mut norm_meter, mut scale_meter) =
-        (Meter::default(), Meter::default(), Meter::default(), Meter::default());
+    let (mut batch_time, mut loss_meter, mut norm_meter, mut scale_meter) = (
+        AverageMeter::new("time", MeterFormat::Seconds),
+        AverageMeter::new("loss", MeterFormat::Exp4),
+        AverageMeter::new("grad_norm", MeterFormat::Exp4),
+        AverageMeter::new("loss_scale", MeterFormat::Exp4),
+    );
     let (mut lr, mut images) = (0.0, 0);
     let mut end = Instant::now();
     for (idx, batch) in loader.epoch(epoch as u64).take(steps).enumerate() {
@@ -449,8 +448,12 @@ fn validate<B: Backend>(
     let criterion = CrossEntropyLossConfig::new().init(device);
     let classes = model.head.weight.dims()[1];
     let num_batches = loader.num_batches();
-    let (mut time, mut loss_meter, mut acc1, mut acc5) =
-        (Meter::default(), Meter::default(), Meter::default(), Meter::default());
+    let (mut time, mut loss_meter, mut acc1, mut acc5) = (
+        AverageMeter::new("Time", MeterFormat::Seconds),
+        AverageMeter::new("Loss", MeterFormat::Exp4),
+        AverageMeter::new("Acc@1", MeterFormat::Percent),
+        AverageMeter::new("Acc@5", MeterFormat::Percent),
+    );
     let mut end = Instant::now();
     for (idx, batch) in loader.epoch(0).enumerate() {
         let batch = batch?;
