@@ -31,8 +31,10 @@ enum Bench {
     Swin(swin::SwinBench),
     /// The guide's Table 4-2 beside kiln's projection for the same job on this machine.
     Documented(documented::DocumentedBench),
-    /// Per-op CPU training profile (MNIST Net and ResNet shapes), vs PyTorch with
-    /// --compare-pytorch.
+    /// Per-op training profile, vs PyTorch with --compare-pytorch: on the CPU the MNIST Net
+    /// and ResNet shapes; with --device cuda every ResNet-50 and YOLOX-s convolution through
+    /// cuDNN and burn's kernels (checked against each other), BatchNorm, pooling, matmul and the
+    /// SGD step.
     Ops(ops::OpsBench),
     /// Data-parallel CPU scaling of kiln-train mnist: 1 worker × N threads vs N workers × 1
     /// thread vs N processes on loopback.
@@ -48,7 +50,7 @@ fn main() -> ExitCode {
     // programs this one starts, such as the PyTorch references, the user's environment back).
     kiln_models::cpu::prepare_process(kiln_models::cpu::Workload::Training);
     #[cfg(feature = "cuda")]
-    kiln_models::gpu_cache::persist_kernel_caches();
+    kiln_models::gpu::cache::persist_kernel_caches();
     let cli = Cli::parse();
     let result = match cli.bench {
         Bench::Serve(args) => serve::run(args),

@@ -23,7 +23,7 @@ use burn::tensor::module::{conv2d, linear, max_pool2d};
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::Distribution;
 use clap::Args;
-use kiln_models::NetConfig;
+use kiln_models::{DeviceChoice, NetConfig};
 use kiln_train::optim::AdadeltaConfig;
 use serde::{Deserialize, Serialize};
 
@@ -38,19 +38,26 @@ type B = Autodiff<Flex>;
 pub struct OpsBench {
     /// Untimed runs of each op before timing.
     #[arg(long, default_value_t = 2)]
-    warmup: usize,
+    pub(crate) warmup: usize,
     /// Timed runs of each op; the median is reported.
     #[arg(long, default_value_t = 5)]
-    reps: usize,
+    pub(crate) reps: usize,
     /// Also time the ops in PyTorch with the local python3 (needs torch).
     #[arg(long = "compare-pytorch")]
-    compare_pytorch: bool,
-    /// The PyTorch reference script.
+    pub(crate) compare_pytorch: bool,
+    /// The PyTorch reference script of the CPU profile.
     #[arg(long, default_value = "benches/reference/ops_profile.py")]
     reference: PathBuf,
     /// Where to write the JSON results (the chart goes beside it, `.svg`).
     #[arg(long, default_value = "bench-ops.json")]
-    json: PathBuf,
+    pub(crate) json: PathBuf,
+    /// Device: cpu (the CPU training profile) or cuda[:N] (the GPU profile: every
+    /// convolution of ResNet-50 and YOLOX-s through cuDNN and burn's kernels, checked against
+    /// each other).
+    #[arg(long, default_value = "cpu")]
+    device: DeviceChoice,
+    #[command(flatten)]
+    pub(crate) gpu: crate::gpu_ops::GpuOpsFlags,
 }
 
 /// One op's median time per call on each side.
@@ -96,6 +103,9 @@ impl Report for OpsReport {
 
 /// Runs the profile and prints a Markdown table.
 pub fn run(args: OpsBench) -> Result<(), String> {
+    if let DeviceChoice::Cuda(index) = args.device.resolve(false, cfg!(feature = "cuda"))? {
+        return crate::gpu_ops::run(&args, index);
+    }
     let threads = threads();
     let kiln: Vec<(String, f64)> = ops()
         .into_iter()

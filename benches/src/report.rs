@@ -1,6 +1,6 @@
-//! The results files kiln-bench writes: pretty JSON naming its bench in a `bench` field and
-//! the command that measured it in `command`, and the comparison chart as SVG beside it (same
-//! name, `.svg`).
+//! The results files kiln-bench writes: pretty JSON naming its bench in a `bench` field, the
+//! command that measured it in `command` and the machine in `machine` ([`crate::machine`]),
+//! and the comparison chart as SVG beside it (same name, `.svg`).
 
 use std::path::{Path, PathBuf};
 
@@ -43,6 +43,7 @@ pub fn write<R: Report>(path: &Path, report: &R) -> Result<(), String> {
     if let Value::Object(fields) = &mut value {
         fields.insert("bench".into(), R::BENCH.into());
         fields.insert("command".into(), command_line().into());
+        fields.insert("machine".into(), crate::machine::describe());
     }
     let text = serde_json::to_string_pretty(&value).expect("a JSON value prints") + "\n";
     std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))?;

@@ -8,6 +8,7 @@ use serde_json::Value;
 
 use crate::chart::BarChart;
 use crate::documented::DocumentedReport;
+use crate::gpu_ops::GpuOpsReport;
 use crate::mnist::MnistReport;
 use crate::ops::OpsReport;
 use crate::report::Report;
@@ -52,6 +53,7 @@ fn chart_of(value: Value) -> Result<(BarChart, Vec<String>), String> {
     };
     match bench.as_str() {
         DocumentedReport::BENCH => parse::<DocumentedReport>(value),
+        GpuOpsReport::BENCH => parse::<GpuOpsReport>(value),
         MnistReport::BENCH => parse::<MnistReport>(value),
         OpsReport::BENCH => parse::<OpsReport>(value),
         ScalingReport::BENCH => parse::<ScalingReport>(value),

@@ -8,7 +8,7 @@ pub mod device;
 mod dropout;
 #[cfg(test)]
 mod fold_tests;
-pub mod gpu_cache;
+pub mod gpu;
 pub mod net;
 mod norm;
 pub mod package;

@@ -7,6 +7,7 @@ use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
 
 use crate::dropout::dropout;
+use crate::gpu::conv2d;
 use crate::package::{InputSpec, PackageConfig};
 use crate::pool::max_pool_relu;
 
@@ -63,12 +64,12 @@ impl NetConfig {
 impl<B: Backend> Net<B> {
     /// Log-probabilities `[N, classes]` for images `[N, 1, 28, 28]` (normalised).
     pub fn forward(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
-        let x = self.activation.forward(self.conv1.forward(images));
+        let x = self.activation.forward(conv2d(&self.conv1, images));
         // The guide's `max_pool2d(relu(conv2(x)))`, pooled first: ReLU is monotone, so the two
         // orders give the same values and route the same gradients (to the window's maximum
         // when it is positive, nowhere otherwise), and pooling then ReLU is one fused op on
         // kiln's CPU training backend.
-        let x = max_pool_relu(&self.pool, self.conv2.forward(x));
+        let x = max_pool_relu(&self.pool, conv2d(&self.conv2, x));
         let x = dropout(&self.dropout1, x);
         let x = x.flatten::<2>(1, 3);
         let x = self.activation.forward(self.fc1.forward(x));

@@ -13,7 +13,7 @@ fn main() -> ExitCode {
     kiln_models::cpu::prepare_process(kiln_models::cpu::Workload::Training);
     // Autotune results and compiled kernels kept across runs (before any GPU work).
     #[cfg(feature = "cuda")]
-    kiln_models::gpu_cache::persist_kernel_caches();
+    kiln_models::gpu::cache::persist_kernel_caches();
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)

@@ -27,15 +27,16 @@ use burn::prelude::*;
 use burn::tensor::DType;
 
 use super::batch_norm;
+use crate::gpu::conv2d;
 
 /// `bn(conv(x))` for `x` `[N, C_in, H, W]`: [`batch_norm`] of the convolution's output in
 /// training, and in inference too unless folding the BatchNorm into the convolution is
 /// cheaper (f32 tensors only); both give the same values up to rounding.
 pub fn conv_batch_norm<B: Backend>(conv: &Conv2d<B>, bn: &BatchNorm<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
     if folding_pays(conv, &x) {
-        folded(conv, bn).forward(x)
+        conv2d(&folded(conv, bn), x)
     } else {
-        batch_norm(bn, conv.forward(x))
+        batch_norm(bn, conv2d(conv, x))
     }
 }
 
@@ -48,7 +49,7 @@ pub fn conv_optional_batch_norm<B: Backend>(
 ) -> Tensor<B, 4> {
     match bn {
         Some(bn) => conv_batch_norm(conv, bn, x),
-        None => conv.forward(x),
+        None => conv2d(conv, x),
     }
 }
 

@@ -274,7 +274,7 @@ pub struct SwinTransformer<B: Backend> {
 impl<B: Backend> SwinTransformer<B> {
     /// The pooled features `[N, C]` of images `[N, 3, H, W]` (`forward_features`).
     pub fn forward_features(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
-        let x = self.patch_embed.proj.forward(images);
+        let x = crate::gpu::conv2d(&self.patch_embed.proj, images);
         let [n, c, h, w] = x.dims();
         let mut x = x.reshape([n, c, h * w]).swap_dims(1, 2);
         if let Some(ln) = &self.patch_embed.norm {

@@ -8,6 +8,7 @@ use burn::prelude::*;
 use super::blocks::{BaseConv, Conv};
 use super::fold::fold_fields;
 use super::pafpn::IN_CHANNELS;
+use crate::gpu::conv2d;
 
 /// YOLOX's prior probability for the class and objectness biases.
 const PRIOR_PROB: f64 = 1e-2;
@@ -31,9 +32,9 @@ impl<B: Backend> Level<B> {
         let reg = self.reg_convs.iter().fold(x, |y, c| c.forward(y));
         Tensor::cat(
             vec![
-                self.reg_pred.forward(reg.clone()),
-                self.obj_pred.forward(reg),
-                self.cls_pred.forward(cls),
+                conv2d(&self.reg_pred, reg.clone()),
+                conv2d(&self.obj_pred, reg),
+                conv2d(&self.cls_pred, cls),
             ],
             1,
         )
