@@ -48,7 +48,7 @@ const FLAT_FEATURES: usize = 64 * 12 * 12;
 impl NetConfig {
     /// Builds the network with PyTorch's default initialisation (uniform ±1/√fan_in).
     pub fn init<B: Backend>(&self, device: &B::Device) -> Net<B> {
-        Net {
+        crate::params::materialized(Net {
             conv1: Conv2dConfig::new([1, 32], [3, 3]).init(device),
             conv2: Conv2dConfig::new([32, 64], [3, 3]).init(device),
             pool: MaxPool2dConfig::new([2, 2]).with_strides([2, 2]).init(),
@@ -57,7 +57,7 @@ impl NetConfig {
             dropout2: DropoutConfig::new(self.dropout2).init(),
             fc2: LinearConfig::new(128, self.num_classes).init(device),
             activation: Relu::new(),
-        }
+        })
     }
 }
 

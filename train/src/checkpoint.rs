@@ -20,6 +20,8 @@ use kiln_models::tensor_check::{float_tensors, shape_mismatch};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::mixed::LossScaler;
+
 /// The checkpoint the job rewrites every epoch (the original's file name).
 pub const CHECKPOINT_FILE: &str = "checkpoint.pth.tar";
 /// The copy of the checkpoint with the best validation Acc@1 so far.
@@ -47,6 +49,9 @@ pub struct RunState {
     pub seed: u64,
     /// The class names, in class-index order.
     pub classes: Vec<String>,
+    /// The mixed-precision loss scale and its clean-step count (GradScaler's state, which
+    /// PyTorch's references save too); `None` in f32 runs.
+    pub loss_scale: Option<LossScaler>,
 }
 
 impl RunState {
@@ -103,6 +108,9 @@ pub struct CheckpointItem<M, O, S> {
     best_acc1: f64,
     seed: u64,
     classes: Vec<String>,
+    /// Absent from checkpoints written before mixed precision saved its scale.
+    #[serde(default)]
+    loss_scale: Option<LossScaler>,
     model: M,
     optimizer: O,
     scheduler: S,
@@ -118,6 +126,7 @@ impl<B: Backend, M: Record<B>, O: Record<B>, S: Record<B>> Record<B> for Checkpo
             best_score,
             seed,
             classes,
+            loss_scale,
         } = self.state;
         CheckpointItem {
             epoch,
@@ -125,6 +134,7 @@ impl<B: Backend, M: Record<B>, O: Record<B>, S: Record<B>> Record<B> for Checkpo
             best_acc1: best_score,
             seed,
             classes,
+            loss_scale,
             model: self.model.into_item(),
             optimizer: self.optimizer.into_item(),
             scheduler: self.scheduler.into_item(),
@@ -139,6 +149,7 @@ impl<B: Backend, M: Record<B>, O: Record<B>, S: Record<B>> Record<B> for Checkpo
                 best_score: item.best_acc1,
                 seed: item.seed,
                 classes: item.classes,
+                loss_scale: item.loss_scale,
             },
             model: M::from_item(item.model, device),
             optimizer: O::from_item(item.optimizer, device),
@@ -326,6 +337,12 @@ mod tests {
             best_score: 81.25,
             seed: 42,
             classes: vec!["cat".into(), "dog".into()],
+            // A scale that overflowed once: 2¹⁵, not the default 2¹⁶.
+            loss_scale: Some({
+                let mut scaler = LossScaler::default();
+                scaler.update(false);
+                scaler
+            }),
         }
     }
 

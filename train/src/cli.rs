@@ -156,6 +156,12 @@ pub struct ImagenetArgs {
     /// Training crop size (kiln extension; validation resizes to size × 256/224 first).
     #[arg(long = "image-size", default_value_t = 224, value_parser = positive)]
     pub image_size: usize,
+    /// Mixed precision (torchvision's references' flag): forward and backward in f16 on an
+    /// f16 copy of the f32 weights, BatchNorm statistics and the loss in f32, the loss scaled
+    /// as GradScaler does (a step whose gradients overflow is skipped). For GPUs' tensor
+    /// cores; the CPU runs it too, slower.
+    #[arg(long)]
+    pub amp: bool,
     /// Distributed training (main.py's flags and YOLOX's).
     #[command(flatten)]
     pub dist: DistArgs,

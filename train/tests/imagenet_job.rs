@@ -179,6 +179,42 @@ fn resume_is_exact() {
     assert_eq!(output(&straight), output(&split));
 }
 
+/// `--amp` trains in f16 with loss scaling (the step's numbers against f32 are checked in
+/// `mixed`'s unit tests): the loss scale backs off from 2¹⁶ as GradScaler's does, training
+/// goes on with finite losses, and a resumed run, whose checkpoint carries the scale, equals
+/// an uninterrupted one.
+#[test]
+fn mixed_precision_trains_and_resumes_exactly() {
+    let (_dir, data, out) = tmp();
+    let losses = |dir: &Path| -> Vec<f64> {
+        fs::read_to_string(dir.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["train_loss"]
+                    .as_f64()
+                    .unwrap()
+            })
+            .collect()
+    };
+    let (f32_run, amp, split) = (out.join("f32"), out.join("amp"), out.join("split"));
+    run(&data, &f32_run, &["--epochs", "2"]);
+    run(&data, &amp, &["--epochs", "2", "--amp"]);
+    let (exact, half) = (losses(&f32_run), losses(&amp));
+    assert_eq!(half.len(), 2);
+    assert!(half.iter().all(|l| l.is_finite() && *l > 0.0), "{half:?}");
+    assert_ne!(exact, half, "f16 rounding and skipped steps must show");
+
+    run(&data, &split, &["--epochs", "1", "--amp"]);
+    let ckpt = split.join("checkpoint.pth.tar");
+    run(
+        &data,
+        &split,
+        &["--epochs", "2", "--amp", "--resume", ckpt.to_str().unwrap()],
+    );
+    assert_eq!(losses(&split), half);
+}
+
 /// What a run killed while writing `model/` leaves (the old package moved aside, the new one
 /// half written in a temporary folder, a half-written checkpoint file), or a package damaged
 /// on disk: the resumed run puts `model/` back to the best recorded weights, leaves no

@@ -68,7 +68,8 @@ struct Device {
     handle: sys::cudnnHandle_t,
     stream: cudarc::driver::sys::CUstream,
     context: cudarc::driver::sys::CUcontext,
-    algorithms: HashMap<(Pass, ConvGeometry, DType), Choice>,
+    /// By pass, convolution, dtype and the element strides of `x` and `y` (or their gradients).
+    algorithms: HashMap<(Pass, ConvGeometry, DType, [i32; 8]), Choice>,
 }
 
 // SAFETY: the raw handle, stream and context are used only under the device's lock.
@@ -138,6 +139,8 @@ fn data_type(dtype: DType) -> Result<(sys::cudnnDataType_t, sys::cudnnMathType_t
 
 /// The descriptors of one convolution, destroyed on drop.
 struct Descriptors {
+    x_strides: [i32; 4],
+    y_strides: [i32; 4],
     x: sys::cudnnTensorDescriptor_t,
     w: sys::cudnnFilterDescriptor_t,
     y: sys::cudnnTensorDescriptor_t,
@@ -150,6 +153,8 @@ impl Descriptors {
         let (data, math) = data_type(dtype)?;
         let fail = |what: &'static str| move |e: dnn::CudnnError| format!("{what}: {e}");
         let descriptors = Self {
+            x_strides,
+            y_strides,
             x: dnn::create_tensor_descriptor().map_err(fail("x descriptor"))?,
             w: dnn::create_filter_descriptor().map_err(fail("w descriptor"))?,
             y: dnn::create_tensor_descriptor().map_err(fail("y descriptor"))?,
@@ -206,7 +211,10 @@ const PROPOSALS: usize = 16;
 impl Device {
     /// The algorithm for `pass`, asked of cuDNN's heuristics once per geometry and dtype.
     fn choice(&mut self, pass: Pass, geometry: &ConvGeometry, dtype: DType, d: &Descriptors) -> Result<Choice, String> {
-        let key = (pass, *geometry, dtype);
+        let mut strides = [0; 8];
+        strides[..4].copy_from_slice(&d.x_strides);
+        strides[4..].copy_from_slice(&d.y_strides);
+        let key = (pass, *geometry, dtype, strides);
         if let Some(choice) = self.algorithms.get(&key) {
             return Ok(*choice);
         }

@@ -71,7 +71,7 @@ impl ResNetConfig {
                 })
                 .collect()
         });
-        ResNet {
+        crate::params::materialized(ResNet {
             conv1: block::conv([3, PLANES[0]], 7, 2, device),
             bn1: block::bn(PLANES[0], device),
             relu: Relu::new(),
@@ -85,7 +85,7 @@ impl ResNetConfig {
             layer4,
             avgpool: AdaptiveAvgPool2dConfig::new([1, 1]).init(),
             fc: LinearConfig::new(self.arch.features(), self.num_classes).init(device),
-        }
+        })
     }
 }
 

@@ -176,7 +176,7 @@ impl SwinConfig {
             layers.push(BasicLayer { blocks, downsample });
         }
         let features = self.embed_dim << (self.depths.len() - 1);
-        SwinTransformer {
+        crate::params::materialized(SwinTransformer {
             patch_embed: PatchEmbed {
                 proj: Conv2dConfig::new([self.in_chans, self.embed_dim], [self.patch_size; 2])
                     .with_stride([self.patch_size; 2])
@@ -193,7 +193,7 @@ impl SwinConfig {
             layers,
             norm: layer_norm(features, device),
             head: linear(features, self.num_classes, true, device),
-        }
+        })
     }
 }
 

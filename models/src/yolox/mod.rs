@@ -145,10 +145,10 @@ impl<B: Backend> Yolox<B> {
     /// `variant` for `classes` classes (80 for COCO).
     pub fn new(variant: YoloxVariant, classes: usize, device: &B::Device) -> Self {
         let (depth, width, depthwise) = variant.multipliers();
-        Self {
+        crate::params::materialized(Self {
             neck: YoloPafpn::new(depth, width, depthwise, device),
             head: YoloxHead::new(classes, width, depthwise, device),
-        }
+        })
     }
 
     /// Trainable parameters, as PyTorch counts them (BatchNorm statistics left out).

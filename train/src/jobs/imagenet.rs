@@ -15,9 +15,10 @@ use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::adaptor::OptimizerAdaptor;
 use burn::optim::decay::WeightDecayConfig;
 use burn::optim::momentum::MomentumConfig;
-use burn::optim::{GradientsParams, Optimizer, Sgd, SgdConfig};
+use burn::optim::{Optimizer, Sgd, SgdConfig};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::FloatDType;
 use serde::Serialize;
 
 use kiln_data::{open_splits, ClassifyBatch, ClassifyLoader, ClassifyTransform, EpochSampler, LoaderConfig};
@@ -30,6 +31,7 @@ use crate::cli::ImagenetArgs;
 use crate::ddp::Collective;
 use crate::error::TrainError;
 use crate::meters::{progress_line, summary_line, topk_accuracy, AverageMeter, MeterFormat};
+use crate::mixed::{all_finite, loss_and_grads, LossScaler};
 use crate::parity::ParitySet;
 use crate::progress::PassProgress;
 use crate::run::{resolve_seed, RunOutput, SavePolicy};
@@ -255,6 +257,7 @@ impl<'a, B: AutodiffBackend> RunSetup<'a, B> {
             best_score: 0.0,
             seed,
             classes: classes.to_vec(),
+            loss_scale: None,
         };
         if let (Some(path), Some(checkpoint)) = (resume, checkpoint) {
             checkpoint.state.check_resumable(path, &state)?;
@@ -269,6 +272,8 @@ impl<'a, B: AutodiffBackend> RunSetup<'a, B> {
                 println!("=> loaded checkpoint '{}' (epoch {})", path.display(), state.epoch);
             }
         }
+        // With --amp the loss scale carries on from the checkpoint (GradScaler's state).
+        state.loss_scale = args.amp.then(|| state.loss_scale.take().unwrap_or_default());
         let model = dist.sync_module(model)?;
         let mut config = resnet_package_config(args.arch, classes);
         set_input_size(&mut config, args.image_size);
@@ -395,12 +400,25 @@ fn train_epoch<B: AutodiffBackend>(
         data_time.update(end.elapsed().as_secs_f64(), 1);
         let (x, y, targets) = to_tensors::<B>(batch, &device);
         let n = targets.len();
-        let output = run.model.forward(x);
-        let loss = criterion.forward(output.clone(), y);
+        let scale = run.state.loss_scale.as_ref().map(LossScaler::scale);
+        let (loss, output, grads) = loss_and_grads(&run.model, scale, |model, dtype| {
+            let output = model.forward(x.cast(dtype)).cast(FloatDType::F32);
+            (criterion.forward(output.clone(), y), output)
+        });
         let acc = topk_accuracy(&host_scores(output.inner()), classes, &targets, &TOPK);
-        let grads = GradientsParams::from_grads(loss.backward(), &run.model);
         let grads = run.dist.average_grads(grads, &run.model)?;
-        run.model = run.optim.step(lr, run.model.clone(), grads);
+        // GradScaler skips the step whose gradients overflowed, and halves the scale.
+        let finite = match run.state.loss_scale.as_mut() {
+            Some(scaler) => {
+                let finite = all_finite(&grads, &run.model);
+                scaler.update(finite);
+                finite
+            }
+            None => true,
+        };
+        if finite {
+            run.model = run.optim.step(lr, run.model.clone(), grads);
+        }
         losses.update(loss.into_scalar().elem::<f64>(), n);
         top1.update(acc[0], n);
         top5.update(acc[1], n);

@@ -45,7 +45,7 @@ use crate::cli::SwinArgs;
 use crate::ddp::Collective;
 use crate::error::TrainError;
 use crate::meters::{topk_accuracy, AverageMeter, MeterFormat};
-use crate::mixed::{half_copy, unscale, LossScaler};
+use crate::mixed::{loss_and_grads, LossScaler};
 use crate::optim::clip_grad_norm;
 use crate::parity::ParitySet;
 use crate::run::RunOutput;
@@ -353,7 +353,7 @@ fn train_one_epoch<B: AutodiffBackend>(
         let soft = mixup_targets(&labels, classes, mixed.lam(), c.model.label_smoothing);
         let x = Tensor::<B, 4>::from_data(TensorData::new(pixels, shape), &device);
         let y = Tensor::<B, 2>::from_data(TensorData::new(soft, [n, classes]), &device);
-        let scale = run.scaler.as_ref().map(LossScaler::scale);
+        let scale = run.state.loss_scale.as_ref().map(LossScaler::scale);
         let (loss, grads) = forward_backward(&run.model, x, y, accumulation, scale);
         let update = (idx + 1) % accumulation == 0;
         let grads = if accumulation > 1 {
@@ -368,7 +368,7 @@ fn train_one_epoch<B: AutodiffBackend>(
             lr = run.scheduler.step();
             // GradScaler skips the step whose gradients overflowed, and halves the scale.
             let finite = norm.is_finite();
-            if let Some(scaler) = run.scaler.as_mut() {
+            if let Some(scaler) = run.state.loss_scale.as_mut() {
                 scaler.update(finite);
             }
             if finite {
@@ -413,9 +413,8 @@ fn train_one_epoch<B: AutodiffBackend>(
 }
 
 /// The loss (over `accumulation`) of `model` on images `x` against soft targets `y`, and its
-/// gradients. With a loss `scale` (mixed precision, as autocast with GradScaler): forward and
-/// backward run on an f16 copy of the f32 weights, the loss in f32 multiplied by `scale`
-/// before backward, the gradients returned in f32 divided by it.
+/// gradients; with a loss `scale`, in mixed precision as autocast with GradScaler
+/// ([`loss_and_grads`]).
 fn forward_backward<B: AutodiffBackend>(
     model: &SwinTransformer<B>,
     x: Tensor<B, 4>,
@@ -423,16 +422,11 @@ fn forward_backward<B: AutodiffBackend>(
     accumulation: usize,
     scale: Option<f64>,
 ) -> (Tensor<B, 1>, GradientsParams) {
-    let Some(scale) = scale else {
-        let loss = soft_target_cross_entropy(model.forward(x), y).div_scalar(accumulation as f64);
-        let grads = GradientsParams::from_grads(loss.backward(), model);
-        return (loss, grads);
-    };
-    let half = half_copy(model);
-    let logits = half.forward(x.cast(FloatDType::F16)).cast(FloatDType::F32);
-    let loss = soft_target_cross_entropy(logits, y).div_scalar(accumulation as f64);
-    let grads = GradientsParams::from_grads(loss.clone().mul_scalar(scale).backward(), &half);
-    (loss, unscale(grads, &half, scale))
+    let (loss, (), grads) = loss_and_grads(model, scale, |model, dtype| {
+        let logits = model.forward(x.cast(dtype)).cast(FloatDType::F32);
+        (soft_target_cross_entropy(logits, y).div_scalar(accumulation as f64), ())
+    });
+    (loss, grads)
 }
 
 /// One pass over the validation set (`validate`): the official `Test:` lines and

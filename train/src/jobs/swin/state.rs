@@ -19,7 +19,6 @@ use super::log::RunLog;
 use crate::checkpoint::{capture, load_checked, CheckpointRecord, RunState};
 use crate::ddp::Collective;
 use crate::error::TrainError;
-use crate::mixed::LossScaler;
 use crate::optim::DecayGroup;
 use crate::parity::ParitySet;
 use crate::run::{resolve_seed, SavePolicy};
@@ -83,8 +82,6 @@ pub struct SwinRun<'a, B: AutodiffBackend> {
     pub(super) device: B::Device,
     /// Whether the run continues a checkpoint.
     pub(super) resumed: bool,
-    /// Mixed precision's loss scale (`AMP_ENABLE` on CUDA).
-    pub(super) scaler: Option<LossScaler>,
     output: PathBuf,
 }
 
@@ -142,6 +139,7 @@ impl<'a, B: AutodiffBackend> SwinRun<'a, B> {
             best_score: 0.0,
             seed,
             classes: classes.to_vec(),
+            loss_scale: None,
         };
         if let (Some(path), Some(checkpoint)) = (resume.as_deref(), checkpoint) {
             checkpoint.state.check_resumable(path, &state)?;
@@ -161,6 +159,8 @@ impl<'a, B: AutodiffBackend> SwinRun<'a, B> {
         } else if !c.model.pretrained.is_empty() {
             model = super::pretrained::load::<B>(model, Path::new(&c.model.pretrained), log)?;
         }
+        // In mixed precision the loss scale carries on from the checkpoint (GradScaler's state).
+        state.loss_scale = amp.then(|| state.loss_scale.take().unwrap_or_default());
         let resumed = resume.is_some();
         let model = dist.sync_module(model)?;
         let decay = DecayGroup::select(&model, takes_weight_decay);
@@ -181,7 +181,6 @@ impl<'a, B: AutodiffBackend> SwinRun<'a, B> {
             parity: ParitySet::default(),
             device: device.clone(),
             resumed,
-            scaler: amp.then(LossScaler::default),
             output,
         })
     }

@@ -324,6 +324,7 @@ impl<'a, B: AutodiffBackend> RunSetup<'a, B> {
                 best_score: -1.0,
                 seed,
                 classes: classes.clone(),
+                loss_scale: None,
             },
             package: yolox_package_config(exp.variant, exp.test_size, &classes),
             saves: SavePolicy::new(&out, LATEST_CKPT, BEST_CKPT),
@@ -361,6 +362,10 @@ impl<'a, B: AutodiffBackend> RunSetup<'a, B> {
             trainer.optim = trainer.optim.clone().load_record(checkpoint.optimizer);
             self.scheduler = self.scheduler.clone().load_record::<B>(checkpoint.scheduler);
             self.state = checkpoint.state;
+            // With --fp16 the loss scale carries on from the checkpoint (GradScaler's state).
+            if trainer.scaler.is_some() {
+                trainer.scaler = Some(self.state.loss_scale.take().unwrap_or_default());
+            }
         }
         Ok(())
     }
@@ -440,7 +445,10 @@ impl<'a, B: AutodiffBackend> RunSetup<'a, B> {
             |package| Ok(write_package(package, &self.package, &self.eval_model()).map(drop)?),
             |latest| {
                 Checkpoint::<B> {
-                    state: self.state.clone(),
+                    state: RunState {
+                        loss_scale: self.trainer.scaler.clone(),
+                        ..self.state.clone()
+                    },
                     model: Weights {
                         model: self.trainer.model.clone().into_record(),
                         ema: Yolox::<B>::from_inner(self.trainer.ema.module().clone()).into_record(),

@@ -5,7 +5,7 @@
 use burn::module::{AutodiffModule, Module};
 use burn::optim::adaptor::OptimizerAdaptor;
 use burn::optim::momentum::MomentumConfig;
-use burn::optim::{GradientsParams, Optimizer, Sgd, SgdConfig};
+use burn::optim::{Optimizer, Sgd, SgdConfig};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::FloatDType;
@@ -15,7 +15,7 @@ use kiln_models::yolox::{LossParts, TargetBox, Yolox, YoloxLoss, STRIDES};
 use super::ema::ModelEma;
 use super::Exp;
 use crate::ddp::{Collective, DistError};
-use crate::mixed::{all_finite, half_copy, unscale, LossScaler};
+use crate::mixed::{all_finite, loss_and_grads, LossScaler};
 use crate::optim::decay_weights;
 
 /// SGD over a YOLOX model on autodiff backend `B`.
@@ -32,7 +32,7 @@ pub struct Trainer<B: AutodiffBackend> {
     use_ema: bool,
     weight_decay: f64,
     /// The loss scale of mixed-precision training; `None` trains in f32.
-    scaler: Option<LossScaler>,
+    pub(super) scaler: Option<LossScaler>,
 }
 
 impl<B: AutodiffBackend> Trainer<B> {
@@ -87,27 +87,25 @@ impl<B: AutodiffBackend> Trainer<B> {
         dist: &Collective<B::InnerBackend>,
     ) -> Result<LossParts, DistError> {
         let criterion = YoloxLoss { l1: use_l1 };
-        let (parts, grads, finite) = match self.scaler.as_mut() {
-            None => {
-                let loss = criterion.forward(&self.model.forward(images), &STRIDES, targets);
-                let grads = GradientsParams::from_grads(loss.loss.backward(), &self.model);
-                (loss.parts, dist.average_grads(grads, &self.model)?, true)
-            }
+        let scale = self.scaler.as_ref().map(LossScaler::scale);
+        let (_, parts, grads) = loss_and_grads(&self.model, scale, |model, dtype| {
+            let outputs: Vec<Tensor<B, 4>> = model
+                .forward(images.cast(dtype))
+                .into_iter()
+                .map(|o| o.cast(FloatDType::F32))
+                .collect();
+            let loss = criterion.forward(&outputs, &STRIDES, targets);
+            (loss.loss, loss.parts)
+        });
+        let grads = dist.average_grads(grads, &self.model)?;
+        // GradScaler skips the step whose gradients overflowed, and halves the scale.
+        let finite = match self.scaler.as_mut() {
             Some(scaler) => {
-                let half = half_copy(&self.model);
-                let outputs: Vec<Tensor<B, 4>> = half
-                    .forward(images.cast(FloatDType::F16))
-                    .into_iter()
-                    .map(|o| o.cast(FloatDType::F32))
-                    .collect();
-                let loss = criterion.forward(&outputs, &STRIDES, targets);
-                let scale = scaler.scale();
-                let grads = GradientsParams::from_grads(loss.loss.mul_scalar(scale).backward(), &half);
-                let grads = dist.average_grads(unscale(grads, &half, scale), &self.model)?;
                 let finite = all_finite(&grads, &self.model);
                 scaler.update(finite);
-                (loss.parts, grads, finite)
+                finite
             }
+            None => true,
         };
         if finite {
             let grads = decay_weights(grads, &self.model, self.weight_decay);
