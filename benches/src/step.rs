@@ -111,9 +111,21 @@ pub struct StepResult {
     /// repository's model or timm's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
+    /// Seconds of kiln's first training step and first evaluation forward, before the timed
+    /// ones: on a GPU they include compiling and autotuning kernels not yet cached.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_step_seconds: Option<[f64; 2]>,
 }
 
 impl StepResult {
+    /// "first step X s against Y s warm" for the training step and the evaluation forward,
+    /// where kiln measured them.
+    pub(crate) fn first_run_note(&self) -> Option<String> {
+        let head = format!("{} b{} on {}", self.arch, self.batch, self.device);
+        let per_second = [self.train_images_per_second, self.eval_images_per_second];
+        Some(first_run_note(&head, self.batch, per_second, self.first_step_seconds?))
+    }
+
     /// Each throughput the higher of `self`'s and `other`'s.
     fn best_of(self, other: StepResult) -> StepResult {
         StepResult {
@@ -122,6 +134,21 @@ impl StepResult {
             ..self
         }
     }
+}
+
+/// `head: first training step X s against Y s warm, first evaluation …` from the first
+/// steps' seconds and the steady images per second of `batch`-image steps.
+pub(crate) fn first_run_note(
+    head: &str,
+    batch: usize,
+    [train_ips, eval_ips]: [f64; 2],
+    [train, eval]: [f64; 2],
+) -> String {
+    format!(
+        "{head}: first training step {train:.3} s against {:.3} s warm, first evaluation {eval:.3} s against {:.3} s",
+        batch as f64 / train_ips,
+        batch as f64 / eval_ips,
+    )
 }
 
 /// kiln's figures and, with `--compare-pytorch`, the reference's, one row per architecture.
@@ -173,6 +200,10 @@ pub struct StepReport {
 
 impl Report for StepReport {
     const BENCH: &'static str = "imagenet";
+
+    fn notes(&self) -> Vec<String> {
+        self.results.iter().filter_map(|p| p.kiln.first_run_note()).collect()
+    }
 
     fn chart(&self) -> BarChart {
         BarChart {
@@ -325,25 +356,45 @@ impl KilnStep for ResNetStep<'_> {
 }
 
 /// kiln's figures from the seconds of one train step and one eval forward of `batch` images.
-pub(crate) fn throughput(arch: String, batch: usize, choice: DeviceChoice, [train, eval]: [f64; 2]) -> StepResult {
+pub(crate) fn throughput(
+    arch: String,
+    batch: usize,
+    choice: DeviceChoice,
+    [train, eval]: [StepSeconds; 2],
+) -> StepResult {
     StepResult {
         arch,
         batch,
         device: choice.to_string(),
-        train_images_per_second: batch as f64 / train,
-        eval_images_per_second: batch as f64 / eval,
+        train_images_per_second: batch as f64 / train.steady,
+        eval_images_per_second: batch as f64 / eval.steady,
         source: None,
+        first_step_seconds: Some([train.first, eval.first]),
     }
 }
 
-/// Mean seconds of `step` over `steps` runs after one warm-up run.
-pub(crate) fn per_step_seconds(steps: usize, step: &mut dyn FnMut()) -> f64 {
+/// A step's first run and its mean over the timed runs after it, in seconds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct StepSeconds {
+    /// The first (warm-up) run: on a GPU it compiles and autotunes the kernels it meets.
+    pub first: f64,
+    /// The mean of the `steps` runs after it.
+    pub steady: f64,
+}
+
+/// `step` run once (timed apart), then `steps` times.
+pub(crate) fn per_step_seconds(steps: usize, step: &mut dyn FnMut()) -> StepSeconds {
+    let started = Instant::now();
     step();
+    let first = started.elapsed().as_secs_f64();
     let started = Instant::now();
     for _ in 0..steps {
         step();
     }
-    started.elapsed().as_secs_f64() / steps as f64
+    StepSeconds {
+        first,
+        steady: started.elapsed().as_secs_f64() / steps as f64,
+    }
 }
 
 /// PyTorch's name of the device kiln measured on.
@@ -454,6 +505,7 @@ pub(crate) mod tests {
             train_images_per_second: train,
             eval_images_per_second: eval,
             source: None,
+            first_step_seconds: None,
         };
         let kiln = || {
             round.set(round.get() + 1);

@@ -244,6 +244,9 @@ impl Report for SwinReport {
                         hms(DOCUMENTED_SECONDS)
                     );
                 }
+                if let Some(first) = k.first_run_note() {
+                    note += &format!("; {first}");
+                }
                 note
             })
             .collect()
@@ -488,7 +491,13 @@ mod tests {
     /// The projection is the documented epochs of the given images at the measured speeds.
     #[test]
     fn projections_need_the_image_count() {
-        let r = throughput("swin-base".into(), 8, DeviceChoice::Cpu, [4.0, 1.0]);
+        let seconds = |steady| crate::step::StepSeconds { first: 9.0, steady };
+        let r = throughput("swin-base".into(), 8, DeviceChoice::Cpu, [seconds(4.0), seconds(1.0)]);
+        assert_eq!(r.first_step_seconds, Some([9.0, 9.0]));
+        assert_eq!(
+            r.first_run_note().unwrap(),
+            "swin-base b8 on cpu: first training step 9.000 s against 4.000 s warm, first evaluation 9.000 s against 1.000 s"
+        );
         assert!(parse(&[]).projection(&r).is_none());
         let args = parse(&["--train-images", "1000", "--val-images", "200"]);
         // 1000 / 2 img/s + 200 / 8 img/s = 525 s an epoch.

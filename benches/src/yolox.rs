@@ -75,6 +75,10 @@ pub struct YoloxResult {
     pub eval_images_per_second: f64,
     /// Projected wall time of 10 COCO 2017 epochs at this throughput, in seconds.
     pub projected_10_epochs_seconds: f64,
+    /// Seconds of the first training step and first evaluation forward, before the timed
+    /// ones: on a GPU they include compiling and autotuning kernels not yet cached.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_step_seconds: Option<[f64; 2]>,
 }
 
 /// The results file of `kiln-bench yolox`.
@@ -109,6 +113,22 @@ impl Report for YoloxReport {
             series: vec!["kiln".into()],
             groups: groups.collect(),
         }
+    }
+
+    fn notes(&self) -> Vec<String> {
+        self.results
+            .iter()
+            .filter_map(|r| {
+                let head = format!("{} b{} on {}", r.variant, r.batch, r.device);
+                let per_second = [r.train_images_per_second, r.eval_images_per_second];
+                Some(crate::step::first_run_note(
+                    &head,
+                    r.batch,
+                    per_second,
+                    r.first_step_seconds?,
+                ))
+            })
+            .collect()
     }
 }
 
@@ -201,7 +221,7 @@ fn measure<B: AutodiffBackend>(
         let _ = outputs.into_iter().map(|o| o.sum().into_data()).count();
     };
     let eval = per_step_seconds(args.steps, &mut eval_step);
-    let train_ips = args.batch as f64 / train;
+    let train_ips = args.batch as f64 / train.steady;
     YoloxResult {
         variant: variant.to_string(),
         fp16: args.fp16,
@@ -209,8 +229,9 @@ fn measure<B: AutodiffBackend>(
         input_size: size,
         device: choice.to_string(),
         train_images_per_second: train_ips,
-        eval_images_per_second: args.batch as f64 / eval,
+        eval_images_per_second: args.batch as f64 / eval.steady,
         projected_10_epochs_seconds: (DOCUMENTED_EPOCHS * COCO_TRAIN_IMAGES) as f64 / train_ips,
+        first_step_seconds: Some([train.first, eval.first]),
     }
 }
 
