@@ -86,12 +86,19 @@ const CASES: &[Case] = &[
     square("yolox depthwise 3×3/2 p1, odd size", [24, 24], 15, 3, 2, 1, 24),
     // Small output planes, batch 12 (it splits evenly over 1–4 threads): burn-flex's backward
     // puts several images' planes side by side in one gemm (`images_per_gemm`, ResNet's 14×14
-    // and 7×7 stages); pointwise convolutions keep one image per gemm.
+    // and 7×7 stages).
     batched(square("resnet 3×3/1 p1 on 7×7", [16, 24], 7, 3, 1, 1, 1), 12),
     batched(square("resnet 3×3/2 p1 14→7", [16, 8], 14, 3, 2, 1, 1), 12),
     batched(square("resnet 3×3/1 p1 on 14×14", [8, 8], 14, 3, 1, 1, 1), 12),
     batched(square("resnet 1×1/2 14→7", [16, 24], 14, 1, 2, 0, 1), 12),
     batched(square("resnet 1×1/1 on 7×7", [24, 16], 7, 1, 1, 0, 1), 12),
+    // Planes under 64 positions run the forward several images per gemm too, and batches of
+    // at most 1,024 output positions take the weight gradient in one gemm over the whole
+    // batch (ResNet's late stages at 32–64 px: 4×4 and 2×2 planes, batch 32).
+    batched(square("resnet 3×3/1 p1 on 2×2", [16, 24], 2, 3, 1, 1, 1), 32),
+    batched(square("resnet 3×3/2 p1 8→4", [8, 16], 8, 3, 2, 1, 1), 32),
+    batched(square("resnet 1×1/1 on 4×4", [24, 16], 4, 1, 1, 0, 1), 32),
+    batched(square("resnet 1×1/2 4→2", [16, 24], 4, 1, 2, 0, 1), 32),
     // 3×3 stride-1 convolutions with at least 64 input and output channels and 256 2×2 output
     // tiles in the batch run as Winograd F(2×2, 3×3) in burn-flex (`conv_winograd`), forward
     // and input gradient. Whole and partial tiles, several images per gemm, padding 0, 1 and 2,

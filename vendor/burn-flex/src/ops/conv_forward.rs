@@ -29,7 +29,8 @@ use burn_backend::ops::ConvOptions;
 use burn_std::{Bytes, Shape};
 
 use super::conv_gemm::{
-    GemmElement, Geometry, MatRef, for_each_chunk, gemm_strided, im2col, num_threads,
+    GemmElement, Geometry, MatRef, for_each_chunk, gemm, gemm_strided, im2col, im2col_strided,
+    num_threads, planes_side_by_side,
 };
 use super::conv_winograd;
 use crate::{FlexTensor, Layout};
@@ -71,8 +72,11 @@ fn forward<T: GemmElement>(
     let len = g.batch * g.channels_out * g.out_plane();
     let mut y = Vec::with_capacity(len);
     let y_uninit = &mut y.spare_capacity_mut()[..len];
+    let images = g.images_per_gemm();
     if conv_winograd::applies(g) {
         conv_winograd::forward(g, x, w, bias, y_uninit);
+    } else if images > 1 && g.out_plane() < FORWARD_GROUPED_PLANE {
+        forward_grouped(g, x, w, bias, y_uninit, images);
     } else {
         forward_gemm(g, x, w, bias, y_uninit);
     }
@@ -81,6 +85,58 @@ fn forward<T: GemmElement>(
     unsafe { y.set_len(len) };
     let shape = Shape::from(vec![g.batch, g.channels_out, g.out_h, g.out_w]);
     FlexTensor::new(Bytes::from_elems(y), Layout::contiguous(shape), T::dtype())
+}
+
+/// Output planes below this many positions are computed [`Geometry::images_per_gemm`]
+/// images per gemm ([`forward_grouped`]): gemm vectorises along the output plane, so a
+/// 2×2 or 4×4 plane alone fills a quarter or one 16-lane register per row of the tile.
+const FORWARD_GROUPED_PLANE: usize = 64;
+
+/// `[Y_b … Y_{b+k−1}] = W · [col(x_b) … col(x_{b+k−1})]` for groups of `images` images
+/// (one convolution group): one gemm over the images' columns side by side into a
+/// scratch `[c_out, images · plane]`, then each image's block copied to its place with
+/// the bias added.
+fn forward_grouped<T: GemmElement>(
+    g: &Geometry,
+    x: &[T],
+    w: &[T],
+    bias: Option<&[T]>,
+    y: &mut [MaybeUninit<T>],
+    images: usize,
+) {
+    let col_rows = g.col_rows();
+    let plane = g.out_plane();
+    let n = images * plane;
+    let image_len = g.channels_out * plane;
+    let x_image_len = g.channels_in * g.in_plane();
+    for_each_chunk(
+        y,
+        images * image_len,
+        || (vec![T::zero(); col_rows * n], vec![T::zero(); g.channels_out * n]),
+        |(col, product), chunk, y_chunk| {
+            let first = chunk * images;
+            if g.is_pointwise() {
+                planes_side_by_side(x, first, images, [g.channels_in, plane], col);
+            } else {
+                for i in 0..images {
+                    let x_image = &x[(first + i) * x_image_len..][..x_image_len];
+                    im2col_strided(g, x_image, 0..g.out_h, &mut col[i * plane..], n);
+                }
+            }
+            let w_mat = MatRef::new(w, g.channels_out, col_rows, col_rows, 1);
+            let col_mat = MatRef::new(col, col_rows, n, n, 1);
+            gemm(product, false, w_mat, col_mat, false);
+            for (i, y_image) in y_chunk.chunks_exact_mut(image_len).enumerate() {
+                for (c, y_channel) in y_image.chunks_exact_mut(plane).enumerate() {
+                    let b = bias.map_or(T::zero(), |bias| bias[c]);
+                    let src = &product[c * n + i * plane..][..plane];
+                    for (d, &v) in y_channel.iter_mut().zip(src) {
+                        d.write(v + b);
+                    }
+                }
+            }
+        },
+    );
 }
 
 /// `Y_{b,g} = W_g · col(x_{b,g}) + bias_g`, one image per task.
