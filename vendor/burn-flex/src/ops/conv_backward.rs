@@ -549,16 +549,16 @@ fn col2im_add_strided<T: GemmElement>(
         g.col_rows(),
         col.len()
     );
+    // Each kernel tap's valid output ranges, computed once (see `im2col_strided`).
+    let taps: Vec<[(Range<usize>, usize); 2]> = (0..g.kernel_plane())
+        .map(|tap| [g.valid(0, tap / g.kernel_w), g.valid(1, tap % g.kernel_w)])
+        .collect();
     let col_rows = col.chunks(row_stride).take(g.col_rows());
     for (r, col_row) in col_rows.map(|row| &row[..n]).enumerate() {
-        let (channel, i, j) = (
-            r / g.kernel_plane(),
-            (r / g.kernel_w) % g.kernel_h,
-            r % g.kernel_w,
-        );
+        let (channel, tap) = (r / g.kernel_plane(), r % g.kernel_plane());
         let dx_plane = &mut dx_group[channel * g.in_plane()..][..g.in_plane()];
-        let (oh_range, ih_first) = g.valid(0, i);
-        let (ow_range, iw_first) = g.valid(1, j);
+        let [(oh_range, ih_first), (ow_range, iw_first)] = &taps[tap];
+        let (oh_range, ih_first, ow_range, iw_first) = (oh_range.clone(), *ih_first, ow_range.clone(), *iw_first);
         if ow_range.is_empty() {
             continue;
         }

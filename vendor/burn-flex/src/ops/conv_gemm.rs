@@ -254,16 +254,17 @@ pub(super) fn im2col_strided<T: GemmElement>(
         g.col_rows(),
         col.len()
     );
+    // The valid output ranges of each kernel tap, the same for every channel: computed
+    // once, not once per row (at 1×1 or 2×2 outputs a row holds one to four elements).
+    let taps: Vec<[(Range<usize>, usize); 2]> = (0..g.kernel_plane())
+        .map(|tap| [g.valid(0, tap / g.kernel_w), g.valid(1, tap % g.kernel_w)])
+        .collect();
     let col_rows = col.chunks_mut(row_stride).take(g.col_rows());
     for (r, col_row) in col_rows.map(|row| &mut row[..n]).enumerate() {
-        let (channel, i, j) = (
-            r / g.kernel_plane(),
-            (r / g.kernel_w) % g.kernel_h,
-            r % g.kernel_w,
-        );
+        let (channel, tap) = (r / g.kernel_plane(), r % g.kernel_plane());
         let x_plane = &x_group[channel * g.in_plane()..][..g.in_plane()];
-        let (oh_range, ih_first) = g.valid(0, i);
-        let (ow_range, iw_first) = g.valid(1, j);
+        let [(oh_range, ih_first), (ow_range, iw_first)] = &taps[tap];
+        let (ih_first, iw_first) = (*ih_first, *iw_first);
         for (oh, dst) in rows.clone().zip(col_row.chunks_exact_mut(g.out_w)) {
             if !oh_range.contains(&oh) || ow_range.is_empty() {
                 dst.fill(T::zero());
