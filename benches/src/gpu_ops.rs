@@ -333,9 +333,8 @@ mod measure {
     use burn::backend::cuda::CudaDevice;
     use burn::backend::{Autodiff, Cuda};
     use burn::nn::BatchNormConfig;
-    use burn::optim::decay::WeightDecayConfig;
     use burn::optim::momentum::MomentumConfig;
-    use burn::optim::{GradientsParams, Optimizer, SgdConfig};
+    use burn::optim::{GradientsParams, Optimizer};
     use burn::prelude::*;
     use burn::tensor::activation::relu;
     use burn::tensor::module::{linear, max_pool2d};
@@ -345,6 +344,7 @@ mod measure {
     use kiln_models::gpu::cudnn::{self, Pass};
     use kiln_models::gpu::record_geometries;
     use kiln_models::{ResNetArch, ResNetConfig, Yolox, YoloxVariant};
+    use kiln_train::optim::SgdConfig;
 
     use super::*;
     use crate::ops::OpsBench;
@@ -514,7 +514,7 @@ mod measure {
                         dampening: 0.0,
                         nesterov: false,
                     }))
-                    .with_weight_decay(Some(WeightDecayConfig { penalty: 1e-4 }))
+                    .with_weight_decay(Some(1e-4))
                     .init::<Ad, kiln_models::ResNet<Ad>>();
                 let x = random::<4, Ad>([2, 3, 64, 64], device);
                 let gradients = |model: &kiln_models::ResNet<Ad>| {

@@ -11,14 +11,14 @@ use std::time::Instant;
 
 use burn::module::AutodiffModule;
 use burn::nn::loss::CrossEntropyLossConfig;
-use burn::optim::decay::WeightDecayConfig;
 use burn::optim::momentum::MomentumConfig;
-use burn::optim::{GradientsParams, Optimizer, SgdConfig};
+use burn::optim::{GradientsParams, Optimizer};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::Distribution;
 use clap::Args;
 use kiln_models::{DeviceChoice, ResNetArch, ResNetConfig};
+use kiln_train::optim::SgdConfig;
 use serde::{Deserialize, Serialize};
 
 use crate::chart::BarChart;
@@ -335,7 +335,7 @@ impl KilnStep for ResNetStep<'_> {
                 dampening: 0.0,
                 nesterov: false,
             }))
-            .with_weight_decay(Some(WeightDecayConfig::new(1e-4)))
+            .with_weight_decay(Some(1e-4))
             .init::<B, kiln_models::ResNet<B>>();
         let mut train_step = || {
             let loss = criterion.forward(model.forward(x.clone()), y.clone());

@@ -6,7 +6,7 @@
 //!   primitives ([`specialize`]): BatchNorm training ([`batch_norm`], [`batch_norm_kernel`]),
 //!   LayerNorm training ([`layer_norm`], [`layer_norm_kernel`]), GELU (training and
 //!   evaluation) and softmax training ([`activation`]), dropout ([`dropout`]), 2×2 max pooling
-//!   + ReLU ([`pool`]) and the Adadelta update ([`adadelta`]). Every other backend and dtype keeps burn's generic code; each op has a test
+//!   + ReLU ([`pool`]), the Adadelta update ([`adadelta`]) and the SGD update ([`sgd`]). Every other backend and dtype keeps burn's generic code; each op has a test
 //!   that the CPU backend takes its fused path and another backend does not.
 //! - Process settings, applied by [`prepare_process`]: the training heap policy ([`heap`]),
 //!   denormals flushed to zero ([`float_mode`]) and gemm reading im2col tiles in place
@@ -42,6 +42,7 @@ pub mod heap;
 pub(crate) mod layer_norm;
 pub(crate) mod layer_norm_kernel;
 pub(crate) mod pool;
+pub mod sgd;
 pub mod specialize;
 
 /// What a process runs, for [`prepare_process`].

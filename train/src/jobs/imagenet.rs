@@ -13,9 +13,8 @@ use burn::lr_scheduler::LrScheduler;
 use burn::module::{AutodiffModule, Module};
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::adaptor::OptimizerAdaptor;
-use burn::optim::decay::WeightDecayConfig;
 use burn::optim::momentum::MomentumConfig;
-use burn::optim::{Optimizer, Sgd, SgdConfig};
+use burn::optim::Optimizer;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::FloatDType;
@@ -32,6 +31,7 @@ use crate::ddp::Collective;
 use crate::error::TrainError;
 use crate::meters::{progress_line, summary_line, topk_accuracy, AverageMeter, MeterFormat};
 use crate::mixed::{all_finite, loss_and_grads, LossScaler};
+use crate::optim::{Sgd, SgdConfig};
 use crate::parity::ParitySet;
 use crate::progress::PassProgress;
 use crate::run::{resolve_seed, RunOutput, SavePolicy};
@@ -43,7 +43,7 @@ const LR_GAMMA: f64 = 0.1;
 /// The top-k accuracies the recipe reports.
 const TOPK: [usize; 2] = [1, 5];
 
-type ResNetOptimizer<B> = OptimizerAdaptor<Sgd<<B as AutodiffBackend>::InnerBackend>, ResNet<B>, B>;
+type ResNetOptimizer<B> = OptimizerAdaptor<Sgd, ResNet<B>, B>;
 type Checkpoint<B> = CheckpointRecord<
     <ResNet<B> as Module<B>>::Record,
     <ResNetOptimizer<B> as Optimizer<ResNet<B>, B>>::Record,
@@ -345,7 +345,7 @@ fn sgd(args: &ImagenetArgs) -> SgdConfig {
         dampening: 0.0,
         nesterov: false,
     });
-    let decay = (args.weight_decay > 0.0).then(|| WeightDecayConfig::new(args.weight_decay as f32));
+    let decay = (args.weight_decay > 0.0).then_some(args.weight_decay);
     SgdConfig::new().with_momentum(momentum).with_weight_decay(decay)
 }
 

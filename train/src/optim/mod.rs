@@ -4,8 +4,10 @@ pub mod adadelta;
 pub mod clip;
 pub mod decay;
 pub mod decoupled;
+pub mod sgd;
 
 pub use adadelta::{Adadelta, AdadeltaConfig, AdadeltaState};
 pub use clip::clip_grad_norm;
 pub use decay::decay_weights;
 pub use decoupled::DecayGroup;
+pub use sgd::{Sgd, SgdConfig, SgdState};

@@ -2,10 +2,12 @@
 //! backward, gradient average over the workers, weight decay on the convolution weights,
 //! SGD with Nesterov momentum, EMA update; in f32 or with mixed precision ([`crate::mixed`]).
 
-use burn::module::{AutodiffModule, Module};
+use burn::module::AutodiffModule;
 use burn::optim::adaptor::OptimizerAdaptor;
 use burn::optim::momentum::MomentumConfig;
-use burn::optim::{Optimizer, Sgd, SgdConfig};
+use burn::optim::Optimizer;
+
+use crate::optim::{Sgd, SgdConfig};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::FloatDType;
@@ -19,7 +21,7 @@ use crate::mixed::{all_finite, loss_and_grads, LossScaler};
 use crate::optim::decay_weights;
 
 /// SGD over a YOLOX model on autodiff backend `B`.
-pub type YoloxOptimizer<B> = OptimizerAdaptor<Sgd<<B as AutodiffBackend>::InnerBackend>, Yolox<B>, B>;
+pub type YoloxOptimizer<B> = OptimizerAdaptor<Sgd, Yolox<B>, B>;
 
 /// The trained model, its optimizer and its moving average.
 pub struct Trainer<B: AutodiffBackend> {
@@ -40,8 +42,6 @@ impl<B: AutodiffBackend> Trainer<B> {
     /// current seed; `fp16` trains with mixed precision.
     pub fn new(exp: &Exp, classes: usize, fp16: bool, device: &B::Device) -> Self {
         let model = Yolox::<B>::new(exp.variant, classes, device);
-        // Materialise the lazily initialised parameters before the EMA copies them.
-        let model = model.clone().load_record(model.into_record());
         let optim = SgdConfig::new()
             .with_momentum(Some(MomentumConfig {
                 momentum: exp.momentum,
