@@ -31,6 +31,12 @@ pub(super) const COL_TILE_ELEMS: usize = 256 * 1024;
 /// once per image.
 pub(super) const GEMM_MIN_COLUMNS: usize = 384;
 
+/// Pointwise convolutions put images side by side only below this plane size:
+/// above it one image per gemm measured as fast (gemm reads the input plane in
+/// place), below it a 1×1 or 2×2 plane alone fills a sixteenth or a quarter of
+/// gemm's 16-lane registers (ResNet-50's late 1×1 layers at 32–64 px).
+pub(super) const POINTWISE_GROUPED_PLANE: usize = 64;
+
 /// gemm problems at least this large (m·n·k) use gemm's own rayon parallelism
 /// when the batch alone cannot keep the thread pool busy (same threshold as
 /// burn-flex's forward convolution).
@@ -176,15 +182,17 @@ impl Geometry {
         }
     }
 
-    /// Images whose output planes one backward gemm call covers side by side:
-    /// 1 for planes of [`GEMM_MIN_COLUMNS`] or more, for pointwise and grouped
-    /// convolutions, and when no larger group divides the batch evenly among
-    /// the pool's threads; otherwise the largest group of at most
-    /// `2 · GEMM_MIN_COLUMNS / plane` images that does. (The forward keeps
-    /// one image per call: grouping measured no faster there.)
+    /// Images whose output planes one gemm call covers side by side: 1 for
+    /// planes of [`GEMM_MIN_COLUMNS`] or more, for grouped convolutions, for
+    /// pointwise ones on planes of [`POINTWISE_GROUPED_PLANE`] or more, and
+    /// when no larger group divides the batch evenly among the pool's threads;
+    /// otherwise the largest group of at most `2 · GEMM_MIN_COLUMNS / plane`
+    /// images that does. (The forward groups planes under 64 positions only:
+    /// above that grouping measured no faster there.)
     pub(super) fn images_per_gemm(&self) -> usize {
         let plane = self.out_plane();
-        if self.groups != 1 || self.is_pointwise() || plane == 0 || plane >= GEMM_MIN_COLUMNS {
+        let pointwise_alone = self.is_pointwise() && plane >= POINTWISE_GROUPED_PLANE;
+        if self.groups != 1 || pointwise_alone || plane == 0 || plane >= GEMM_MIN_COLUMNS {
             return 1;
         }
         let threads = num_threads();
