@@ -333,7 +333,6 @@ mod measure {
     use burn::backend::cuda::CudaDevice;
     use burn::backend::{Autodiff, Cuda};
     use burn::nn::BatchNormConfig;
-    use burn::optim::momentum::MomentumConfig;
     use burn::optim::{GradientsParams, Optimizer};
     use burn::prelude::*;
     use burn::tensor::activation::relu;
@@ -508,14 +507,7 @@ mod measure {
             }
             OpSpec::SgdResnet50 { .. } => {
                 let mut model = ResNetConfig::new(ResNetArch::ResNet50, 1000).init::<Ad>(device);
-                let mut optim = SgdConfig::new()
-                    .with_momentum(Some(MomentumConfig {
-                        momentum: 0.9,
-                        dampening: 0.0,
-                        nesterov: false,
-                    }))
-                    .with_weight_decay(Some(1e-4))
-                    .init::<Ad, kiln_models::ResNet<Ad>>();
+                let mut optim = SgdConfig::torch(0.9, 1e-4).init::<Ad, kiln_models::ResNet<Ad>>();
                 let x = random::<4, Ad>([2, 3, 64, 64], device);
                 let gradients = |model: &kiln_models::ResNet<Ad>| {
                     let grads = GradientsParams::from_grads(model.forward(x.clone()).sum().backward(), model);

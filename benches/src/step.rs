@@ -11,7 +11,6 @@ use std::time::Instant;
 
 use burn::module::AutodiffModule;
 use burn::nn::loss::CrossEntropyLossConfig;
-use burn::optim::momentum::MomentumConfig;
 use burn::optim::{GradientsParams, Optimizer};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
@@ -329,14 +328,8 @@ impl KilnStep for ResNetStep<'_> {
             device,
         );
         let criterion = CrossEntropyLossConfig::new().init(device);
-        let mut optim = SgdConfig::new()
-            .with_momentum(Some(MomentumConfig {
-                momentum: 0.9,
-                dampening: 0.0,
-                nesterov: false,
-            }))
-            .with_weight_decay(Some(1e-4))
-            .init::<B, kiln_models::ResNet<B>>();
+        // kiln-train imagenet's optimizer with main.py's defaults.
+        let mut optim = SgdConfig::torch(0.9, 1e-4).init::<B, kiln_models::ResNet<B>>();
         let mut train_step = || {
             let loss = criterion.forward(model.forward(x.clone()), y.clone());
             let grads = GradientsParams::from_grads(loss.backward(), &model);

@@ -38,6 +38,23 @@ impl LossScaler {
         self.scale
     }
 
+    /// Whether the step with `grads` (of `model`'s parameters) is taken: always without a
+    /// scaler; with one, when every gradient is finite, which [`update`](Self::update)s it.
+    pub fn takes_step<B: AutodiffBackend, M: AutodiffModule<B>>(
+        scaler: Option<&mut Self>,
+        grads: &GradientsParams,
+        model: &M,
+    ) -> bool {
+        match scaler {
+            Some(scaler) => {
+                let finite = all_finite(grads, model);
+                scaler.update(finite);
+                finite
+            }
+            None => true,
+        }
+    }
+
     /// Records a step whose gradients were all finite (`true`, the step is taken) or not
     /// (`false`, the step is skipped and the scale halved).
     pub fn update(&mut self, finite: bool) {

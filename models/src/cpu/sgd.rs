@@ -10,10 +10,10 @@
 
 use burn::backend::flex::FlexTensor;
 use burn::tensor::backend::Backend;
-use burn::tensor::{DType, Tensor, TensorData, TensorPrimitive};
+use burn::tensor::{DType, Tensor};
 use rayon::prelude::*;
 
-use super::specialize::downcast;
+use super::specialize::{downcast, flex_values};
 
 /// Elements per rayon task.
 const CHUNK: usize = 16 * 1024;
@@ -105,11 +105,7 @@ pub fn sgd_step<B: Backend, const D: usize>(
         }
     }
     let shape = tensor.shape();
-    let back = |values: Vec<f32>| -> Option<Tensor<B, D>> {
-        let flex = FlexTensor::from_data(TensorData::new(values, shape.clone()));
-        let primitive = downcast::<_, B::FloatTensorPrimitive>(flex)?;
-        Some(Tensor::from_primitive(TensorPrimitive::Float(primitive)))
-    };
+    let back = |values: Vec<f32>| flex_values::<B, D>(values, shape.clone());
     let velocity = match momentum {
         Some(_) => Some(back(v_out)?),
         None => None,

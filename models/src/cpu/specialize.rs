@@ -54,6 +54,16 @@ pub(crate) fn from_flex<B: Backend, const D: usize>(primitive: FlexTensor) -> Op
     Some(Tensor::from_primitive(TensorPrimitive::Float(primitive)))
 }
 
+/// The generic tensor of shape `shape` holding f32 `values` when `B` is burn-flex (or
+/// `Autodiff` of it for an inner tensor), `None` otherwise: a fused CPU kernel's result.
+pub(crate) fn flex_values<B: Backend, const D: usize>(
+    values: Vec<f32>,
+    shape: burn::tensor::Shape,
+) -> Option<Tensor<B, D>> {
+    let primitive = downcast::<_, B::FloatTensorPrimitive>(FlexTensor::from_data(TensorData::new(values, shape)))?;
+    Some(Tensor::from_primitive(TensorPrimitive::Float(primitive)))
+}
+
 /// An f32 `FlexTensor` of shape `dims` holding `values`.
 pub(crate) fn flex_tensor(values: Vec<f32>, dims: Vec<usize>) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(values, dims))

@@ -24,14 +24,7 @@ thread_local! {
 pub fn conv2d<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
     RECORDED.with_borrow_mut(|recorded| {
         if let Some(recorded) = recorded {
-            let geometry = ConvGeometry::new(
-                x.dims(),
-                conv.weight.dims(),
-                &conv.padding,
-                conv.stride,
-                conv.dilation,
-                conv.groups,
-            );
+            let geometry = ConvGeometry::of(conv, x.dims());
             recorded.extend(geometry.ok().filter(|g| !recorded.contains(g)));
         }
     });
@@ -88,15 +81,7 @@ mod cuda {
         if !matches!(x.dtype(), DType::F32 | DType::F16 | DType::BF16) || weight.dtype() != x.dtype() {
             return None;
         }
-        let geometry = ConvGeometry::new(
-            x.dims(),
-            weight.dims(),
-            &conv.padding,
-            conv.stride,
-            conv.dilation,
-            conv.groups,
-        )
-        .ok()?;
+        let geometry = ConvGeometry::of(conv, x.dims()).ok()?;
         let primitive = |t: &Tensor<B, 4>| t.clone().into_primitive().tensor();
         let y = if let (Some(x), Some(w)) = (
             downcast::<_, Tracked>(primitive(x)),

@@ -87,6 +87,21 @@ impl ConvGeometry {
         Ok(geometry)
     }
 
+    /// The convolution `conv` applies to an input of dimensions `input`.
+    pub fn of<B: burn::prelude::Backend>(
+        conv: &burn::nn::conv::Conv2d<B>,
+        input: [usize; 4],
+    ) -> Result<Self, Unsupported> {
+        Self::new(
+            input,
+            conv.weight.dims(),
+            &conv.padding,
+            conv.stride,
+            conv.dilation,
+            conv.groups,
+        )
+    }
+
     fn check(&self) -> Result<(), Unsupported> {
         let [n, c_in, h, w] = self.input;
         let [c_out, per_group, kh, kw] = self.weight;
@@ -240,15 +255,7 @@ mod tests {
                 .with_groups(groups)
                 .init::<Flex>(&device);
             let x = Tensor::<Flex, 4>::zeros([2, 4, side, side], &device);
-            let geometry = ConvGeometry::new(
-                x.dims(),
-                conv.weight.dims(),
-                &conv.padding,
-                conv.stride,
-                conv.dilation,
-                conv.groups,
-            )
-            .unwrap();
+            let geometry = ConvGeometry::of(&conv, x.dims()).unwrap();
             assert_eq!(geometry.output(), conv.forward(x).dims(), "side {side} kernel {kernel}");
         }
     }

@@ -13,7 +13,6 @@ use burn::lr_scheduler::LrScheduler;
 use burn::module::{AutodiffModule, Module};
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::adaptor::OptimizerAdaptor;
-use burn::optim::momentum::MomentumConfig;
 use burn::optim::Optimizer;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
@@ -30,7 +29,7 @@ use crate::cli::ImagenetArgs;
 use crate::ddp::Collective;
 use crate::error::TrainError;
 use crate::meters::{progress_line, summary_line, topk_accuracy, AverageMeter, MeterFormat};
-use crate::mixed::{all_finite, loss_and_grads, LossScaler};
+use crate::mixed::{loss_and_grads, LossScaler};
 use crate::optim::{Sgd, SgdConfig};
 use crate::parity::ParitySet;
 use crate::progress::PassProgress;
@@ -340,13 +339,7 @@ impl<'a, B: AutodiffBackend> RunSetup<'a, B> {
 
 /// torch's `SGD(lr, momentum, weight_decay)`: decay added to the gradient, then momentum.
 fn sgd(args: &ImagenetArgs) -> SgdConfig {
-    let momentum = (args.momentum > 0.0).then(|| MomentumConfig {
-        momentum: args.momentum,
-        dampening: 0.0,
-        nesterov: false,
-    });
-    let decay = (args.weight_decay > 0.0).then_some(args.weight_decay);
-    SgdConfig::new().with_momentum(momentum).with_weight_decay(decay)
+    SgdConfig::torch(args.momentum, args.weight_decay)
 }
 
 /// Input size `size`, validation resize `size × 256 / 224` (224 → 256).
@@ -408,15 +401,7 @@ fn train_epoch<B: AutodiffBackend>(
         let acc = topk_accuracy(&host_scores(output.inner()), classes, &targets, &TOPK);
         let grads = run.dist.average_grads(grads, &run.model)?;
         // GradScaler skips the step whose gradients overflowed, and halves the scale.
-        let finite = match run.state.loss_scale.as_mut() {
-            Some(scaler) => {
-                let finite = all_finite(&grads, &run.model);
-                scaler.update(finite);
-                finite
-            }
-            None => true,
-        };
-        if finite {
+        if LossScaler::takes_step(run.state.loss_scale.as_mut(), &grads, &run.model) {
             run.model = run.optim.step(lr, run.model.clone(), grads);
         }
         losses.update(loss.into_scalar().elem::<f64>(), n);

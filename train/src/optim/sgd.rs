@@ -52,6 +52,18 @@ pub struct SgdState<B: Backend, const D: usize> {
 }
 
 impl SgdConfig {
+    /// `torch.optim.SGD(lr, momentum, weight_decay)`: no dampening, no Nesterov; a zero
+    /// momentum or weight decay leaves it out.
+    pub fn torch(momentum: f64, weight_decay: f64) -> Self {
+        Self::new()
+            .with_momentum((momentum > 0.0).then_some(MomentumConfig {
+                momentum,
+                dampening: 0.0,
+                nesterov: false,
+            }))
+            .with_weight_decay((weight_decay > 0.0).then_some(weight_decay))
+    }
+
     /// The update rule alone.
     pub fn build(&self) -> Sgd {
         Sgd {

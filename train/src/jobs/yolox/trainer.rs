@@ -17,7 +17,7 @@ use kiln_models::yolox::{LossParts, TargetBox, Yolox, YoloxLoss, STRIDES};
 use super::ema::ModelEma;
 use super::Exp;
 use crate::ddp::{Collective, DistError};
-use crate::mixed::{all_finite, loss_and_grads, LossScaler};
+use crate::mixed::{loss_and_grads, LossScaler};
 use crate::optim::decay_weights;
 
 /// SGD over a YOLOX model on autodiff backend `B`.
@@ -99,14 +99,7 @@ impl<B: AutodiffBackend> Trainer<B> {
         });
         let grads = dist.average_grads(grads, &self.model)?;
         // GradScaler skips the step whose gradients overflowed, and halves the scale.
-        let finite = match self.scaler.as_mut() {
-            Some(scaler) => {
-                let finite = all_finite(&grads, &self.model);
-                scaler.update(finite);
-                finite
-            }
-            None => true,
-        };
+        let finite = LossScaler::takes_step(self.scaler.as_mut(), &grads, &self.model);
         if finite {
             let grads = decay_weights(grads, &self.model, self.weight_decay);
             self.model = self.optim.step(lr, self.model.clone(), grads);
