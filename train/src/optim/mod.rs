@@ -1,4 +1,5 @@
-//! Optimizers burn lacks, written on burn's optimizer traits.
+//! Optimizers burn lacks, or runs as many passes over the weights (SGD), written on burn's
+//! optimizer traits.
 
 pub mod adadelta;
 pub mod clip;
