@@ -99,6 +99,10 @@ const CASES: &[Case] = &[
     batched(square("resnet 3×3/2 p1 8→4", [8, 16], 8, 3, 2, 1, 1), 32),
     batched(square("resnet 1×1/1 on 4×4", [24, 16], 4, 1, 1, 0, 1), 32),
     batched(square("resnet 1×1/2 4→2", [16, 24], 4, 1, 2, 0, 1), 32),
+    // A 1×1 input into a 1×1 output reads one kernel tap (the others are padding): a
+    // matrix product with that tap's weights (ResNet's late 3×3 layers at 32 px).
+    batched(square("resnet 3×3/1 p1 on 1×1", [16, 24], 1, 3, 1, 1, 1), 32),
+    batched(square("5×5/1 p2 on 1×1", [8, 12], 1, 5, 1, 2, 1), 6),
     // 3×3 stride-1 convolutions with at least 64 input and output channels and 256 2×2 output
     // tiles in the batch run as Winograd F(2×2, 3×3) in burn-flex (`conv_winograd`), forward
     // and input gradient. Whole and partial tiles, several images per gemm, padding 0, 1 and 2,

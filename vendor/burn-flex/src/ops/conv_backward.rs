@@ -127,6 +127,15 @@ fn x_backward<T: GemmElement>(
     let (w, dy) = (weight.storage::<T>(), output_grad.storage::<T>());
     let g = geometry;
     let shape = Shape::from(vec![g.batch, g.channels_in, g.in_h, g.in_w]);
+    if let Some(tap) = g.single_tap() {
+        // dX = dY · W_tap: `[batch, c_out] × [c_out, c_in]`.
+        let mut dx = filled(g.batch * g.channels_in, T::zero());
+        let dy_mat = MatRef::new(dy, g.batch, g.channels_out, g.channels_out, 1);
+        let w_tap = g.tap_weights(w, tap);
+        let w_mat = MatRef::new(&w_tap, g.channels_out, g.channels_in, g.channels_in, 1);
+        gemm(&mut dx, false, dy_mat, w_mat, true);
+        return FlexTensor::new(Bytes::from_elems(dx), Layout::contiguous(shape), T::dtype());
+    }
     if conv_winograd::applies_to_x_backward(g) {
         let len = g.batch * g.channels_in * g.in_plane();
         let mut dx = Vec::with_capacity(len);
@@ -267,7 +276,9 @@ fn weight_backward<T: GemmElement>(
     let output_grad = output_grad.to_contiguous();
     let (x, dy) = (x.storage::<T>(), output_grad.storage::<T>());
     let g = geometry;
-    let dw = if g.is_depthwise() {
+    let dw = if let Some(tap) = g.single_tap() {
+        weight_backward_single_tap(g, x, dy, tap)
+    } else if g.is_depthwise() {
         weight_backward_depthwise(g, x, dy)
     } else {
         weight_backward_gemm(g, x, dy)
@@ -347,6 +358,22 @@ fn weight_backward_gemm<T: GemmElement>(g: &Geometry, x: &[T], dy: &[T]) -> Vec<
                 }
             }
         });
+    }
+    dw
+}
+
+/// The weight gradient of a convolution that reads its 1×1 input through kernel tap
+/// `tap` alone ([`Geometry::single_tap`]): `dW_tap = dYᵀ · X` (`[c_out, batch] ×
+/// [batch, c_in]`), every other tap zero.
+fn weight_backward_single_tap<T: GemmElement>(g: &Geometry, x: &[T], dy: &[T], tap: usize) -> Vec<T> {
+    let mut product = vec![T::zero(); g.channels_out * g.channels_in];
+    let dy_t = MatRef::new(dy, g.channels_out, g.batch, 1, g.channels_out);
+    let x_mat = MatRef::new(x, g.batch, g.channels_in, g.channels_in, 1);
+    gemm(&mut product, false, dy_t, x_mat, true);
+    let kernel_plane = g.kernel_plane();
+    let mut dw = vec![T::zero(); g.channels_out * g.channels_in * kernel_plane];
+    for (at, &value) in product.iter().enumerate() {
+        dw[at * kernel_plane + tap] = value;
     }
     dw
 }

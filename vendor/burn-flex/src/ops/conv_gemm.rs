@@ -158,6 +158,32 @@ impl Geometry {
         self.in_per_group * self.kernel_plane()
     }
 
+    /// The kernel tap (`i · KW + j`) through which a convolution of a 1×1 input
+    /// into a 1×1 output (one group) reads that input; every other tap reads
+    /// padding. The gradients of such a convolution (ResNet's late 3×3 layers at
+    /// 32 px) are matrix products with that tap's weights, a ninth of their
+    /// im2col gemms. (The forward keeps im2col: packing the tap's weights for
+    /// one product measured slower than the full product there.)
+    /// (1×1 kernels keep their own paths: for them this is no saving.)
+    pub(super) fn single_tap(&self) -> Option<usize> {
+        let one_by_one = [self.in_h, self.in_w, self.out_h, self.out_w] == [1, 1, 1, 1];
+        if self.groups != 1 || !one_by_one || self.kernel_plane() == 1 {
+            return None;
+        }
+        // Output 0 reads input `i · dilation − padding`, which must be 0.
+        let tap = |axis: usize, kernel: usize| {
+            let (pad, dilation) = (self.padding[axis], self.dilation[axis]);
+            (pad % dilation == 0 && pad / dilation < kernel).then_some(pad / dilation)
+        };
+        Some(tap(0, self.kernel_h)? * self.kernel_w + tap(1, self.kernel_w)?)
+    }
+
+    /// Tap `tap`'s weights as a packed row-major `[c_out, c_in]` matrix (gemm reads
+    /// a weight strided by the kernel plane in both directions far slower).
+    pub(super) fn tap_weights<T: Copy>(&self, w: &[T], tap: usize) -> Vec<T> {
+        w.iter().skip(tap).step_by(self.kernel_plane()).copied().collect()
+    }
+
     /// 1×1 kernel, stride 1, no padding: im2col is the identity.
     pub(super) fn is_pointwise(&self) -> bool {
         self.kernel_h == 1 && self.kernel_w == 1 && self.stride == [1, 1] && self.padding == [0, 0]
