@@ -403,22 +403,14 @@ mod measure {
         Tensor::random(shape, Distribution::Normal(0.0, 1.0), device)
     }
 
-    /// Median milliseconds of `f`, each call waited for.
+    /// Median milliseconds of `f`, each call waited for ([`crate::ops::median_ms`]).
     fn median_ms<T>(warmup: usize, reps: usize, device: &CudaDevice, mut f: impl FnMut() -> T) -> f64 {
-        for _ in 0..warmup {
+        crate::ops::median_ms(warmup, reps, &mut || {
+            let started = Instant::now();
             let _kept = f();
             let _ = <Cuda>::sync(device);
-        }
-        let mut ms: Vec<f64> = (0..reps.max(1))
-            .map(|_| {
-                let started = Instant::now();
-                let _kept = f();
-                let _ = <Cuda>::sync(device);
-                started.elapsed().as_secs_f64() * 1e3
-            })
-            .collect();
-        ms.sort_by(f64::total_cmp);
-        ms[ms.len() / 2]
+            started.elapsed()
+        })
     }
 
     fn measure(spec: &OpSpec, device: &CudaDevice, warmup: usize, reps: usize) -> Result<GpuOpTiming, String> {
@@ -517,16 +509,15 @@ mod measure {
                 // One untimed step creates the momentum buffers, as in training.
                 let grads = gradients(&model);
                 model = optim.step(0.1, model, grads);
-                let mut ms = Vec::new();
-                for _ in 0..reps.max(1) {
+                // Only the step is timed; the gradients are computed before it.
+                let ms = crate::ops::median_ms(0, reps, &mut || {
                     let grads = gradients(&model);
                     let started = Instant::now();
-                    model = optim.step(0.1, model, grads);
+                    model = optim.step(0.1, model.clone(), grads);
                     let _ = <Cuda>::sync(device);
-                    ms.push(started.elapsed().as_secs_f64() * 1e3);
-                }
-                ms.sort_by(f64::total_cmp);
-                timing(ms[ms.len() / 2], None, None)
+                    started.elapsed()
+                });
+                timing(ms, None, None)
             }
         })
     }

@@ -148,7 +148,7 @@ fn threads() -> usize {
 }
 
 /// Median milliseconds of `time` (which returns the duration of the part it measures).
-fn median_ms(warmup: usize, reps: usize, time: &mut dyn FnMut() -> Duration) -> f64 {
+pub(crate) fn median_ms(warmup: usize, reps: usize, time: &mut dyn FnMut() -> Duration) -> f64 {
     for _ in 0..warmup {
         time();
     }

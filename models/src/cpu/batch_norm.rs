@@ -17,7 +17,9 @@ use burn::prelude::*;
 use burn::tensor::DType;
 
 use super::batch_norm_kernel::{self as fused, BatchStats, Planes};
-use super::specialize::{as_flex_autodiff, flex_tensor, from_flex_autodiff, FlexAutodiffTensor as AutodiffTensor};
+use super::specialize::{
+    as_flex_autodiff, flex_tensor, from_flex_autodiff, register_norm_grads, FlexAutodiffTensor as AutodiffTensor,
+};
 
 /// `bn(x)` in training mode with the fused op, and the batch statistics `(mean, biased
 /// variance)` for the running-statistics update; `None` unless `B` is `Autodiff<Flex>` (any
@@ -61,17 +63,8 @@ impl Backward<Flex, 3> for BatchNormBackward {
             &saved.stats,
         );
         let dims = saved.x.layout().shape().to_vec();
-        if let Some(node) = node_x {
-            grads.register::<Flex>(node.id, flex_tensor(dx, dims));
-        }
-        if let Some(node) = node_gamma {
-            let len = d_gamma.len();
-            grads.register::<Flex>(node.id, flex_tensor(d_gamma, vec![len]));
-        }
-        if let Some(node) = node_beta {
-            let len = d_beta.len();
-            grads.register::<Flex>(node.id, flex_tensor(d_beta, vec![len]));
-        }
+        let ids = [node_x, node_gamma, node_beta].map(|node| node.map(|n| n.id));
+        register_norm_grads(grads, ids, (dx, dims), d_gamma, d_beta);
     }
 }
 

@@ -17,7 +17,9 @@ use burn::prelude::*;
 use burn::tensor::DType;
 
 use super::layer_norm_kernel::{self as fused, RowStats};
-use super::specialize::{as_flex_autodiff, flex_tensor, from_flex_autodiff, FlexAutodiffTensor as AutodiffTensor};
+use super::specialize::{
+    as_flex_autodiff, flex_tensor, from_flex_autodiff, register_norm_grads, FlexAutodiffTensor as AutodiffTensor,
+};
 
 /// `ln(x)` (with `ln`'s ε given as `epsilon`: burn keeps it private) by the fused op; `None`
 /// unless `B` is `Autodiff<Flex>`, `x` is f32 and `ln` has a bias.
@@ -62,16 +64,9 @@ impl Backward<Flex, 3> for LayerNormBackward {
             &saved.gamma,
             &saved.stats,
         );
-        if let Some(node) = node_x {
-            let dims = saved.x.layout().shape().to_vec();
-            grads.register::<Flex>(node.id, flex_tensor(dx, dims));
-        }
-        if let Some(node) = node_gamma {
-            grads.register::<Flex>(node.id, flex_tensor(d_gamma, vec![d]));
-        }
-        if let Some(node) = node_beta {
-            grads.register::<Flex>(node.id, flex_tensor(d_beta, vec![d]));
-        }
+        let dims = saved.x.layout().shape().to_vec();
+        let ids = [node_x, node_gamma, node_beta].map(|node| node.map(|n| n.id));
+        register_norm_grads(grads, ids, (dx, dims), d_gamma, d_beta);
     }
 }
 

@@ -87,6 +87,26 @@ pub(crate) fn record_unary<Op: Backward<Flex, 1>>(
     }
 }
 
+/// Registers a normalisation's gradients with whichever of its parents `[x, γ, β]` track
+/// them (their node ids): `dx` shaped like the input (`x_dims`), `dγ` and `dβ` as vectors.
+pub(crate) fn register_norm_grads(
+    grads: &mut Gradients,
+    [node_x, node_gamma, node_beta]: [Option<burn::backend::autodiff::NodeId>; 3],
+    (dx, x_dims): (Vec<f32>, Vec<usize>),
+    d_gamma: Vec<f32>,
+    d_beta: Vec<f32>,
+) {
+    if let Some(id) = node_x {
+        grads.register::<Flex>(id, flex_tensor(dx, x_dims));
+    }
+    for (node, values) in [(node_gamma, d_gamma), (node_beta, d_beta)] {
+        if let Some(id) = node {
+            let len = values.len();
+            grads.register::<Flex>(id, flex_tensor(values, vec![len]));
+        }
+    }
+}
+
 /// The backward of a one-input fused op: takes the output gradient (contiguous) and, when the
 /// input tracks gradients, registers `input_grad(dy, state)` (its values and shape) for it.
 pub(crate) fn backward_unary<S>(
