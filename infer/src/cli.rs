@@ -17,6 +17,19 @@ pub struct ServeArgs {
         default_value = "/home/mind/model"
     )]
     pub model_dir: PathBuf,
+    /// Serve a model repository instead of one package: `<DIR>/<name>/<version>/` package
+    /// folders (Triton's layout), each model's highest version serving as `/v2/models/<name>`.
+    #[arg(long = "model-repository", visible_alias = "model_repository", env = "KILN_MODEL_REPOSITORY")]
+    pub model_repository: Option<PathBuf>,
+    /// With --model-repository: the model the contract route (`POST /`, `/ws`, the page and
+    /// `/health`) answers with (default: the first by name).
+    #[arg(long = "default-model", requires = "model_repository")]
+    pub default_model: Option<String>,
+    /// With --model-repository: look for new, changed and removed models every this many
+    /// seconds (default: never; then `POST /v2/repository/models/<name>/load|unload` alone
+    /// changes what serves).
+    #[arg(long = "repository-poll-secs", requires = "model_repository")]
+    pub repository_poll_secs: Option<f64>,
     /// Address to listen on.
     #[arg(long, default_value = "0.0.0.0")]
     pub host: String,

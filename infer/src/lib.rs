@@ -16,6 +16,7 @@ pub mod parse_errors;
 pub mod preprocess;
 pub mod process;
 pub mod registry;
+pub mod repository;
 pub mod response;
 pub mod routes;
 pub mod server;
@@ -24,5 +25,7 @@ pub mod v2;
 pub mod workers;
 
 pub use cli::ServeArgs;
-pub use server::{package_loader, serve, termination_signal, ServeConfig, ServeError};
+pub use server::{
+    package_factory, package_loader, serve, serve_repository, termination_signal, RepositoryConfig, ServeConfig, ServeError,
+};
 pub use workers::WorkerLayout;

@@ -11,7 +11,10 @@ use kiln_infer::batcher::BatchPolicy;
 use kiln_infer::process::LISTENING_PREFIX;
 use kiln_infer::registry::ImageModel;
 use kiln_infer::tls::TlsMode;
-use kiln_infer::{package_loader, serve, termination_signal, ServeArgs, ServeConfig, WorkerLayout};
+use kiln_infer::{
+    package_factory, package_loader, serve, serve_repository, termination_signal, RepositoryConfig, ServeArgs,
+    ServeConfig, WorkerLayout,
+};
 use kiln_models::PackageConfig;
 
 /// The model loader for the backend chosen from `--device`.
@@ -104,6 +107,33 @@ fn run(args: ServeArgs) -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(|e| format!("tokio runtime: {e}"))?;
+    let listening = |addr, scheme| println!("{LISTENING_PREFIX}{scheme}://{addr}");
+    if let Some(root) = &args.model_repository {
+        tracing::info!(%device, model_repository = %root.display(), "kiln-serve starting");
+        let poll = args
+            .repository_poll_secs
+            .map(|s| {
+                Duration::try_from_secs_f64(s)
+                    .ok()
+                    .filter(|d| !d.is_zero())
+                    .ok_or_else(|| format!("--repository-poll-secs {s}: expected a positive number of seconds"))
+            })
+            .transpose()?;
+        let factory = match device {
+            #[cfg(feature = "cuda")]
+            DeviceChoice::Cuda(i) => package_factory::<burn::backend::Cuda>(burn::backend::cuda::CudaDevice::new(i)),
+            _ => package_factory::<Flex>(Default::default()),
+        };
+        let repository = RepositoryConfig {
+            root: root.clone(),
+            factory,
+            default_model: args.default_model.clone(),
+            poll,
+        };
+        return runtime
+            .block_on(serve_repository(config, repository, listening, termination_signal()))
+            .map_err(|e| e.to_string());
+    }
     tracing::info!(%device, model_dir = %config.model_dir.display(), "kiln-serve starting");
     let package = PackageConfig::read(&config.model_dir).map_err(|e| e.to_string())?;
     let dir = config.model_dir.clone();
@@ -115,7 +145,6 @@ fn run(args: ServeArgs) -> Result<(), String> {
         }
         _ => Box::new(package_loader::<Flex>(dir, package.clone(), Default::default())),
     };
-    let listening = |addr, scheme| println!("{LISTENING_PREFIX}{scheme}://{addr}");
     runtime
         .block_on(serve(config, package, loader, listening, termination_signal()))
         .map_err(|e| e.to_string())

@@ -2,8 +2,8 @@
 
 use axum::http::Method;
 use prometheus::{
-    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// Every metric the server keeps.
@@ -29,6 +29,10 @@ pub struct Metrics {
     pub refused_connections: IntCounter,
     /// Images dropped unrun because their request's deadline passed while they waited.
     pub expired: IntCounter,
+    /// Model version loads by model and outcome (`loaded`, `failed`).
+    pub model_loads: IntCounterVec,
+    /// The version each model serves now.
+    pub serving_version: IntGaugeVec,
 }
 
 /// The method label of a request: one of HTTP's standard methods, or `other`, so that a
@@ -93,8 +97,23 @@ impl Metrics {
             "Images dropped unrun because their request's deadline passed while they waited",
         )
         .expect("valid metric");
+        let model_loads = IntCounterVec::new(
+            Opts::new(
+                "kiln_model_loads_total",
+                "Model version loads by model and outcome (loaded: serving; failed: the previous version still serves)",
+            ),
+            &["model", "outcome"],
+        )
+        .expect("valid metric");
+        let serving_version = IntGaugeVec::new(
+            Opts::new("kiln_model_serving_version", "The version each model serves now"),
+            &["model"],
+        )
+        .expect("valid metric");
         for m in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(model_loads.clone()),
+            Box::new(serving_version.clone()),
             Box::new(expired.clone()),
             Box::new(latency.clone()),
             Box::new(in_flight.clone()),
@@ -119,6 +138,8 @@ impl Metrics {
             connections,
             refused_connections,
             expired,
+            model_loads,
+            serving_version,
         }
     }
 

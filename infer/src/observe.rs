@@ -39,7 +39,7 @@ pub struct Observed {
     router: Router,
     metrics: Arc<Metrics>,
     /// Every path a route owns: the metrics' path label is one of these or [`UNMATCHED`], so
-    /// a client cannot grow the label set.
+    /// a client cannot grow the label set. A `{…}` segment matches any one segment.
     routes: Arc<[String]>,
 }
 
@@ -50,6 +50,23 @@ impl Observed {
             router,
             metrics,
             routes: routes.into(),
+        }
+    }
+}
+
+/// Whether `path` is one of `route`'s paths: the same segments, where a `{…}` segment of the
+/// route matches any one non-empty segment.
+fn route_matches(route: &str, path: &str) -> bool {
+    if !route.contains('{') {
+        return route == path;
+    }
+    let (mut r, mut p) = (route.split('/'), path.split('/'));
+    loop {
+        match (r.next(), p.next()) {
+            (None, None) => return true,
+            (Some(a), Some(b)) if a.starts_with('{') && a.ends_with('}') && !b.is_empty() => {}
+            (Some(a), Some(b)) if a == b => {}
+            _ => return false,
         }
     }
 }
@@ -94,7 +111,7 @@ where
     fn call(&mut self, req: axum::http::Request<B>) -> Self::Future {
         // The router takes any such body as it is (it boxes it itself).
         let started = Instant::now();
-        let route = self.routes.iter().position(|r| r == req.uri().path());
+        let route = self.routes.iter().position(|r| route_matches(r, req.uri().path()));
         let method_label = crate::metrics::method_label(req.method());
         let in_flight = InFlight::start(&self.metrics.in_flight);
         let response = self.router.call(req);
@@ -178,6 +195,16 @@ mod tests {
         assert_eq!(count(&[UNMATCHED, "GET", "404"]), 3);
         assert_eq!(metrics.latency.with_label_values(&[UNMATCHED]).get_sample_count(), 3);
         assert_eq!(metrics.in_flight.get(), 0);
+    }
+
+    #[test]
+    fn templated_routes_match_one_segment_per_placeholder() {
+        let route = "/v2/models/{name}/infer";
+        assert!(route_matches(route, "/v2/models/digits/infer"));
+        assert!(!route_matches(route, "/v2/models//infer"));
+        assert!(!route_matches(route, "/v2/models/a/b/infer"));
+        assert!(!route_matches(route, "/v2/models/digits/infer/x"));
+        assert!(route_matches("/health", "/health") && !route_matches("/health", "/healthz"));
     }
 
     #[tokio::test]

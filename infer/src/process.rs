@@ -12,9 +12,18 @@ pub const LISTENING_PREFIX: &str = "kiln-serve listening on ";
 /// only) with `extra` flags, and returns the child and its base URL (`http://127.0.0.1:PORT`
 /// or `https://…`) once it has bound. The model may still be loading: poll `/health`.
 pub fn spawn_loopback(bin: &Path, model_dir: &Path, extra: &[&str]) -> Result<(Child, String), String> {
+    spawn_loopback_from(bin, "--model-dir", model_dir, extra)
+}
+
+/// [`spawn_loopback`] serving the models of the repository at `root` (`--model-repository`).
+pub fn spawn_loopback_repository(bin: &Path, root: &Path, extra: &[&str]) -> Result<(Child, String), String> {
+    spawn_loopback_from(bin, "--model-repository", root, extra)
+}
+
+fn spawn_loopback_from(bin: &Path, flag: &str, models: &Path, extra: &[&str]) -> Result<(Child, String), String> {
     let mut child = Command::new(bin)
-        .arg("--model-dir")
-        .arg(model_dir)
+        .arg(flag)
+        .arg(models)
         .args(["--host", "127.0.0.1", "--port", "0", "--device", "cpu"])
         .args(extra)
         .env("KILN_LOG", "warn")

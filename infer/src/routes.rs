@@ -18,24 +18,21 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
-use crate::batcher::{Batcher, Expired, Preparing};
+use crate::batcher::{Expired, Preparing};
 use crate::decode_budget::DecodeBudget;
 use crate::errors::ApiError;
 use crate::metrics::Metrics;
 use crate::observe::Observed;
 use crate::preprocess::{Prepared, PreprocessError, Preprocessor};
+use crate::repository::{Repository, Served};
 use crate::response::{render, Answer};
 
 /// Everything a handler needs.
 pub struct AppState {
-    /// Set once the model is loaded and has run its warm-up pass.
+    /// Set once the models found at start are loaded, warmed up and parity-checked.
     pub ready: AtomicBool,
-    /// Upload → model input.
-    pub preprocessor: Preprocessor,
-    /// Output labels in class order.
-    pub labels: Vec<Value>,
-    /// The queue to the inference thread.
-    pub batcher: Batcher,
+    /// The served models.
+    pub repository: Arc<Repository>,
     /// Prometheus metrics.
     pub metrics: Arc<Metrics>,
     /// Largest accepted request body in bytes.
@@ -47,27 +44,13 @@ pub struct AppState {
     pub budget: DecodeBudget,
     /// Set when shutdown begins: readiness turns false before in-flight requests drain.
     pub draining: AtomicBool,
-    /// What the v2 protocol says about the model.
-    pub model: ModelInfo,
-    /// The prediction page's description of what is served (`GET /info`, less `ready`).
+    /// The prediction page's description of the contract route's model as configured at
+    /// start, shown until a version of it serves (`GET /info`).
     pub page_info: Value,
 }
 
-/// The served model as the v2 protocol describes it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ModelInfo {
-    /// The model's name (the package folder's name).
-    pub name: String,
-    /// Its version (`1`: one package, one version).
-    pub version: String,
-    /// The model input `[C, H, W]`.
-    pub input: [usize; 3],
-    /// Whether it detects objects (else it classifies).
-    pub detector: bool,
-}
-
 impl AppState {
-    /// Whether the model is loaded, warmed up and not shutting down.
+    /// Whether the models found at start are loaded and the server is not shutting down.
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire) && !self.draining.load(Ordering::Acquire)
     }
@@ -118,7 +101,7 @@ pub fn app(state: Arc<AppState>, paths: &[String]) -> Observed {
         };
     }
     let metrics = state.metrics.clone();
-    let v2_routes = crate::v2::metric_routes(&state.model);
+    let v2_routes = crate::v2::metric_routes();
     let router = router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -135,7 +118,7 @@ pub fn app(state: Arc<AppState>, paths: &[String]) -> Observed {
 }
 
 async fn health(State(state): State<Arc<AppState>>) -> Response {
-    if state.ready.load(Ordering::Acquire) {
+    if state.repository.table.default_serving().is_some() {
         (StatusCode::OK, Json(json!({ "status": "OK" }))).into_response()
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "LOADING" }))).into_response()
@@ -213,7 +196,7 @@ async fn predict(State(state): State<Arc<AppState>>, req: Request) -> Response {
 }
 
 async fn predict_inner(state: Arc<AppState>, detail: bool, req: Request, deadline: Instant) -> Result<Value, ApiError> {
-    ensure_ready(&state)?;
+    let served = default_model(&state)?;
     let content_type = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -233,10 +216,10 @@ async fn predict_inner(state: Arc<AppState>, detail: bool, req: Request, deadlin
     if declared.is_some_and(|n| n > state.max_body) {
         return Err(too_large(state.max_body));
     }
-    let guard = state.batcher.preparing();
+    let guard = served.batcher.preparing();
     // A body that has not arrived by the deadline is the client's fault: 408, not 504. (The
     // outer timeout polls this future first, so at the deadline this answer wins.)
-    let fields = tokio::time::timeout_at(deadline, read_fields(&state, req))
+    let fields = tokio::time::timeout_at(deadline, read_fields(&state, &served, req))
         .await
         .map_err(|_| {
             ApiError::new(
@@ -247,9 +230,9 @@ async fn predict_inner(state: Arc<AppState>, detail: bool, req: Request, deadlin
                 ),
             )
         })??;
-    let prepared = prepare_off_executor(&state, fields).await?;
-    let answers = answer(&state, prepared, guard, Some(deadline.into_std())).await?;
-    Ok(render(&state.labels, &answers, detail))
+    let prepared = prepare_off_executor(&state, &served, fields).await?;
+    let answers = answer(&served, prepared, guard, Some(deadline.into_std())).await?;
+    Ok(render(&served.labels, &answers, detail))
 }
 
 /// Queues every prepared file for the model, ends the request's `preparing` mark once they
@@ -257,7 +240,7 @@ async fn predict_inner(state: Arc<AppState>, detail: bool, req: Request, deadlin
 /// `deadline` are dropped unrun and the request answered 504; a full queue is 429 with
 /// `Retry-After`.
 pub(crate) async fn answer(
-    state: &AppState,
+    served: &Served,
     prepared: PreparedFields,
     preparing: Preparing,
     deadline: Option<std::time::Instant>,
@@ -270,7 +253,7 @@ pub(crate) async fn answer(
             pending.push((name.clone(), file_name, file.size, file.ratio));
         }
     }
-    let receivers = state.batcher.submit_all(inputs, deadline).map_err(|o| {
+    let receivers = served.batcher.submit_all(inputs, deadline).map_err(|o| {
         let seconds = o.retry_after.as_secs().max(1);
         ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
@@ -310,15 +293,17 @@ pub(crate) async fn answer(
     Ok(answers)
 }
 
-pub(crate) fn ensure_ready(state: &AppState) -> Result<(), ApiError> {
-    if state.ready.load(Ordering::Acquire) {
-        Ok(())
-    } else {
-        Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the model is still loading",
-        ))
-    }
+/// The contract route's model, or 503 while no version of it serves.
+fn default_model(state: &AppState) -> Result<Arc<Served>, ApiError> {
+    let table = &state.repository.table;
+    table.default_serving().ok_or_else(|| {
+        let msg = if state.ready.load(Ordering::Acquire) {
+            format!("model {:?} is not loaded", table.default_name())
+        } else {
+            "the model is still loading".to_string()
+        };
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, msg)
+    })
 }
 
 fn too_large(limit: usize) -> ApiError {
@@ -337,12 +322,12 @@ fn multipart_error(state: &AppState, e: MultipartError) -> ApiError {
 }
 
 /// Reads every file field; plain text fields (no file name, text content type) are ignored.
-async fn read_fields(state: &AppState, req: Request<Body>) -> Result<Vec<FieldFiles>, ApiError> {
+async fn read_fields(state: &AppState, served: &Served, req: Request<Body>) -> Result<Vec<FieldFiles>, ApiError> {
     let mut multipart = Multipart::from_request(req, &())
         .await
         .map_err(|e| ApiError::bad_request(format!("malformed multipart request: {}", e.body_text())))?;
     let mut fields: Vec<FieldFiles> = Vec::new();
-    let max_files = state.batcher.capacity();
+    let max_files = served.batcher.capacity();
     let mut count = 0;
     while let Some(field) = multipart.next_field().await.map_err(|e| multipart_error(state, e))? {
         let name = field.name().unwrap_or("").to_string();
@@ -390,14 +375,15 @@ pub(crate) type PreparedFields = Vec<(String, Vec<(String, Prepared)>)>;
 /// images are decoded one after another, plus every model input).
 pub(crate) async fn prepare_off_executor(
     state: &AppState,
+    served: &Served,
     fields: Vec<FieldFiles>,
 ) -> Result<PreparedFields, ApiError> {
-    let input_bytes = state.preprocessor.input_len() as u64 * 4;
+    let input_bytes = served.preprocessor.input_len() as u64 * 4;
     let mut peak = 0;
     let mut inputs = 0;
     for f in &fields {
         for (file_name, bytes) in &f.files {
-            let plan = state
+            let plan = served
                 .preprocessor
                 .plan(bytes)
                 .map_err(|e| upload_error(&f.name, file_name, e))?;
@@ -425,7 +411,7 @@ pub(crate) async fn prepare_off_executor(
                 o.budget
             ))
         })?;
-    let preprocessor = state.preprocessor.clone();
+    let preprocessor = served.preprocessor.clone();
     tokio::task::spawn_blocking(move || {
         let _reservation = reservation;
         prepare_all(&preprocessor, fields)
@@ -502,16 +488,16 @@ async fn ws_session(state: Arc<AppState>, mut socket: WebSocket) {
 }
 
 async fn ws_predict(state: &Arc<AppState>, bytes: Vec<u8>) -> Result<Value, ApiError> {
-    ensure_ready(state)?;
+    let served = default_model(state)?;
     let fields = vec![FieldFiles {
         name: "image".into(),
         files: vec![(String::new(), bytes)],
     }];
-    let guard = state.batcher.preparing();
-    let prepared = prepare_off_executor(state, fields).await?;
+    let guard = served.batcher.preparing();
+    let prepared = prepare_off_executor(state, &served, fields).await?;
     let deadline = std::time::Instant::now() + state.timeout;
-    let answers = answer(state, prepared, guard, Some(deadline)).await?;
-    Ok(render(&state.labels, &answers, false))
+    let answers = answer(&served, prepared, guard, Some(deadline)).await?;
+    Ok(render(&served.labels, &answers, false))
 }
 
 #[cfg(test)]

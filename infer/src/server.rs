@@ -2,27 +2,26 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::ServiceExt;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use axum_server::tls_rustls::RustlsAcceptor;
 use axum_server::Handle;
 use burn::tensor::backend::Backend;
 use kiln_models::PackageConfig;
 
-use crate::batcher::{panic_message, BatchPolicy, Batcher};
+use crate::batcher::BatchPolicy;
 use crate::connections::CappedAcceptor;
 use crate::decode_budget::DecodeBudget;
 use crate::metrics::Metrics;
 use crate::parse_errors::JsonParseErrors;
-use crate::preprocess::Preprocessor;
-use crate::registry::{load_model, ImageModel, Prediction};
-use crate::routes::{app, predict_paths, AppState, ModelInfo};
+use crate::registry::{load_model, ImageModel};
+use crate::repository::{LoadSettings, ModelFactory, ModelLoader, ModelSource, Repository};
+use crate::routes::{app, predict_paths, AppState};
 use crate::tls::{rustls_config, TlsMode};
 
 /// Everything the server is configured with.
@@ -78,8 +77,8 @@ pub enum ServeError {
     },
 }
 
-/// Builds a package's model on `device` of backend `B`: the loader [`serve`] runs on its
-/// inference thread.
+/// Builds a package's model on `device` of backend `B`: the loader [`serve`] runs on a model
+/// worker thread.
 pub fn package_loader<B: Backend>(
     dir: PathBuf,
     package: PackageConfig,
@@ -88,9 +87,20 @@ pub fn package_loader<B: Backend>(
     move || load_model::<B>(&dir, &package, &device).map_err(|e| e.to_string())
 }
 
-/// Serves `package` until `shutdown` completes (then drains in-flight requests) or the model
-/// fails to load. `loader` runs on the inference thread; `/health` answers 503 until it has
-/// returned and a warm-up pass has run. `listening` is told the bound address and scheme.
+/// Builds each package of a repository on `device` of backend `B`.
+pub fn package_factory<B: Backend>(device: B::Device) -> ModelFactory
+where
+    B::Device: Send + Sync,
+{
+    Arc::new(move |dir: &Path, package: &PackageConfig| -> ModelLoader {
+        Box::new(package_loader::<B>(dir.to_path_buf(), package.clone(), device.clone()))
+    })
+}
+
+/// Serves the one `package` in `config.model_dir` until `shutdown` completes (then drains
+/// in-flight requests) or the model fails to load. `loader` runs on a model worker thread;
+/// `/health` answers 503 until it has returned and a warm-up pass has run. `listening` is
+/// told the bound address and scheme.
 pub async fn serve<L>(
     config: ServeConfig,
     package: PackageConfig,
@@ -101,68 +111,96 @@ pub async fn serve<L>(
 where
     L: FnOnce() -> Result<Box<dyn ImageModel>, String> + Send + 'static,
 {
+    let metrics = Arc::new(Metrics::new());
+    let name = config
+        .model_dir
+        .file_name()
+        .map_or("model".into(), |n| n.to_string_lossy().into_owned());
+    let repository = Repository::single(
+        &config.model_dir,
+        name,
+        package,
+        Box::new(loader),
+        load_settings(&config, &metrics),
+    );
+    serve_models(config, Arc::new(repository), metrics, None, listening, shutdown).await
+}
+
+/// A model repository to serve: its folder, how to build its packages, the contract route's
+/// model and how often to look for changes.
+pub struct RepositoryConfig {
+    /// The repository folder (`<name>/<version>/` packages).
+    pub root: PathBuf,
+    /// Builds each version's model.
+    pub factory: ModelFactory,
+    /// The model `POST /` answers with (the first by name when `None`).
+    pub default_model: Option<String>,
+    /// How often the repository is polled for new, changed and removed models (never when
+    /// `None`: then only load and unload requests change what serves).
+    pub poll: Option<Duration>,
+}
+
+/// Serves every model of a repository, as [`serve`] serves one package; the server exits
+/// with an error when a model found at start fails to load, and afterwards a failed load
+/// keeps the previous version serving.
+pub async fn serve_repository(
+    config: ServeConfig,
+    repository: RepositoryConfig,
+    listening: impl FnOnce(SocketAddr, &'static str) + Send + 'static,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let metrics = Arc::new(Metrics::new());
+    let models = Repository::new(
+        ModelSource::Repository { root: repository.root },
+        repository.factory,
+        repository.default_model,
+        load_settings(&config, &metrics),
+    )
+    .map_err(ServeError::ModelLoad)?;
+    serve_models(config, Arc::new(models), metrics, repository.poll, listening, shutdown).await
+}
+
+fn load_settings(config: &ServeConfig, metrics: &Arc<Metrics>) -> LoadSettings {
+    LoadSettings {
+        policy: config.policy,
+        metrics: metrics.clone(),
+        max_pixels: config.max_pixels,
+        device: config.device.clone(),
+    }
+}
+
+async fn serve_models(
+    config: ServeConfig,
+    repository: Arc<Repository>,
+    metrics: Arc<Metrics>,
+    poll: Option<Duration>,
+    listening: impl FnOnce(SocketAddr, &'static str) + Send + 'static,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
     let started = Instant::now();
     let tls = rustls_config(&config.tls).await.map_err(ServeError::Tls)?;
-    let metrics = Arc::new(Metrics::new());
-
-    let (loaded_tx, loaded_rx) = tokio::sync::oneshot::channel();
-    let batcher = {
-        let metrics = metrics.clone();
-        let input_len = Preprocessor::new(package.kiln.input.clone(), 1).input_len();
-        let preprocessor = Preprocessor::new(package.kiln.input.clone(), config.max_pixels);
-        let (dir, samples) = (config.model_dir.clone(), package.kiln.parity.clone());
-        Batcher::start(
-            config.policy,
-            metrics.clone(),
-            move || {
-                let model = loader()?;
-                warm_up(&*model, input_len)?;
-                if !samples.is_empty() {
-                    let largest = crate::parity::check(&*model, &preprocessor, &dir, &samples)?;
-                    tracing::info!(
-                        images = samples.len(),
-                        largest_difference = format!("{largest:.2e}"),
-                        "parity check passed"
-                    );
-                }
-                metrics.model_load_seconds.set(started.elapsed().as_secs_f64());
-                Ok(model)
-            },
-            move |r| {
-                let _ = loaded_tx.send(r);
-            },
-        )
-    };
+    let package = repository.default_package().map_err(ServeError::ModelLoad)?;
     let (paths, skipped) = predict_paths(&package.apis);
     for s in skipped {
         tracing::warn!("apis entry left out: {s}");
     }
-    let model_name = config
-        .model_dir
-        .file_name()
-        .map_or("model".into(), |n| n.to_string_lossy().into_owned());
-    let page_info = crate::page::describe(&package, &config.device, &model_name, "1");
+    let default = repository.table.default_name().to_string();
+    let version = repository
+        .source
+        .latest(&default)
+        .ok()
+        .flatten()
+        .map_or(1, |v| v.version);
+    let page_info = crate::page::describe(&package, &config.device, &default, &version.to_string());
     let state = Arc::new(AppState {
         ready: AtomicBool::new(false),
-        preprocessor: Preprocessor::new(package.kiln.input.clone(), config.max_pixels),
-        labels: package.kiln.labels.clone(),
-        batcher,
+        repository: repository.clone(),
         metrics,
         max_body: config.max_body,
         timeout: config.timeout,
         budget: DecodeBudget::new(config.decode_memory, config.decode_slots),
         draining: AtomicBool::new(false),
         page_info,
-        model: ModelInfo {
-            name: model_name,
-            version: "1".into(),
-            input: [
-                package.kiln.input.channels,
-                package.kiln.input.height,
-                package.kiln.input.width,
-            ],
-            detector: package.model_algorithm == kiln_models::package::OBJECT_DETECTION,
-        },
     });
     let application = app(state.clone(), &paths);
 
@@ -185,20 +223,33 @@ where
     let loading = tokio::spawn({
         let (handle, state, failure) = (handle.clone(), state.clone(), load_failure.clone());
         async move {
-            let result = loaded_rx
-                .await
-                .unwrap_or_else(|_| Err("the inference thread died".into()));
-            match &result {
-                Ok(()) => {
+            let names: Vec<String> = repository.table.read().keys().cloned().collect();
+            let loads = names.iter().map(|name| {
+                let repository = repository.clone();
+                let name = name.clone();
+                tokio::spawn(async move { repository.sync(&name, false).await })
+            });
+            let mut first_error = None;
+            for load in loads.collect::<Vec<_>>() {
+                let result = load.await.unwrap_or_else(|e| Err(format!("the loading task failed: {e}")));
+                if let Err(e) = result {
+                    first_error.get_or_insert(e);
+                }
+            }
+            match first_error {
+                None => {
                     state.ready.store(true, Ordering::Release);
                     tracing::info!(
+                        models = names.len(),
                         seconds = format!("{:.3}", started.elapsed().as_secs_f64()),
-                        "model ready"
+                        "ready"
                     );
+                    if let Some(period) = poll {
+                        crate::repository::poll::every(repository, period).await;
+                    }
                 }
-                Err(e) => {
-                    tracing::error!("model load failed: {e}");
-                    *failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.clone());
+                Some(e) => {
+                    *failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
                     handle.shutdown();
                 }
             }
@@ -247,21 +298,6 @@ where
         Some(e) => Err(ServeError::ModelLoad(e)),
         None => Ok(()),
     }
-}
-
-/// Runs the warm-up pass: a model that panics on an input of the package's shape, or answers
-/// it with non-finite values, is refused with the cause.
-fn warm_up(model: &dyn ImageModel, input_len: usize) -> Result<(), String> {
-    let predictions = catch_unwind(AssertUnwindSafe(|| model.predict(vec![0.0; input_len], 1)))
-        .map_err(|panic| format!("the warm-up pass failed: {}", panic_message(&*panic)))?;
-    for prediction in predictions {
-        if let Prediction::Classes(probs) = prediction {
-            if probs.iter().any(|p| !p.is_finite()) {
-                return Err("the warm-up pass gave non-finite class probabilities (NaN or infinite weights?)".into());
-            }
-        }
-    }
-    Ok(())
 }
 
 /// Graceful shutdown that idle and half-sent connections cannot hold up: connections stop

@@ -54,7 +54,10 @@ pub async fn style() -> Response {
 
 /// `GET /info`: what is served, and whether it is ready.
 pub async fn info(State(state): State<Arc<AppState>>) -> Json<Value> {
-    let mut info = state.page_info.clone();
+    let mut info = match state.repository.table.default_serving() {
+        Some(served) => served.page_info.clone(),
+        None => state.page_info.clone(),
+    };
     info["ready"] = json!(state.is_ready());
     Json(info)
 }

@@ -15,6 +15,7 @@
 //! Errors are the protocol's `{"error": "…"}` with the contract route's status codes.
 
 pub mod codec;
+pub mod repository;
 
 use std::sync::Arc;
 
@@ -32,7 +33,8 @@ use crate::errors::ApiError;
 use crate::preprocess::Prepared;
 use crate::registry::Prediction;
 use crate::response::{detection_rows, label_text, top_class, Answer};
-use crate::routes::{answer, client_timeout, ensure_ready, prepare_off_executor, AppState, FieldFiles, ModelInfo};
+use crate::repository::Served;
+use crate::routes::{answer, client_timeout, prepare_off_executor, AppState, FieldFiles};
 
 /// The binary tensor data extension's header.
 pub const HEADER_LENGTH: &str = "inference-header-content-length";
@@ -49,22 +51,30 @@ pub fn routes(router: Router<Arc<AppState>>) -> Router<Arc<AppState>> {
         .route("/v2/models/{name}/versions/{version}/ready", get(model_ready_version))
         .route("/v2/models/{name}/infer", post(infer))
         .route("/v2/models/{name}/versions/{version}/infer", post(infer_version))
+        .route("/v2/repository/index", post(repository::index))
+        .route("/v2/repository/models/{name}/load", post(repository::load))
+        .route("/v2/repository/models/{name}/unload", post(repository::unload))
 }
 
-/// The v2 paths the request metrics name (the served model's; other names count as
-/// unmatched).
-pub fn metric_routes(model: &ModelInfo) -> Vec<String> {
-    let base = format!("/v2/models/{}", model.name);
-    let versioned = format!("{base}/versions/{}", model.version);
-    let mut routes = vec!["/v2".into(), "/v2/health/live".into(), "/v2/health/ready".into()];
-    for b in [base, versioned] {
-        routes.extend([b.clone(), format!("{b}/ready"), format!("{b}/infer")]);
+/// The v2 paths the request metrics name: templates, whose `{…}` segments match any one
+/// segment, so that neither model names nor made-up paths grow the label set.
+pub fn metric_routes() -> Vec<String> {
+    let mut routes = vec![
+        "/v2".to_string(),
+        "/v2/health/live".into(),
+        "/v2/health/ready".into(),
+        "/v2/repository/index".into(),
+        "/v2/repository/models/{name}/load".into(),
+        "/v2/repository/models/{name}/unload".into(),
+    ];
+    for b in ["/v2/models/{name}", "/v2/models/{name}/versions/{version}"] {
+        routes.extend([b.to_string(), format!("{b}/ready"), format!("{b}/infer")]);
     }
     routes
 }
 
 /// A failed v2 request: its status and `{"error": msg}`.
-struct V2Error(ApiError);
+pub(crate) struct V2Error(pub(crate) ApiError);
 
 impl From<ApiError> for V2Error {
     fn from(e: ApiError) -> Self {
@@ -84,22 +94,49 @@ impl IntoResponse for V2Error {
     }
 }
 
-fn unknown_model(state: &AppState, name: &str, version: Option<&str>) -> Option<V2Error> {
-    let model = &state.model;
-    let known = name == model.name && version.is_none_or(|v| v == model.version);
-    (!known).then(|| {
-        let what = match version {
-            Some(v) => format!("{name:?} version {v:?}"),
-            None => format!("{name:?}"),
-        };
-        V2Error(ApiError::new(
+/// What a model path names.
+enum Lookup {
+    /// The version serving now.
+    Serving(Arc<Served>),
+    /// A known model with no version serving, and why.
+    NotServing(String),
+}
+
+/// The model (and version) a path names; 404 for a name the server does not know, or a
+/// version other than the one serving.
+fn lookup(state: &AppState, name: &str, version: Option<&str>) -> Result<Lookup, V2Error> {
+    let table = &state.repository.table;
+    let entries = table.read();
+    let what = || match version {
+        Some(v) => format!("{name:?} version {v:?}"),
+        None => format!("{name:?}"),
+    };
+    let Some(entry) = entries.get(name) else {
+        let known: Vec<&str> = entries.keys().map(String::as_str).collect();
+        return Err(V2Error(ApiError::new(
             StatusCode::NOT_FOUND,
-            format!(
-                "no model {what}: this server serves {:?} version {:?}",
-                model.name, model.version
-            ),
-        ))
-    })
+            format!("no model {}: this server serves {}", what(), known.join(", ")),
+        )));
+    };
+    match &entry.serving {
+        Some(served) if version.is_none_or(|v| v == served.info.version) => Ok(Lookup::Serving(served.clone())),
+        Some(served) => Err(V2Error(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no model {}: {name:?} serves version {:?}", what(), served.info.version),
+        ))),
+        None => Ok(Lookup::NotServing(match entry.state() {
+            crate::repository::ModelState::Unavailable(why) => format!("model {name:?} is unavailable: {why}"),
+            _ => format!("model {name:?} is still loading"),
+        })),
+    }
+}
+
+/// The version a path names, or why it cannot answer (404, or 503 while it does not serve).
+fn serving(state: &AppState, name: &str, version: Option<&str>) -> Result<Arc<Served>, V2Error> {
+    match lookup(state, name, version)? {
+        Lookup::Serving(served) => Ok(served),
+        Lookup::NotServing(why) => Err(V2Error(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, why))),
+    }
 }
 
 async fn server_metadata() -> Json<Value> {
@@ -127,19 +164,23 @@ fn readiness(state: &AppState) -> StatusCode {
 }
 
 async fn model_ready(State(state): State<Arc<AppState>>, Path(name): Path<String>) -> Response {
-    match unknown_model(&state, &name, None) {
-        Some(e) => e.into_response(),
-        None => readiness(&state).into_response(),
-    }
+    model_readiness(&state, &name, None)
 }
 
 async fn model_ready_version(
     State(state): State<Arc<AppState>>,
     Path((name, version)): Path<(String, String)>,
 ) -> Response {
-    match unknown_model(&state, &name, Some(&version)) {
-        Some(e) => e.into_response(),
-        None => readiness(&state).into_response(),
+    model_readiness(&state, &name, Some(&version))
+}
+
+fn model_readiness(state: &AppState, name: &str, version: Option<&str>) -> Response {
+    match lookup(state, name, version) {
+        Err(e) => e.into_response(),
+        Ok(Lookup::Serving(_)) if !state.draining.load(std::sync::atomic::Ordering::Acquire) => {
+            StatusCode::OK.into_response()
+        }
+        Ok(_) => StatusCode::SERVICE_UNAVAILABLE.into_response(),
     }
 }
 
@@ -155,10 +196,11 @@ async fn model_metadata_version(
 }
 
 fn metadata(state: &AppState, name: &str, version: Option<&str>) -> Response {
-    if let Some(e) = unknown_model(state, name, version) {
-        return e.into_response();
-    }
-    let m = &state.model;
+    let served = match serving(state, name, version) {
+        Ok(s) => s,
+        Err(e) => return e.into_response(),
+    };
+    let m = &served.info;
     let [c, h, w] = m.input;
     let tensor = |name: &str, datatype: &str, shape: Value| json!({"name": name, "datatype": datatype, "shape": shape});
     let outputs = if m.detector {
@@ -170,7 +212,7 @@ fn metadata(state: &AppState, name: &str, version: Option<&str>) -> Response {
         ]
     } else {
         vec![
-            tensor("probabilities", "FP32", json!([-1, state.labels.len()])),
+            tensor("probabilities", "FP32", json!([-1, served.labels.len()])),
             tensor("label", "BYTES", json!([-1])),
         ]
     };
@@ -212,9 +254,10 @@ async fn infer_checked(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Some(e) = unknown_model(&state, &name, version.as_deref()) {
-        return e.into_response();
-    }
+    let served = match serving(&state, &name, version.as_deref()) {
+        Ok(s) => s,
+        Err(e) => return e.into_response(),
+    };
     // Triton's `timeout` request parameter (microseconds) is read with the body; the
     // contract route's header works here too.
     let timeout = match client_timeout(&headers, state.timeout) {
@@ -222,7 +265,7 @@ async fn infer_checked(
         Err(e) => return V2Error(e).into_response(),
     };
     let deadline = Instant::now() + timeout;
-    match tokio::time::timeout_at(deadline, infer_inner(&state, &headers, &body, deadline.into_std())).await {
+    match tokio::time::timeout_at(deadline, infer_inner(&state, &served, &headers, &body, deadline.into_std())).await {
         Ok(Ok(response)) => response,
         Ok(Err(e)) => e.into_response(),
         Err(_) => V2Error(ApiError::new(
@@ -235,11 +278,11 @@ async fn infer_checked(
 
 async fn infer_inner(
     state: &AppState,
+    served: &Served,
     headers: &HeaderMap,
     body: &[u8],
     deadline: std::time::Instant,
 ) -> Result<Response, V2Error> {
-    ensure_ready(state)?;
     let header_len = headers
         .get(HEADER_LENGTH)
         .map(|v| {
@@ -254,9 +297,9 @@ async fn infer_inner(
         Some(t) => deadline.min(std::time::Instant::now() + t),
         None => deadline,
     };
-    let answers = run(state, &request, deadline).await?;
-    let outputs = outputs(state, &answers);
-    let (bytes, header) = encode_response(&state.model.name, &state.model.version, &request, outputs)
+    let answers = run(state, served, &request, deadline).await?;
+    let outputs = outputs(served, &answers);
+    let (bytes, header) = encode_response(&served.info.name, &served.info.version, &request, outputs)
         .map_err(|e| ApiError::bad_request(e.0))?;
     let mut response = bytes.into_response();
     let content_type = if header.is_some() {
@@ -274,7 +317,12 @@ async fn infer_inner(
 }
 
 /// The model's answers for the request's one input.
-async fn run(state: &AppState, request: &InferRequest, deadline: std::time::Instant) -> Result<Vec<Answer>, V2Error> {
+async fn run(
+    state: &AppState,
+    served: &Served,
+    request: &InferRequest,
+    deadline: std::time::Instant,
+) -> Result<Vec<Answer>, V2Error> {
     let [input] = request.inputs.as_slice() else {
         return Err(ApiError::bad_request(format!(
             "the request has {} inputs; kiln's models take one (\"image\" as BYTES, or \"input\" as FP32)",
@@ -282,35 +330,35 @@ async fn run(state: &AppState, request: &InferRequest, deadline: std::time::Inst
         ))
         .into());
     };
-    let guard = state.batcher.preparing();
+    let guard = served.batcher.preparing();
     let prepared = match &input.data {
         InputData::Bytes(images) => {
             let fields = vec![FieldFiles {
                 name: input.name.clone(),
                 files: images.iter().map(|b| (String::new(), b.clone())).collect(),
             }];
-            prepare_off_executor(state, fields).await?
+            prepare_off_executor(state, served, fields).await?
         }
-        InputData::F32(values) => vec![(input.name.clone(), tensors(state, &input.name, &input.shape, values)?)],
+        InputData::F32(values) => vec![(input.name.clone(), tensors(served, &input.name, &input.shape, values)?)],
     };
-    let mut fields = answer(state, prepared, guard, Some(deadline)).await?;
+    let mut fields = answer(served, prepared, guard, Some(deadline)).await?;
     Ok(fields.pop().map(|(_, answers)| answers).unwrap_or_default())
 }
 
 /// An `FP32` input `[N, C, H, W]` of the model's input shape as `N` prepared inputs.
-fn tensors(state: &AppState, name: &str, shape: &[usize], values: &[f32]) -> Result<Vec<(String, Prepared)>, ApiError> {
-    let [c, h, w] = state.model.input;
+fn tensors(served: &Served, name: &str, shape: &[usize], values: &[f32]) -> Result<Vec<(String, Prepared)>, ApiError> {
+    let [c, h, w] = served.info.input;
     if shape.len() != 4 || shape[1..] != [c, h, w] || shape[0] == 0 {
         return Err(ApiError::bad_request(format!(
             "input {name:?}: FP32 shape {shape:?} is not [N, {c}, {h}, {w}] (the model's preprocessed input)"
         )));
     }
-    if shape[0] > state.batcher.capacity() {
+    if shape[0] > served.batcher.capacity() {
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!(
                 "the request has more than {} images, the most one request may send (--queue)",
-                state.batcher.capacity()
+                served.batcher.capacity()
             ),
         ));
     }
@@ -328,16 +376,16 @@ fn tensors(state: &AppState, name: &str, shape: &[usize], values: &[f32]) -> Res
 }
 
 /// The protocol's output tensors for `answers`.
-fn outputs(state: &AppState, answers: &[Answer]) -> Vec<Output> {
+fn outputs(served: &Served, answers: &[Answer]) -> Vec<Output> {
     let n = answers.len();
-    if !state.model.detector {
-        let classes = state.labels.len();
+    if !served.info.detector {
+        let classes = served.labels.len();
         let mut probabilities = Vec::with_capacity(n * classes);
         let mut labels = Vec::with_capacity(n);
         for a in answers {
             if let Prediction::Classes(p) = &a.prediction {
                 probabilities.extend_from_slice(p);
-                labels.push(label_text(&state.labels, top_class(p)));
+                labels.push(label_text(&served.labels, top_class(p)));
             }
         }
         return vec![
@@ -356,7 +404,7 @@ fn outputs(state: &AppState, answers: &[Answer]) -> Vec<Output> {
     let (mut boxes, mut scores, mut classes, mut images) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for (i, a) in answers.iter().enumerate() {
         if let Prediction::Objects(objects) = &a.prediction {
-            let rows = detection_rows(&state.labels, a, objects);
+            let rows = detection_rows(&served.labels, a, objects);
             images.extend(std::iter::repeat_n(i as i32, rows.scores.len()));
             boxes.extend(rows.boxes.into_iter().flatten());
             scores.extend(rows.scores);

@@ -85,6 +85,19 @@ impl ServeProcess {
     pub async fn start(model_dir: &Path, extra: &[&str]) -> Self {
         let bin = Path::new(env!("CARGO_BIN_EXE_kiln-serve"));
         let (child, base) = kiln_infer::process::spawn_loopback(bin, model_dir, extra).unwrap();
+        Self::ready(child, base, "/health").await
+    }
+
+    /// Starts `kiln-serve --model-repository root` as [`ServeProcess::start`] does, and waits
+    /// until every model is ready (`/v2/health/ready`).
+    pub async fn start_repository(root: &Path, extra: &[&str]) -> Self {
+        let bin = Path::new(env!("CARGO_BIN_EXE_kiln-serve"));
+        let (child, base) = kiln_infer::process::spawn_loopback_repository(bin, root, extra).unwrap();
+        Self::ready(child, base, "/v2/health/ready").await
+    }
+
+    /// Waits until the server at `base` answers `probe` with 200.
+    async fn ready(child: Child, base: String, probe: &str) -> Self {
         let client = reqwest::Client::builder()
             .danger_accept_invalid_certs(true)
             .build()
@@ -92,7 +105,7 @@ impl ServeProcess {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         loop {
             let ok = client
-                .get(format!("{base}/health"))
+                .get(format!("{base}{probe}"))
                 .send()
                 .await
                 .is_ok_and(|r| r.status() == 200);
