@@ -22,5 +22,6 @@ pub mod results;
 pub mod scaling;
 pub mod serve;
 pub mod step;
+pub mod swap;
 pub mod swin;
 pub mod yolox;

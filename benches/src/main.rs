@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use kiln_benches::{chart_cmd, documented, mnist, ops, report_cmd, scaling, serve, step, swin, yolox};
+use kiln_benches::{chart_cmd, documented, mnist, ops, report_cmd, scaling, serve, step, swap, swin, yolox};
 
 /// kiln's benchmarks.
 #[derive(Debug, Parser)]
@@ -17,6 +17,9 @@ struct Cli {
 enum Bench {
     /// kiln-serve under load on loopback vs the model's raw batched forward pass.
     Serve(serve::ServeBench),
+    /// kiln-serve's model repository under load: latency and failed requests while model
+    /// versions are swapped in, against the same load without swaps.
+    Swap(swap::SwapBench),
     /// kiln-train mnist epochs (time, images/s, accuracy), vs the guide's PyTorch train.py with
     /// --compare-pytorch.
     Mnist(mnist::MnistBench),
@@ -54,6 +57,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.bench {
         Bench::Serve(args) => serve::run(args),
+        Bench::Swap(args) => swap::run(args),
         Bench::Mnist(args) => mnist::run(args),
         Bench::Imagenet(args) => step::run(args),
         Bench::Yolox(args) => yolox::run(args),

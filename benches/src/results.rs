@@ -15,6 +15,7 @@ use crate::report::Report;
 use crate::scaling::ScalingReport;
 use crate::serve::ServeReport;
 use crate::step::StepReport;
+use crate::swap::SwapReport;
 use crate::swin::SwinReport;
 use crate::yolox::YoloxReport;
 
@@ -59,6 +60,7 @@ fn chart_of(value: Value) -> Result<(BarChart, Vec<String>), String> {
         ScalingReport::BENCH => parse::<ScalingReport>(value),
         ServeReport::BENCH => parse::<ServeReport>(value),
         StepReport::BENCH => parse::<StepReport>(value),
+        SwapReport::BENCH => parse::<SwapReport>(value),
         SwinReport::BENCH => parse::<SwinReport>(value),
         YoloxReport::BENCH => parse::<YoloxReport>(value),
         other => Err(format!("unknown bench {other:?}")),

@@ -98,7 +98,8 @@ impl Drop for Server {
     }
 }
 
-fn kiln_serve_path() -> Result<PathBuf, String> {
+/// The `kiln-serve` binary beside this one.
+pub fn kiln_serve_path() -> Result<PathBuf, String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let p = exe.with_file_name("kiln-serve");
     if p.is_file() {

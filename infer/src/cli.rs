@@ -19,7 +19,11 @@ pub struct ServeArgs {
     pub model_dir: PathBuf,
     /// Serve a model repository instead of one package: `<DIR>/<name>/<version>/` package
     /// folders (Triton's layout), each model's highest version serving as `/v2/models/<name>`.
-    #[arg(long = "model-repository", visible_alias = "model_repository", env = "KILN_MODEL_REPOSITORY")]
+    #[arg(
+        long = "model-repository",
+        visible_alias = "model_repository",
+        env = "KILN_MODEL_REPOSITORY"
+    )]
     pub model_repository: Option<PathBuf>,
     /// With --model-repository: the model the contract route (`POST /`, `/ws`, the page and
     /// `/health`) answers with (default: the first by name).

@@ -26,6 +26,7 @@ pub mod workers;
 
 pub use cli::ServeArgs;
 pub use server::{
-    package_factory, package_loader, serve, serve_repository, termination_signal, RepositoryConfig, ServeConfig, ServeError,
+    package_factory, package_loader, serve, serve_repository, termination_signal, RepositoryConfig, ServeConfig,
+    ServeError,
 };
 pub use workers::WorkerLayout;

@@ -231,7 +231,9 @@ async fn serve_models(
             });
             let mut first_error = None;
             for load in loads.collect::<Vec<_>>() {
-                let result = load.await.unwrap_or_else(|e| Err(format!("the loading task failed: {e}")));
+                let result = load
+                    .await
+                    .unwrap_or_else(|e| Err(format!("the loading task failed: {e}")));
                 if let Err(e) = result {
                     first_error.get_or_insert(e);
                 }

@@ -126,7 +126,12 @@ where
 }
 
 async fn metrics(base: &str) -> String {
-    reqwest::get(format!("{base}/metrics")).await.unwrap().text().await.unwrap()
+    reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -167,7 +172,10 @@ async fn the_default_model_is_chosen_by_flag() {
     let server = ServeProcess::start_repository(&root, &["--default-model", "numerals"]).await;
     assert_eq!(contract_label(&server.base).await, Ok("n-7".into()));
     let (_, info) = get(format!("{}/info", server.base)).await;
-    assert_eq!((info["model"].as_str(), info["ready"].as_bool()), (Some("numerals"), Some(true)));
+    assert_eq!(
+        (info["model"].as_str(), info["ready"].as_bool()),
+        (Some("numerals"), Some(true))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -179,7 +187,10 @@ async fn polling_swaps_in_new_versions_and_keeps_the_old_one_when_a_load_fails()
     assert_eq!(contract_label(&base).await, Ok("a-7".into()));
 
     add_version(&root, "digits", 2, "b");
-    eventually("version 2 serves", || async { contract_label(&base).await == Ok("b-7".into()) }).await;
+    eventually("version 2 serves", || async {
+        contract_label(&base).await == Ok("b-7".into())
+    })
+    .await;
 
     // A broken version 3: its weights do not match the checksum in its config.
     add_version(&root, "digits", 3, "c");
@@ -208,7 +219,10 @@ async fn polling_swaps_in_new_versions_and_keeps_the_old_one_when_a_load_fails()
 
     // A new model folder is loaded; a removed one stops serving.
     add_version(&root, "numerals", 1, "n");
-    eventually("the new model serves", || async { v2_label(&base, "numerals").await == Ok("n-7".into()) }).await;
+    eventually("the new model serves", || async {
+        v2_label(&base, "numerals").await == Ok("n-7".into())
+    })
+    .await;
     std::fs::remove_dir_all(root.join("numerals")).unwrap();
     eventually("the removed model is gone", || async {
         get(format!("{base}/v2/models/numerals/ready")).await.0 == 404
@@ -218,7 +232,10 @@ async fn polling_swaps_in_new_versions_and_keeps_the_old_one_when_a_load_fails()
     // Fixing version 3 (new files) gets it loaded.
     std::fs::remove_dir_all(root.join("digits/3")).unwrap();
     add_version(&root, "digits", 3, "c");
-    eventually("version 3 serves", || async { contract_label(&base).await == Ok("c-7".into()) }).await;
+    eventually("version 3 serves", || async {
+        contract_label(&base).await == Ok("c-7".into())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -229,7 +246,10 @@ async fn load_and_unload_requests_control_what_serves() {
     let server = ServeProcess::start_repository(&root, &[]).await;
     let base = server.base.clone();
 
-    assert_eq!(post(format!("{base}/v2/repository/models/numerals/unload")).await.0, 200);
+    assert_eq!(
+        post(format!("{base}/v2/repository/models/numerals/unload")).await.0,
+        200
+    );
     assert_eq!(get(format!("{base}/v2/models/numerals/ready")).await.0, 503);
     assert_eq!(v2_label(&base, "numerals").await, Err(503));
     assert_eq!(v2_label(&base, "digits").await, Ok("a-7".into()));
@@ -274,13 +294,23 @@ async fn a_repository_whose_model_fails_at_start_is_refused() {
     add_version(&root, "digits", 1, "a");
     std::fs::create_dir_all(root.join("empty")).unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_kiln-serve"))
-        .args(["--model-repository", root.to_str().unwrap(), "--port", "0", "--host", "127.0.0.1"])
+        .args([
+            "--model-repository",
+            root.to_str().unwrap(),
+            "--port",
+            "0",
+            "--host",
+            "127.0.0.1",
+        ])
         .env("KILN_LOG", "error")
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("empty") && stderr.contains("no version folder"), "{stderr}");
+    assert!(
+        stderr.contains("empty") && stderr.contains("no version folder"),
+        "{stderr}"
+    );
 }
 
 /// Swaps under concurrent load: every request is answered 200, by the old version or the
@@ -320,4 +350,48 @@ async fn swapping_versions_under_load_fails_no_request() {
         }
     }
     assert!(answered > 8, "only {answered} requests ran during the swaps");
+}
+
+/// Triton's own client (`tritonclient.http`) drives the repository extension: index, unload,
+/// load, and a load that fails. Needs `KILN_TRITON_PYTHON` as the v2 conformance run does;
+/// without it the test says so and passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tritonclient_controls_the_repository() {
+    let Ok(python) = std::env::var("KILN_TRITON_PYTHON") else {
+        eprintln!("KILN_TRITON_PYTHON is not set: skipping the tritonclient repository run");
+        return;
+    };
+    let (_tmp, root) = repository();
+    add_version(&root, "digits", 1, "a");
+    add_version(&root, "numerals", 1, "n");
+    let server = ServeProcess::start_repository(&root, &[]).await;
+    add_version(&root, "numerals", 2, "n");
+    std::fs::write(root.join("numerals/2/model.safetensors"), b"broken").unwrap();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/triton/repository_check.py");
+    let out = std::process::Command::new(python)
+        .args([script, server.base.trim_start_matches("http://"), "digits", "numerals"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        lines[0]["models"],
+        json!([
+            {"name": "digits", "version": "1", "state": "READY"},
+            {"name": "numerals", "version": "1", "state": "READY"},
+        ])
+    );
+    assert_eq!(lines[1], json!({"step": "unloaded", "ready": false}));
+    assert_eq!(lines[2], json!({"step": "loaded", "ready": true}));
+    let error = lines[3]["error"].as_str().unwrap();
+    assert!(
+        error.contains("numerals") && error.contains("model.safetensors"),
+        "{error}"
+    );
+    // The failed load left version 1 serving.
+    assert_eq!(v2_label(&server.base, "numerals").await, Ok("n-7".into()));
 }

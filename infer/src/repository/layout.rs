@@ -52,7 +52,9 @@ pub const STAMP_DEPTH: usize = 3;
 pub fn is_model_name(name: &str) -> bool {
     !name.is_empty()
         && name.chars().any(|c| c != '.')
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
 }
 
 impl ModelSource {
@@ -62,8 +64,8 @@ impl ModelSource {
         match self {
             Self::Package { name, .. } => Ok((vec![name.clone()], Vec::new())),
             Self::Repository { root } => {
-                let entries = std::fs::read_dir(root)
-                    .map_err(|e| format!("model repository {}: {e}", root.display()))?;
+                let entries =
+                    std::fs::read_dir(root).map_err(|e| format!("model repository {}: {e}", root.display()))?;
                 let mut names = Vec::new();
                 let mut warnings = Vec::new();
                 for entry in entries {

@@ -215,13 +215,20 @@ impl Repository {
                     entry.failed = None;
                     entry.unloaded = false;
                 }
-                self.settings.metrics.model_loads.with_label_values(&[name, "loaded"]).inc();
-                self.settings.metrics
+                self.settings
+                    .metrics
+                    .model_loads
+                    .with_label_values(&[name, "loaded"])
+                    .inc();
+                self.settings
+                    .metrics
                     .serving_version
                     .with_label_values(&[name])
                     .set(target.version as i64);
                 match &replaced {
-                    Some(old) => tracing::info!(model = name, version = target.version, replaced = %old, "model version swapped in"),
+                    Some(old) => {
+                        tracing::info!(model = name, version = target.version, replaced = %old, "model version swapped in")
+                    }
                     None => tracing::info!(model = name, version = target.version, "model ready"),
                 }
                 Ok(Loaded::Swapped {
@@ -266,7 +273,11 @@ impl Repository {
 
     fn record_failure(&self, name: &str, version: u64, stamp: Stamp, why: &str, serving: Option<&Served>) {
         self.table.write().entry(name.to_string()).or_default().failed = Some((version, stamp, why.to_string()));
-        self.settings.metrics.model_loads.with_label_values(&[name, "failed"]).inc();
+        self.settings
+            .metrics
+            .model_loads
+            .with_label_values(&[name, "failed"])
+            .inc();
         match serving {
             Some(s) => tracing::error!(
                 model = name,

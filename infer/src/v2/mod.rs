@@ -3,15 +3,20 @@
 //!
 //! - `GET /v2`: the server's name, version and extensions;
 //! - `GET /v2/health/live` (200 while the process serves) and `/v2/health/ready` (200 once the
-//!   model is loaded and warmed up, 503 before and from the moment shutdown begins);
+//!   models found at start are loaded and warmed up, 503 before and from the moment shutdown
+//!   begins);
 //! - `GET /v2/models/{name}[/versions/{v}]`: the model's metadata, `…/ready` its readiness;
 //! - `POST /v2/models/{name}[/versions/{v}]/infer`: inference ([`codec`]): one input, either
 //!   `BYTES` encoded images (decoded and preprocessed as on the contract route) or an `FP32`
 //!   tensor `[N, C, H, W]` already preprocessed; outputs `probabilities` (`FP32 [N, classes]`)
 //!   and `label` (`BYTES [N]`) for a classifier; `detection_boxes` (`FP32 [K, 4]`, `[ymin,
 //!   xmin, ymax, xmax]` in image pixels), `detection_scores`, `detection_classes` and
-//!   `detection_image` (the index of each box's image) for a detector.
+//!   `detection_image` (the index of each box's image) for a detector;
+//! - `POST /v2/repository/index` and `POST /v2/repository/models/{name}/load|unload`: Triton's
+//!   model repository extension ([`repository`]).
 //!
+//! Every served model answers under its own name; a model path names a model of the
+//! repository ([`crate::repository`]), or the one package's folder name with version 1.
 //! Errors are the protocol's `{"error": "…"}` with the contract route's status codes.
 
 pub mod codec;
@@ -32,8 +37,8 @@ use self::codec::{encode_response, parse_request, InferRequest, InputData, Outpu
 use crate::errors::ApiError;
 use crate::preprocess::Prepared;
 use crate::registry::Prediction;
-use crate::response::{detection_rows, label_text, top_class, Answer};
 use crate::repository::Served;
+use crate::response::{detection_rows, label_text, top_class, Answer};
 use crate::routes::{answer, client_timeout, prepare_off_executor, AppState, FieldFiles};
 
 /// The binary tensor data extension's header.
@@ -265,7 +270,12 @@ async fn infer_checked(
         Err(e) => return V2Error(e).into_response(),
     };
     let deadline = Instant::now() + timeout;
-    match tokio::time::timeout_at(deadline, infer_inner(&state, &served, &headers, &body, deadline.into_std())).await {
+    match tokio::time::timeout_at(
+        deadline,
+        infer_inner(&state, &served, &headers, &body, deadline.into_std()),
+    )
+    .await
+    {
         Ok(Ok(response)) => response,
         Ok(Err(e)) => e.into_response(),
         Err(_) => V2Error(ApiError::new(
