@@ -5,7 +5,7 @@ mod common;
 
 use burn::backend::Flex;
 use common::yolox::{model_detections, package, picture, png, LABELS};
-use common::ServeProcess;
+use common::{python_json_lines, ServeProcess};
 use image::RgbImage;
 use kiln_models::{DetectionSpec, Yolox};
 use reqwest::multipart::{Form, Part};
@@ -183,22 +183,8 @@ async fn tritonclient_gets_the_boxes() {
     let img = picture(90, 50, 0);
     let path = dir.path().join("p.png");
     std::fs::write(&path, png(&img)).unwrap();
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/triton/client_check.py");
-    let out = std::process::Command::new(python)
-        .args([
-            script,
-            server.base.trim_start_matches("http://"),
-            "model",
-            path.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let lines: Vec<Value> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let address = server.base.trim_start_matches("http://");
+    let lines = python_json_lines(&python, "client_check.py", &[address, "model", path.to_str().unwrap()]);
     for line in &lines[..2] {
         let mut body = line.clone();
         let body = body.as_object_mut().unwrap();

@@ -7,7 +7,7 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{encode_digit, test_digits, trained_package, ServeProcess};
+use common::{encode_digit, python_json_lines, refused_at_start_from, test_digits, trained_package, ServeProcess};
 use image::ImageFormat;
 use reqwest::multipart::{Form, Part};
 use serde_json::{json, Value};
@@ -45,18 +45,18 @@ fn digit_form() -> Form {
     Form::new().part("image", Part::bytes(png).file_name("d.png"))
 }
 
-/// The label the contract route answers for the first test digit (a 7), or the status.
-async fn contract_label(base: &str) -> Result<String, u16> {
-    let r = reqwest::Client::new()
-        .post(format!("{base}/"))
-        .multipart(digit_form())
-        .send()
-        .await
-        .unwrap();
+/// The JSON answer to `request`, or its status when not 200.
+async fn answer(request: reqwest::RequestBuilder) -> Result<Value, u16> {
+    let r = request.send().await.unwrap();
     if r.status() != 200 {
         return Err(r.status().as_u16());
     }
-    let body: Value = r.json().await.unwrap();
+    Ok(r.json().await.unwrap())
+}
+
+/// The label the contract route answers for the first test digit (a 7), or the status.
+async fn contract_label(base: &str) -> Result<String, u16> {
+    let body = answer(reqwest::Client::new().post(format!("{base}/")).multipart(digit_form())).await?;
     Ok(body[0]["image"].as_str().unwrap_or_default().to_string())
 }
 
@@ -68,16 +68,12 @@ async fn v2_label(base: &str, name: &str) -> Result<String, u16> {
         "name": "image", "datatype": "BYTES", "shape": [1],
         "data": [base64::engine::general_purpose::STANDARD.encode(png)],
     }]});
-    let r = reqwest::Client::new()
-        .post(format!("{base}/v2/models/{name}/infer"))
-        .json(&request)
-        .send()
-        .await
-        .unwrap();
-    if r.status() != 200 {
-        return Err(r.status().as_u16());
-    }
-    let body: Value = r.json().await.unwrap();
+    let body = answer(
+        reqwest::Client::new()
+            .post(format!("{base}/v2/models/{name}/infer"))
+            .json(&request),
+    )
+    .await?;
     let label = body["outputs"]
         .as_array()
         .unwrap()
@@ -293,20 +289,7 @@ async fn a_repository_whose_model_fails_at_start_is_refused() {
     let (_tmp, root) = repository();
     add_version(&root, "digits", 1, "a");
     std::fs::create_dir_all(root.join("empty")).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kiln-serve"))
-        .args([
-            "--model-repository",
-            root.to_str().unwrap(),
-            "--port",
-            "0",
-            "--host",
-            "127.0.0.1",
-        ])
-        .env("KILN_LOG", "error")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = refused_at_start_from("--model-repository", &root);
     assert!(
         stderr.contains("empty") && stderr.contains("no version folder"),
         "{stderr}"
@@ -367,17 +350,8 @@ async fn tritonclient_controls_the_repository() {
     let server = ServeProcess::start_repository(&root, &[]).await;
     add_version(&root, "numerals", 2, "n");
     std::fs::write(root.join("numerals/2/model.safetensors"), b"broken").unwrap();
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/triton/repository_check.py");
-    let out = std::process::Command::new(python)
-        .args([script, server.base.trim_start_matches("http://"), "digits", "numerals"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let lines: Vec<Value> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let address = server.base.trim_start_matches("http://");
+    let lines = python_json_lines(&python, "repository_check.py", &[address, "digits", "numerals"]);
     assert_eq!(
         lines[0]["models"],
         json!([

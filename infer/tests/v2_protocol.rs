@@ -5,7 +5,7 @@
 mod common;
 
 use base64::Engine;
-use common::{encode_digit, model_labels, test_digits, trained_package, ServeProcess};
+use common::{encode_digit, model_labels, python_json_lines, test_digits, trained_package, ServeProcess};
 use image::ImageFormat;
 use serde_json::{json, Value};
 
@@ -257,21 +257,13 @@ async fn tritonclient_drives_kiln_serve() {
             path.display().to_string()
         })
         .collect();
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/triton/client_check.py");
-    let out = std::process::Command::new(python)
-        .arg(script)
-        .arg(server.base.trim_start_matches("http://"))
-        .arg("model")
-        .args(&paths)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let want: Vec<String> = labels.iter().map(|l| l.to_string()).collect();
-    let lines: Vec<Value> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
+    let address = server.base.trim_start_matches("http://");
+    let args: Vec<&str> = [address, "model"]
+        .into_iter()
+        .chain(paths.iter().map(String::as_str))
         .collect();
+    let lines = python_json_lines(&python, "client_check.py", &args);
+    let want: Vec<String> = labels.iter().map(|l| l.to_string()).collect();
     assert_eq!(lines.len(), 3);
     for line in &lines[..2] {
         assert_eq!(line["labels"], json!(want), "{line}");

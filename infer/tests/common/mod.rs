@@ -156,18 +156,30 @@ pub async fn post_form(url: &str, form: reqwest::multipart::Form) -> (u16, serde
 /// The error a `kiln-serve` started on the package at `model_dir` stops with: it must exit
 /// with status 1 before serving. Its stderr.
 pub fn refused_at_start(model_dir: &Path) -> String {
+    refused_at_start_from("--model-dir", model_dir)
+}
+
+/// [`refused_at_start`] for the models at `path` given by `flag` (`--model-dir` or
+/// `--model-repository`).
+pub fn refused_at_start_from(flag: &str, path: &Path) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_kiln-serve"))
-        .args([
-            "--model-dir",
-            model_dir.to_str().unwrap(),
-            "--port",
-            "0",
-            "--host",
-            "127.0.0.1",
-        ])
+        .args([flag, path.to_str().unwrap(), "--port", "0", "--host", "127.0.0.1"])
         .env("KILN_LOG", "error")
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Runs the Python script `script` of `tests/triton/` with `python` and `args`; it must
+/// succeed. Its stdout, one JSON value per line.
+pub fn python_json_lines(python: &str, script: &str, args: &[&str]) -> Vec<serde_json::Value> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/triton").join(script);
+    let out = Command::new(python).arg(script).args(args).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
