@@ -112,6 +112,7 @@ pub mod gather_scatter;
 pub mod grid_sample;
 mod int;
 pub mod interpolate;
+pub mod linear;
 pub mod mask;
 pub mod matmul;
 pub mod max_pool2d;
