@@ -256,7 +256,8 @@ pub struct SwinArgs {
     /// Batches per optimizer update (`TRAIN.ACCUMULATION_STEPS`).
     #[arg(long = "accumulation-steps", visible_alias = "accumulation_steps", value_parser = positive)]
     pub accumulation_steps: Option<usize>,
-    /// Accepted for main.py's command line; kiln keeps activations for the backward pass.
+    /// Activation checkpointing (`TRAIN.USE_CHECKPOINT`): each block's activations are
+    /// recomputed in the backward pass instead of kept, trading a second forward for memory.
     #[arg(long = "use-checkpoint", visible_alias = "use_checkpoint")]
     pub use_checkpoint: bool,
     /// Train in f32 on CUDA too (mixed precision is on by default there).

@@ -134,14 +134,34 @@ where
     B: AutodiffBackend,
     M: AutodiffModule<B>,
 {
+    loss_and_grads_by(model, scale, |model, dtype, multiplier| {
+        let (loss, extra) = compute(model, dtype);
+        let backward = if multiplier == 1.0 {
+            loss.backward()
+        } else {
+            loss.clone().mul_scalar(multiplier).backward()
+        };
+        (loss, extra, GradientsParams::from_grads(backward, model))
+    })
+}
+
+/// [`loss_and_grads`] where `run` computes the gradients itself (e.g. recomputing
+/// activations): it gets the model, the dtype of its inputs and the multiplier of the loss
+/// whose gradients it must return (the loss scale, or 1).
+pub fn loss_and_grads_by<B, M, T>(
+    model: &M,
+    scale: Option<f64>,
+    run: impl FnOnce(&M, FloatDType, f64) -> (Tensor<B, 1>, T, GradientsParams),
+) -> (Tensor<B, 1>, T, GradientsParams)
+where
+    B: AutodiffBackend,
+    M: AutodiffModule<B>,
+{
     let Some(scale) = scale else {
-        let (loss, extra) = compute(model, FloatDType::F32);
-        let grads = GradientsParams::from_grads(loss.backward(), model);
-        return (loss, extra, grads);
+        return run(model, FloatDType::F32, 1.0);
     };
     let half = half_copy(model);
-    let (loss, extra) = compute(&half, FloatDType::F16);
-    let grads = GradientsParams::from_grads(loss.clone().mul_scalar(scale).backward(), &half);
+    let (loss, extra, grads) = run(&half, FloatDType::F16, scale);
     (loss, extra, unscale(grads, &half, scale))
 }
 

@@ -35,18 +35,32 @@ pub(crate) fn norm<B: Backend, const D: usize>(ln: &LayerNorm<B>, x: Tensor<B, D
     crate::norm::layer_norm(ln, LAYER_NORM_EPSILON, x)
 }
 
-/// Stochastic depth (timm's `DropPath`): in training (an autodiff backend), each sample's
-/// residual branch is dropped with probability `prob` and the kept ones scaled by
-/// `1 / (1 − prob)`; the identity otherwise.
-pub(crate) fn drop_path<B: Backend>(x: Tensor<B, 3>, prob: f64) -> Tensor<B, 3> {
-    if prob == 0.0 || !B::ad_enabled(&x.device()) {
-        return x;
-    }
-    let [b, _, _] = x.dims();
-    let keep = 1.0 - prob;
-    let mask = Tensor::<B, 3>::random([b, 1, 1], Distribution::Bernoulli(keep), &x.device()).cast(x.dtype());
-    x * mask.div_scalar(keep)
+/// Stochastic depth (timm's `DropPath`): in training (an autodiff backend, or `always`), each
+/// sample's residual branch is kept with probability `1 − prob` (a `[B, 1, 1]` mask of ones and
+/// zeros) and the kept ones scaled by `1 / (1 − prob)` ([`dropped`]); no mask otherwise.
+pub(crate) fn drop_path_mask<B: Backend>(
+    batch: usize,
+    prob: f64,
+    always: bool,
+    device: &B::Device,
+) -> Option<Tensor<B, 3>> {
+    (prob != 0.0 && (always || B::ad_enabled(device)))
+        .then(|| Tensor::<B, 3>::random([batch, 1, 1], Distribution::Bernoulli(1.0 - prob), device))
 }
+
+/// `x` with the samples of `mask` dropped and the others scaled by `1 / (1 − prob)`.
+fn dropped<B: Backend>(x: Tensor<B, 3>, mask: Option<Tensor<B, 3>>, prob: f64) -> Tensor<B, 3> {
+    match mask {
+        Some(m) => {
+            let m = m.cast(x.dtype());
+            x * m.div_scalar(1.0 - prob)
+        }
+        None => x,
+    }
+}
+
+/// The two stochastic-depth masks of one block's pass (attention branch, MLP branch).
+pub type DropMasks<B> = [Option<Tensor<B, 3>>; 2];
 
 /// Multi-head self-attention within windows, with a learned bias per relative position.
 #[derive(Module, Debug)]
@@ -212,6 +226,19 @@ impl<B: Backend> SwinBlock<B> {
 
     /// `x`: `[B, H·W, C]`.
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let masks = self.drop_masks(x.dims()[0], false, &x.device());
+        self.forward_masked(x, masks)
+    }
+
+    /// This block's stochastic-depth masks for a batch of `batch` (drawn in training, or
+    /// `always`).
+    pub fn drop_masks(&self, batch: usize, always: bool, device: &B::Device) -> DropMasks<B> {
+        [(); 2].map(|_| drop_path_mask(batch, self.drop_path, always, device))
+    }
+
+    /// [`forward`](Self::forward) with given stochastic-depth masks (so that a second pass
+    /// drops the same samples).
+    pub fn forward_masked(&self, x: Tensor<B, 3>, [attn_mask, mlp_mask]: DropMasks<B>) -> Tensor<B, 3> {
         let [b, l, c] = x.dims();
         let [h, w] = self.resolution;
         let window = self.attn.window();
@@ -232,9 +259,9 @@ impl<B: Backend> SwinBlock<B> {
         if s > 0 {
             map = map.roll(&[-s, -s], &[1, 2]);
         }
-        let x = shortcut + drop_path(map.reshape([b, l, c]), self.drop_path);
+        let x = shortcut + dropped(map.reshape([b, l, c]), attn_mask, self.drop_path);
         let branch = self.mlp.forward(norm(&self.norm2, x.clone()));
-        x + drop_path(branch, self.drop_path)
+        x + dropped(branch, mlp_mask, self.drop_path)
     }
 }
 

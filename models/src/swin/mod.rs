@@ -9,6 +9,7 @@
 
 mod block;
 mod pretrained;
+mod recompute;
 pub mod window;
 
 use burn::module::Param;
@@ -18,7 +19,7 @@ use burn::prelude::*;
 use burn::tensor::Distribution;
 
 use block::{layer_norm, linear};
-pub use block::{BlockSpec, Mlp, PatchMerging, SwinBlock, WindowAttention};
+pub use block::{BlockSpec, DropMasks, Mlp, PatchMerging, SwinBlock, WindowAttention};
 pub use pretrained::{
     bicubic_resize, imagenet_22k_to_1k, load_swin_pretrained, HeadLoad, Resized, SwinPretrainedReport, CLASSES_22K,
 };
@@ -274,6 +275,21 @@ pub struct SwinTransformer<B: Backend> {
 impl<B: Backend> SwinTransformer<B> {
     /// The pooled features `[N, C]` of images `[N, 3, H, W]` (`forward_features`).
     pub fn forward_features(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
+        let mut x = self.embed(images);
+        for layer in &self.layers {
+            for block in &layer.blocks {
+                x = block.forward(x);
+            }
+            if let Some(merge) = &layer.downsample {
+                x = merge.forward(x);
+            }
+        }
+        self.pool(x)
+    }
+
+    /// The patch embedding of images `[N, 3, H, W]` as tokens `[N, L, C]` (with the absolute
+    /// position embedding, if any).
+    pub fn embed(&self, images: Tensor<B, 4>) -> Tensor<B, 3> {
         let x = crate::gpu::conv2d(&self.patch_embed.proj, images);
         let [n, c, h, w] = x.dims();
         let mut x = x.reshape([n, c, h * w]).swap_dims(1, 2);
@@ -283,14 +299,11 @@ impl<B: Backend> SwinTransformer<B> {
         if let Some(ape) = &self.absolute_pos_embed {
             x = x + ape.val();
         }
-        for layer in &self.layers {
-            for block in &layer.blocks {
-                x = block.forward(x);
-            }
-            if let Some(merge) = &layer.downsample {
-                x = merge.forward(x);
-            }
-        }
+        x
+    }
+
+    /// The last stage's tokens `[N, L, C]`, normalised and averaged: `[N, C]`.
+    pub fn pool(&self, x: Tensor<B, 3>) -> Tensor<B, 2> {
         let x = block::norm(&self.norm, x);
         x.mean_dim(1).squeeze_dim(1)
     }

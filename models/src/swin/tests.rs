@@ -296,3 +296,87 @@ fn bicubic_resizing_keeps_identity_and_constants() {
     let constant = bicubic_resize(&[0.25; 3 * 3 * 4], 4, 3, 7);
     assert!(constant.iter().all(|&v| (v - 0.25).abs() < 1e-6));
 }
+
+/// Every parameter's gradient in `a` equals the one in `b`, within `tol` of the largest
+/// magnitude of each tensor; every parameter has one.
+fn assert_same_grads<B: burn::tensor::backend::AutodiffBackend>(
+    model: &SwinTransformer<B>,
+    a: &burn::optim::GradientsParams,
+    b: &burn::optim::GradientsParams,
+    tol: f32,
+) {
+    struct Compare<'a> {
+        a: &'a burn::optim::GradientsParams,
+        b: &'a burn::optim::GradientsParams,
+        tol: f32,
+        seen: usize,
+    }
+    impl<B: burn::tensor::backend::AutodiffBackend> burn::module::ModuleVisitor<B> for Compare<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            let a = self
+                .a
+                .get::<B::InnerBackend, D>(param.id)
+                .expect("a gradient in the first set");
+            let b = self
+                .b
+                .get::<B::InnerBackend, D>(param.id)
+                .expect("a gradient in the second set");
+            let scale = b.clone().abs().max().into_scalar().elem::<f32>().max(1e-12);
+            let diff = (a - b).abs().max().into_scalar().elem::<f32>();
+            assert!(diff <= self.tol * scale, "{:?}: {diff} over {scale}", param.id);
+            self.seen += 1;
+        }
+    }
+    let mut compare = Compare { a, b, tol, seen: 0 };
+    model.visit(&mut compare);
+    assert_eq!(compare.seen, a.len());
+}
+
+/// Checkpointed training (recomputing each block in the backward pass) gives the gradients of
+/// the plain backward pass, with and without the absolute position embedding, and with
+/// stochastic depth drawing the same samples as the plain forward from the same seed.
+#[test]
+fn recomputed_blocks_give_the_plain_gradients() {
+    type B = Autodiff<Flex>;
+    let device = Default::default();
+    for (ape, drop_path_rate) in [(false, 0.0), (true, 0.3)] {
+        let config = SwinConfig {
+            ape,
+            drop_path_rate,
+            ..small_config()
+        };
+        let model = config.init::<B>(&device);
+        let x = Tensor::<B, 4>::random([3, 3, 56, 56], Distribution::Default, &device);
+        let targets = Tensor::<B, 1, Int>::from_ints([1, 7, 3], &device);
+        let loss_of = |logits: Tensor<B, 2>| {
+            burn::nn::loss::CrossEntropyLossConfig::new()
+                .init(&device)
+                .forward(logits, targets.clone())
+        };
+        B::seed(&device, 11);
+        let plain_loss = loss_of(model.forward(x.clone()));
+        let plain = burn::optim::GradientsParams::from_grads(plain_loss.backward(), &model);
+        B::seed(&device, 11);
+        let (loss, recomputed) = model.loss_and_grads_recomputed(x.clone(), 1.0, loss_of);
+        let (a, b) = (loss.into_scalar(), plain_loss.into_scalar());
+        assert!((a - b).abs() <= 1e-6 * b.abs(), "loss {a} against {b}");
+        assert_same_grads(&model, &recomputed, &plain, 1e-4);
+        // A multiplier (a loss scale) scales the gradients, the first layer's and the last's.
+        B::seed(&device, 11);
+        let (_, doubled) = model.loss_and_grads_recomputed(x, 2.0, loss_of);
+        let values = |g: &burn::optim::GradientsParams, id| -> Vec<f32> {
+            let data = match g.get::<Flex, 2>(id) {
+                Some(t) => t.into_data(),
+                None => g.get::<Flex, 4>(id).unwrap().into_data(),
+            };
+            data.to_vec().unwrap()
+        };
+        for id in [model.head.weight.id, model.patch_embed.proj.weight.id] {
+            let (got, want) = (values(&doubled, id), values(&plain, id));
+            let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+            for (g, w) in got.iter().zip(&want) {
+                assert!((g - 2.0 * w).abs() <= 2e-4 * scale, "{g} against twice {w}");
+            }
+        }
+    }
+}

@@ -162,7 +162,7 @@ pub struct TrainConfig {
     pub auto_resume: bool,
     /// Batches per optimizer update.
     pub accumulation_steps: usize,
-    /// Gradient checkpointing (accepted; kiln keeps activations).
+    /// Activation checkpointing: each block recomputed in the backward pass.
     pub use_checkpoint: bool,
     /// Schedule.
     pub lr_scheduler: SchedulerConfig,

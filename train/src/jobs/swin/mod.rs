@@ -45,7 +45,7 @@ use crate::cli::SwinArgs;
 use crate::ddp::Collective;
 use crate::error::TrainError;
 use crate::meters::{topk_accuracy, AverageMeter, MeterFormat};
-use crate::mixed::{loss_and_grads, LossScaler};
+use crate::mixed::{loss_and_grads, loss_and_grads_by, LossScaler};
 use crate::optim::clip_grad_norm;
 use crate::parity::ParitySet;
 use crate::run::RunOutput;
@@ -354,7 +354,7 @@ fn train_one_epoch<B: AutodiffBackend>(
         let x = Tensor::<B, 4>::from_data(TensorData::new(pixels, shape), &device);
         let y = Tensor::<B, 2>::from_data(TensorData::new(soft, [n, classes]), &device);
         let scale = run.state.loss_scale.as_ref().map(LossScaler::scale);
-        let (loss, grads) = forward_backward(&run.model, x, y, accumulation, scale);
+        let (loss, grads) = forward_backward(&run.model, x, y, accumulation, scale, c.train.use_checkpoint);
         let update = (idx + 1) % accumulation == 0;
         let grads = if accumulation > 1 {
             accumulator.accumulate(&run.model, grads);
@@ -421,11 +421,20 @@ fn forward_backward<B: AutodiffBackend>(
     y: Tensor<B, 2>,
     accumulation: usize,
     scale: Option<f64>,
+    recompute: bool,
 ) -> (Tensor<B, 1>, GradientsParams) {
-    let (loss, (), grads) = loss_and_grads(model, scale, |model, dtype| {
-        let logits = model.forward(x.cast(dtype)).cast(FloatDType::F32);
-        (soft_target_cross_entropy(logits, y).div_scalar(accumulation as f64), ())
-    });
+    let loss_of = |logits: Tensor<B, 2>| {
+        soft_target_cross_entropy(logits.cast(FloatDType::F32), y).div_scalar(accumulation as f64)
+    };
+    if recompute {
+        // TRAIN.USE_CHECKPOINT: each block's activations recomputed in the backward pass.
+        let (loss, (), grads) = loss_and_grads_by(model, scale, |model, dtype, multiplier| {
+            let (loss, grads) = model.loss_and_grads_recomputed(x.cast(dtype), multiplier, loss_of);
+            (loss, (), grads)
+        });
+        return (loss, grads);
+    }
+    let (loss, (), grads) = loss_and_grads(model, scale, |model, dtype| (loss_of(model.forward(x.cast(dtype))), ()));
     (loss, grads)
 }
 
@@ -619,8 +628,8 @@ mod tests {
         let model = shape.init::<B>(&device);
         let x = Tensor::<B, 4>::random([2, 3, 56, 56], burn::tensor::Distribution::Normal(0.0, 1.0), &device);
         let y = Tensor::<B, 2>::from_data(TensorData::new(mixup_targets(&[0, 2], 3, 0.7, 0.1), [2, 3]), &device);
-        let (loss32, grads32) = forward_backward(&model, x.clone(), y.clone(), 2, None);
-        let (loss16, grads16) = forward_backward(&model, x, y, 2, Some(1024.0));
+        let (loss32, grads32) = forward_backward(&model, x.clone(), y.clone(), 2, None, false);
+        let (loss16, grads16) = forward_backward(&model, x.clone(), y.clone(), 2, Some(1024.0), false);
         let (a, b): (f64, f64) = (loss32.into_scalar().elem(), loss16.into_scalar().elem());
         assert!((a - b).abs() < 1e-2 * a.abs(), "{a} vs {b}");
         let grad = |g: &GradientsParams| -> Vec<f32> {
@@ -633,6 +642,16 @@ mod tests {
         let norm = |v: &[f32]| v.iter().map(|p| p * p).sum::<f32>().sqrt();
         let cosine = dot / (norm(&g32) * norm(&g16));
         assert!(cosine > 0.999, "{cosine}");
+        // `--use-checkpoint` recomputes the blocks and gives the same step, in f32 and in
+        // mixed precision.
+        for (scale, want) in [(None, &g32), (Some(1024.0), &g16)] {
+            let (_, recomputed) = forward_backward(&model, x.clone(), y.clone(), 2, scale, true);
+            let got = grad(&recomputed);
+            let largest = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+            for (g, w) in got.iter().zip(want.iter()) {
+                assert!((g - w).abs() <= 1e-3 * largest, "{scale:?}: {g} against {w}");
+            }
+        }
     }
 
     #[test]
