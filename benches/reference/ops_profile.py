@@ -106,6 +106,30 @@ def ops():
         timed("ResNet kiln batchnorm [32,64,112,112] train", "fwd+bwd", lambda: bn(bn_in)),
         timed("ResNet max-pool 3×3/2 pad 1 [32,64,112,112]", "fwd+bwd",
               lambda: F.max_pool2d(resnet_pool_in, 3, 2, 1)),
+    ] + swin_ops()
+
+
+def swin_ops():
+    """Swin-T's first stage at batch 8, as the official model runs it (nn.Linear, q @ k^T,
+    nn.Softmax, nn.LayerNorm, nn.GELU)."""
+    tokens, windows = randn(8, 3136, 96, grad=True), randn(512, 49, 96, grad=True)
+    qkv_w, qkv_b = randn(288, 96, grad=True), randn(288, grad=True)
+    fc1_w, fc1_b = randn(384, 96, grad=True), randn(384, grad=True)
+    q, k = randn(512, 3, 49, 32, grad=True), randn(512, 3, 49, 32, grad=True)
+    scores = randn(512, 3, 49, 49, grad=True)
+    hidden = randn(8, 3136, 384, grad=True)
+    norm = torch.nn.LayerNorm(96)
+    qkv = lambda: F.linear(windows, qkv_w, qkv_b)
+    attention = lambda: q @ k.transpose(-2, -1)
+    return [
+        timed("Swin qkv linear [512,49,96]→288", "fwd", qkv),
+        timed("Swin qkv linear [512,49,96]→288", "fwd+bwd", qkv),
+        timed("Swin MLP linear [8,3136,96]→384", "fwd+bwd", lambda: F.linear(tokens, fc1_w, fc1_b)),
+        timed("Swin q·kᵀ [512,3,49,32]", "fwd", attention),
+        timed("Swin q·kᵀ [512,3,49,32]", "fwd+bwd", attention),
+        timed("Swin softmax [512,3,49,49]", "fwd+bwd", lambda: torch.softmax(scores, -1)),
+        timed("Swin LayerNorm [8,3136,96]", "fwd+bwd", lambda: norm(tokens)),
+        timed("Swin GELU [8,3136,384]", "fwd+bwd", lambda: F.gelu(hidden)),
     ]
 
 

@@ -34,8 +34,8 @@ enum Bench {
     Swin(swin::SwinBench),
     /// The guide's Table 4-2 beside kiln's projection for the same job on this machine.
     Documented(documented::DocumentedBench),
-    /// Per-op training profile, vs PyTorch with --compare-pytorch: on the CPU the MNIST Net
-    /// and ResNet shapes; with --device cuda every ResNet-50 and YOLOX-s convolution through
+    /// Per-op training profile, vs PyTorch with --compare-pytorch: on the CPU the MNIST Net,
+    /// ResNet and Swin-T shapes; with --device cuda every ResNet-50 and YOLOX-s convolution through
     /// cuDNN and burn's kernels (checked against each other), BatchNorm, pooling, matmul and the
     /// SGD step.
     Ops(ops::OpsBench),

@@ -1,5 +1,6 @@
-//! `kiln-bench ops`: the per-op profile of CPU training (issue 8). Times each op of the MNIST
-//! `Net` (batch 64) and the ResNet stem and stage 1 (batch 32) on kiln's CPU backend,
+//! `kiln-bench ops`: the per-op profile of CPU training. Times each op of the MNIST `Net`
+//! (batch 64), the ResNet stem and stages (batch 32) and Swin-T's first stage (batch 8) on
+//! kiln's CPU backend,
 //! `Autodiff<Flex>`, and with `--compare-pytorch` the same ops in PyTorch
 //! (`benches/reference/ops_profile.py`) on the same thread count in the same run.
 //!
@@ -302,6 +303,49 @@ fn ops() -> Vec<TimedOp> {
         }),
         timed("ResNet max-pool 3×3/2 pad 1 [32,64,112,112]", Backward, move || {
             max_pool2d(resnet_pool_in.clone(), [3, 3], [2, 2], [1, 1], [1, 1], false)
+        }),
+    ]
+    .into_iter()
+    .chain(swin_ops())
+    .collect()
+}
+
+/// Swin-T's first stage at batch 8 (224 px: 3136 tokens of 96 channels, 512 windows of 49,
+/// 3 heads of 32): its matmuls, softmax, LayerNorm and GELU as kiln's model runs them.
+fn swin_ops() -> Vec<TimedOp> {
+    use Pass::{Backward, Forward};
+    let (tokens, windows) = (randn([8, 3136, 96], true), randn([512, 49, 96], true));
+    let (qkv_w, qkv_b) = (randn([96, 288], true), randn([288], true));
+    let (fc1_w, fc1_b) = (randn([96, 384], true), randn([384], true));
+    let (q, k) = (randn([512, 3, 49, 32], true), randn([512, 3, 49, 32], true));
+    let scores = randn([512, 3, 49, 49], true);
+    let hidden = randn([8, 3136, 384], true);
+    let norm = burn::nn::LayerNormConfig::new(96).init::<B>(&Default::default());
+    let qkv = {
+        let (windows, qkv_w, qkv_b) = (windows.clone(), qkv_w.clone(), qkv_b.clone());
+        move || linear(windows.clone(), qkv_w.clone(), Some(qkv_b.clone()))
+    };
+    let attention = {
+        let (q, k) = (q.clone(), k.clone());
+        move || q.clone().matmul(k.clone().swap_dims(2, 3))
+    };
+    vec![
+        timed("Swin qkv linear [512,49,96]→288", Forward, qkv.clone()),
+        timed("Swin qkv linear [512,49,96]→288", Backward, qkv),
+        timed("Swin MLP linear [8,3136,96]→384", Backward, {
+            let tokens = tokens.clone();
+            move || linear(tokens.clone(), fc1_w.clone(), Some(fc1_b.clone()))
+        }),
+        timed("Swin q·kᵀ [512,3,49,32]", Forward, attention.clone()),
+        timed("Swin q·kᵀ [512,3,49,32]", Backward, attention),
+        timed("Swin softmax [512,3,49,49]", Backward, move || {
+            kiln_models::cpu::activation::softmax_last(scores.clone())
+        }),
+        timed("Swin LayerNorm [8,3136,96]", Backward, move || {
+            kiln_models::layer_norm(&norm, 1e-5, tokens.clone())
+        }),
+        timed("Swin GELU [8,3136,384]", Backward, move || {
+            kiln_models::cpu::activation::gelu(hidden.clone())
         }),
     ]
 }

@@ -23,7 +23,7 @@ pub mod yolox;
 pub use device::DeviceChoice;
 pub use dropout::dropout;
 pub use net::{net_package_config, Net, NetConfig, NET_ARCHITECTURE};
-pub use norm::batch_norm;
+pub use norm::{batch_norm, layer_norm};
 pub use package::{
     load_weights, write_package, write_package_with, DetectionSpec, PackageConfig, PackageError, ParitySample,
 };

@@ -31,13 +31,13 @@ const MIN_VALUES_PER_TASK: usize = 16 * 1024;
 
 /// `gelu(x)` (erf form): the fused kernels on `Flex` and `Autodiff<Flex>` in f32, burn's
 /// `activation::gelu` otherwise.
-pub(crate) fn gelu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+pub fn gelu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
     fused_gelu(&x).unwrap_or_else(|| burn::tensor::activation::gelu(x))
 }
 
 /// `softmax(x, D − 1)`: one fused autodiff op on `Autodiff<Flex>` in f32, burn's
 /// `activation::softmax` otherwise.
-pub(crate) fn softmax_last<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+pub fn softmax_last<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
     fused_softmax(&x).unwrap_or_else(|| burn::tensor::activation::softmax(x, D - 1))
 }
 

@@ -31,7 +31,7 @@ macro_rules! with_avx2 {
     };
 }
 
-pub(crate) mod activation;
+pub mod activation;
 pub mod adadelta;
 pub(crate) mod batch_norm;
 pub(crate) mod batch_norm_kernel;
