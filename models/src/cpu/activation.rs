@@ -4,10 +4,10 @@
 //!   vectorizable erf ([`erf`]) instead of libm's scalar `erff`: on `Flex` (evaluation) the
 //!   forward, on `Autodiff<Flex>` (training) one autodiff op whose backward is
 //!   `dy·(Φ(x) + x·φ(x))`, also one pass.
-//! - Softmax on `Autodiff<Flex>`: burn-flex's fused forward, recorded as one autodiff op with
-//!   the backward `dx = y ⊙ (dy − Σ dy ⊙ y)` per row, instead of burn's five recorded ops (max,
-//!   subtract, exp, sum, divide). Without autodiff, burn's `softmax` already runs burn-flex's
-//!   fused forward.
+//! - Softmax over the last dimension as one pass per row with a vectorizable exp
+//!   ([`exp_non_positive`], where burn-flex's forward calls libm's scalar `expf`); on
+//!   `Autodiff<Flex>` one autodiff op with the backward `dx = y ⊙ (dy − Σ dy ⊙ y)` per row,
+//!   instead of burn's five recorded ops (max, subtract, exp, sum, divide).
 //!
 //! [`gelu`] and [`softmax_last`] fall back to burn's generic code on every other backend and
 //! dtype.
@@ -18,7 +18,6 @@ use burn::backend::autodiff::ops::{Backward, Ops};
 use burn::backend::flex::FlexTensor;
 use burn::backend::Flex;
 use burn::prelude::*;
-use burn::tensor::ops::ActivationOps;
 use burn::tensor::DType;
 use rayon::prelude::*;
 
@@ -35,8 +34,8 @@ pub fn gelu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
     fused_gelu(&x).unwrap_or_else(|| burn::tensor::activation::gelu(x))
 }
 
-/// `softmax(x, D − 1)`: one fused autodiff op on `Autodiff<Flex>` in f32, burn's
-/// `activation::softmax` otherwise.
+/// `softmax(x, D − 1)`: the fused kernel on `Flex` and `Autodiff<Flex>` (one autodiff op) in
+/// f32, burn's `activation::softmax` otherwise.
 pub fn softmax_last<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
     fused_softmax(&x).unwrap_or_else(|| burn::tensor::activation::softmax(x, D - 1))
 }
@@ -57,14 +56,32 @@ fn fused_gelu<B: Backend, const D: usize>(x: &Tensor<B, D>) -> Option<Tensor<B, 
     from_flex(flex_tensor(map_values(x.storage::<f32>(), gelu_forward_dispatch), dims))
 }
 
-/// The fused softmax's autodiff op, `None` unless `B` is `Autodiff<Flex>` and `x` is f32.
+/// The fused softmax over the last dimension, `None` unless `B` is `Flex` or `Autodiff<Flex>`
+/// (then one autodiff op) and `x` is f32.
 fn fused_softmax<B: Backend, const D: usize>(x: &Tensor<B, D>) -> Option<Tensor<B, D>> {
     if x.dtype() != DType::F32 || D == 0 {
         return None;
     }
-    let x = as_flex_autodiff(x)?;
-    let y = <Flex as ActivationOps<Flex>>::softmax(x.primitive.clone(), D - 1).to_contiguous();
-    from_flex_autodiff(record_unary(SoftmaxBackward, &x, y.clone(), y))
+    if let Some(x) = as_flex_autodiff(x) {
+        let y = softmax_forward(&x.primitive);
+        return from_flex_autodiff(record_unary(SoftmaxBackward, &x, y.clone(), y));
+    }
+    from_flex(softmax_forward(&as_flex(x)?))
+}
+
+/// Softmax over the last dimension of an f32 tensor, rows in parallel, with the vectorizable
+/// [`exp_non_positive`] (each row's values less its maximum are ≤ 0) instead of libm's `expf`.
+fn softmax_forward(x: &FlexTensor) -> FlexTensor {
+    let x = x.to_contiguous();
+    let dims = x.layout().shape().to_vec();
+    let d = (*dims.last().unwrap_or(&1)).max(1);
+    let values = x.storage::<f32>();
+    let mut y = vec![0.0f32; values.len()];
+    let per_task = MIN_VALUES_PER_TASK.div_ceil(d) * d;
+    y.par_chunks_mut(per_task)
+        .zip(values.par_chunks(per_task))
+        .for_each(|(y, x)| softmax_rows_dispatch(x, d, y));
+    flex_tensor(y, dims)
 }
 
 /// GELU's backward: `dx = dy·(Φ(x) + x·φ(x))` from the saved (contiguous) input.
@@ -129,6 +146,7 @@ pub(crate) fn softmax_backward(y: &[f32], dy: &[f32], d: usize) -> Vec<f32> {
 
 with_avx2!(gelu_forward_dispatch => gelu_forward(x: &[f32], y: &mut [f32]));
 with_avx2!(gelu_backward_dispatch => gelu_backward(x: &[f32], dy: &[f32], dx: &mut [f32]));
+with_avx2!(softmax_rows_dispatch => softmax_rows(x: &[f32], d: usize, y: &mut [f32]));
 with_avx2!(softmax_backward_rows_dispatch => softmax_backward_rows(y: &[f32], dy: &[f32], d: usize, dx: &mut [f32]));
 
 /// `y = x·Φ(x) = x·(1 + erf(x/√2))/2`.
@@ -148,6 +166,39 @@ fn gelu_backward(x: &[f32], dy: &[f32], dx: &mut [f32]) {
         let cdf = 0.5 * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2));
         let pdf = INV_SQRT_2PI * exp_non_positive(-0.5 * x * x);
         *dx = g * (cdf + x * pdf);
+    }
+}
+
+/// Softmax of each row (`d` values) of `x` into `y`: `exp(x − max) / Σ exp(x − max)`.
+#[inline(always)]
+fn softmax_rows(x: &[f32], d: usize, y: &mut [f32]) {
+    for (x, y) in x.chunks_exact(d).zip(y.chunks_exact_mut(d)) {
+        let mut lanes = [f32::NEG_INFINITY; 8];
+        let x8 = x.chunks_exact(8);
+        let tail = x8.remainder().iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+        for a in x8 {
+            for i in 0..8 {
+                lanes[i] = lanes[i].max(a[i]);
+            }
+        }
+        let max = lanes.iter().fold(tail, |m, &v| m.max(v));
+        let mut sums = [0.0f32; 8];
+        let (y8, x8) = (y.chunks_exact_mut(8), x.chunks_exact(8));
+        let mut tail = 0.0;
+        for (y, &x) in y8.into_remainder().iter_mut().zip(x8.remainder()) {
+            *y = exp_non_positive(x - max);
+            tail += *y;
+        }
+        for (y, x) in y.chunks_exact_mut(8).zip(x.chunks_exact(8)) {
+            for i in 0..8 {
+                y[i] = exp_non_positive(x[i] - max);
+                sums[i] += y[i];
+            }
+        }
+        let inv = 1.0 / (sums.iter().sum::<f32>() + tail);
+        for y in y.iter_mut() {
+            *y *= inv;
+        }
     }
 }
 
@@ -305,6 +356,13 @@ mod tests {
                 burn::tensor::activation::softmax(x, 2)
             });
         }
+        // Without autodiff (evaluation), over a wide range: exp of values far below the row's
+        // maximum underflows to 0 as in burn's.
+        let device = Default::default();
+        let x = Tensor::<Flex, 3>::random([4, 6, 49], Distribution::Normal(0.0, 30.0), &device);
+        let values = |t: Tensor<Flex, 3>| t.into_data().to_vec::<f32>().unwrap();
+        let want = values(burn::tensor::activation::softmax(x.clone(), 2));
+        assert_close(&values(softmax_last(x)), &want, "evaluation y");
     }
 
     /// Only `Flex` and `Autodiff<Flex>` in f32 take the fused GELU, only `Autodiff<Flex>` the
@@ -317,6 +375,6 @@ mod tests {
         let half = x.cast(FloatDType::F16);
         assert!(fused_gelu(&half).is_none() && fused_softmax(&half).is_none());
         let plain = Tensor::<Flex, 2>::random([3, 8], Distribution::Default, &device);
-        assert!(fused_gelu(&plain).is_some() && fused_softmax(&plain).is_none());
+        assert!(fused_gelu(&plain).is_some() && fused_softmax(&plain).is_some());
     }
 }
