@@ -6,12 +6,13 @@
 //! is a `[windows, K, N]` stack of per-window products summed afterwards. Here the leading
 //! dimensions fold into the rows (`[M, K]`, a view when the input is contiguous): one product
 //! for the forward and the input gradient, and the weight gradient `xᵀ · grad` as one product
-//! over all `M` rows, which is what a framework's linear layer computes.
+//! over all `M` rows, which is what a framework's linear layer computes. The bias is written
+//! into the output before gemm accumulates the product onto it.
 
 use burn_backend::ops::FloatTensorOps;
 use burn_std::Shape;
 
-use crate::ops::matmul::matmul;
+use crate::ops::matmul::{matmul, matmul_2d_add_row};
 use crate::{Flex, FlexTensor};
 
 /// `tensor` as `[rows, last]`: its leading dimensions folded into the rows.
@@ -45,12 +46,23 @@ pub fn linear(x: FlexTensor, weight: FlexTensor, bias: Option<FlexTensor>) -> Fl
         let out = linear(x.reshape(Shape::new([1, shape[0]])), weight, bias);
         return out.reshape(Shape::new([n]));
     }
-    let mut out = matmul(rows(x), weight);
-    if let Some(bias) = bias {
-        let n = bias.layout().shape()[0];
-        out = Flex::float_add(out, bias.reshape(Shape::new([1, n])));
-    }
+    let x = rows(x);
+    let out = match bias {
+        // The bias written into the output first, the product accumulated onto it.
+        Some(bias) if bias.dtype() == x.dtype() => match matmul_2d_add_row(x.clone(), weight.clone(), &bias) {
+            Some(out) => out,
+            None => with_bias(matmul(x, weight), bias),
+        },
+        Some(bias) => with_bias(matmul(x, weight), bias),
+        None => matmul(x, weight),
+    };
     unfold_rows(out, &shape)
+}
+
+/// `out` `[M, N]` plus `bias` `[N]` on every row.
+fn with_bias(out: FlexTensor, bias: FlexTensor) -> FlexTensor {
+    let n = bias.layout().shape()[0];
+    Flex::float_add(out, bias.reshape(Shape::new([1, n])))
 }
 
 /// The input gradient, `grad · weightᵀ`, for `grad` `[..., N]`.

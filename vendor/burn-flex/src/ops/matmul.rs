@@ -245,6 +245,26 @@ fn matmul_gemm<T: GemmScalar>(lhs: FlexTensor, rhs: FlexTensor) -> FlexTensor {
 
 /// 2D matmul with strided support: [M, K] x [K, N] -> [M, N]
 fn matmul_2d_strided<T: GemmScalar>(lhs: FlexTensor, rhs: FlexTensor) -> FlexTensor {
+    matmul_2d_onto::<T>(lhs, rhs, None)
+}
+
+/// `lhs · rhs + row` for 2D `lhs` `[M, K]`, `rhs` `[K, N]` and a contiguous `row` `[N]` added
+/// to every row of the product (a kiln patch: a linear layer's bias, written into the output
+/// before gemm accumulates the product onto it, instead of a second pass over the output).
+/// f32, f64 and f16; `None` for other dtypes.
+pub fn matmul_2d_add_row(lhs: FlexTensor, rhs: FlexTensor, row: &FlexTensor) -> Option<FlexTensor> {
+    let row = row.to_contiguous();
+    match lhs.dtype() {
+        DType::F32 => Some(matmul_2d_onto::<f32>(lhs, rhs, Some(row.storage()))),
+        DType::F64 => Some(matmul_2d_onto::<f64>(lhs, rhs, Some(row.storage()))),
+        DType::F16 => Some(matmul_2d_onto::<f16>(lhs, rhs, Some(row.storage()))),
+        _ => None,
+    }
+}
+
+/// [`matmul_2d_strided`], with the product accumulated onto `row` repeated over the rows
+/// when given.
+fn matmul_2d_onto<T: GemmScalar>(lhs: FlexTensor, rhs: FlexTensor, row: Option<&[T]>) -> FlexTensor {
     let lhs_shape = lhs.layout().shape();
     let rhs_shape = rhs.layout().shape();
 
@@ -265,6 +285,18 @@ fn matmul_2d_strided<T: GemmScalar>(lhs: FlexTensor, rhs: FlexTensor) -> FlexTen
     let out_data: &mut [T] = output.storage_mut();
 
     let parallelism = get_parallelism(m, n, k);
+    if let Some(row) = row {
+        assert_eq!(row.len(), n, "matmul: the added row must have N values");
+        #[cfg(feature = "rayon")]
+        {
+            use rayon::prelude::*;
+            out_data.par_chunks_mut(n.max(1) * 64).for_each(|rows| {
+                rows.chunks_exact_mut(n).for_each(|r| r.copy_from_slice(row));
+            });
+        }
+        #[cfg(not(feature = "rayon"))]
+        out_data.chunks_exact_mut(n).for_each(|r| r.copy_from_slice(row));
+    }
 
     unsafe {
         gemm_call(
@@ -281,6 +313,7 @@ fn matmul_2d_strided<T: GemmScalar>(lhs: FlexTensor, rhs: FlexTensor) -> FlexTen
             rhs_col_stride,
             rhs_row_stride,
             parallelism,
+            row.is_some(),
         );
     }
 
@@ -304,6 +337,7 @@ unsafe fn gemm_call<T: GemmScalar>(
     rhs_cs: isize,
     rhs_rs: isize,
     parallelism: gemm::Parallelism,
+    accumulate: bool,
 ) {
     unsafe {
         gemm::gemm(
@@ -313,14 +347,14 @@ unsafe fn gemm_call<T: GemmScalar>(
             out,
             out_cs,
             out_rs,
-            false,
+            accumulate,
             lhs,
             lhs_cs,
             lhs_rs,
             rhs,
             rhs_cs,
             rhs_rs,
-            T::zero(),
+            if accumulate { T::one() } else { T::zero() },
             T::one(),
             false,
             false,
@@ -393,6 +427,7 @@ fn matmul_batched_gemm<T: GemmScalar>(lhs: FlexTensor, rhs: FlexTensor) -> FlexT
                 rhs_col_stride,
                 rhs_row_stride,
                 parallelism,
+                false,
             );
         }
     };
