@@ -7,12 +7,11 @@
 //! results). It runs when the inner backend is burn-flex and the parameter is f32, recognised
 //! at run time ([`super::specialize`]); every other backend keeps the generic update.
 
-use burn::backend::flex::FlexTensor;
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor};
 use rayon::prelude::*;
 
-use super::specialize::{downcast, flex_values};
+use super::specialize::{as_flex, flex_values};
 
 /// Elements per rayon task.
 const CHUNK: usize = 16 * 1024;
@@ -39,8 +38,7 @@ pub fn adadelta_step<B: Backend, const D: usize>(
     if tensor.dtype() != DType::F32 || grad.dtype() != DType::F32 {
         return None;
     }
-    let flex =
-        |t: &Tensor<B, D>| downcast::<_, FlexTensor>(t.clone().into_primitive().tensor()).map(|f| f.to_contiguous());
+    let flex = |t: &Tensor<B, D>| as_flex(t).map(|f| f.to_contiguous());
     let (param, grad_flex) = (flex(tensor)?, flex(grad)?);
     let averages = match state {
         Some(s) => Some((flex(&s.square_avg)?, flex(&s.acc_delta)?)),

@@ -12,12 +12,13 @@ use burn::optim::GradientsParams;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 
-use super::{DropMasks, SwinTransformer};
+use super::{DropMasks, PatchMerging, SwinBlock, SwinTransformer};
 
-/// What the first pass keeps of one segment: its input, and for a block its masks.
-enum Saved<I: Backend> {
-    Block(Tensor<I, 3>, DropMasks<I>),
-    Merge(Tensor<I, 3>),
+/// One segment of the network and what the first pass kept of it: its input, and for a
+/// block the stochastic-depth masks it drew.
+enum Saved<'a, B: AutodiffBackend> {
+    Block(&'a SwinBlock<B>, Tensor<B::InnerBackend, 3>, DropMasks<B::InnerBackend>),
+    Merge(&'a PatchMerging<B>, Tensor<B::InnerBackend, 3>),
 }
 
 /// Moves the gradient of every parameter of the visited module from `grads` into `out`.
@@ -68,16 +69,16 @@ impl<B: AutodiffBackend> SwinTransformer<B> {
         // The first pass: no graph; each segment's input kept.
         let mut saved = Vec::new();
         let mut x = inner.embed(images.clone().inner());
-        for layer in &inner.layers {
-            for block in &layer.blocks {
+        for (layer, inner_layer) in self.layers.iter().zip(&inner.layers) {
+            for (block, inner_block) in layer.blocks.iter().zip(&inner_layer.blocks) {
                 // Drawn as the autodiff forward draws them (this pass runs without autodiff).
-                let masks = block.drop_masks(x.dims()[0], true, &inner_device);
-                saved.push(Saved::Block(x.clone(), masks.clone()));
-                x = block.forward_masked(x, masks);
+                let masks = inner_block.drop_masks(x.dims()[0], true, &inner_device);
+                saved.push(Saved::Block(block, x.clone(), masks.clone()));
+                x = inner_block.forward_masked(x, masks);
             }
-            if let Some(merge) = &layer.downsample {
-                saved.push(Saved::Merge(x.clone()));
-                x = merge.forward(x);
+            if let (Some(merge), Some(inner_merge)) = (&layer.downsample, &inner_layer.downsample) {
+                saved.push(Saved::Merge(merge, x.clone()));
+                x = inner_merge.forward(x);
             }
         }
         let mut out = GradientsParams::new();
@@ -96,32 +97,22 @@ impl<B: AutodiffBackend> SwinTransformer<B> {
             return (loss, out);
         };
         // Each segment again, last first, on its saved input.
-        let segments = self
-            .layers
-            .iter()
-            .flat_map(|layer| {
-                let blocks = layer.blocks.iter().map(Segment::Block);
-                blocks.chain(layer.downsample.iter().map(Segment::Merge))
-            })
-            .collect::<Vec<_>>();
-        for (segment, kept) in segments.into_iter().zip(saved).rev() {
-            let (grads, gx) = match (segment, kept) {
-                (Segment::Block(block), Saved::Block(input, masks)) => {
+        for kept in saved.into_iter().rev() {
+            let gx = match kept {
+                Saved::Block(block, input, masks) => {
                     let x = Tensor::<B, 3>::from_inner(input).require_grad();
-                    let masks = masks.map(|m| m.map(|m| Tensor::<B, 3>::from_inner(m)));
+                    let masks = masks.map(|m| m.map(Tensor::<B, 3>::from_inner));
                     let (mut grads, gx) = backward_through(block.forward_masked(x.clone(), masks), g, &x);
                     collect(block, &mut grads, &mut out);
-                    (grads, gx)
+                    gx
                 }
-                (Segment::Merge(merge), Saved::Merge(input)) => {
+                Saved::Merge(merge, input) => {
                     let x = Tensor::<B, 3>::from_inner(input).require_grad();
                     let (mut grads, gx) = backward_through(merge.forward(x.clone()), g, &x);
                     collect(merge, &mut grads, &mut out);
-                    (grads, gx)
+                    gx
                 }
-                _ => unreachable!("the saved inputs follow the segments"),
             };
-            drop(grads);
             let Some(next) = gx else {
                 return (loss, out);
             };
@@ -138,10 +129,4 @@ impl<B: AutodiffBackend> SwinTransformer<B> {
         }
         (loss, out)
     }
-}
-
-/// One recomputed segment of the network.
-enum Segment<'a, B: Backend> {
-    Block(&'a super::SwinBlock<B>),
-    Merge(&'a super::PatchMerging<B>),
 }

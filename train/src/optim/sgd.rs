@@ -204,16 +204,22 @@ mod tests {
         }
     }
 
+    type Ad = burn::backend::Autodiff<Flex>;
+
+    /// A 3 → 2 linear layer with its weights drawn once (a clone of a lazy module draws its
+    /// own weights).
+    fn linear_model() -> burn::nn::Linear<Ad> {
+        let model: burn::nn::Linear<Ad> = burn::nn::LinearConfig::new(3, 2).init(&Default::default());
+        model.clone().load_record(model.into_record())
+    }
+
     /// Over a module, kiln's SGD equals burn's `Sgd` with the same settings, bit for bit.
     #[test]
     fn equals_burns_sgd_on_a_module() {
-        use burn::backend::Autodiff;
-        use burn::nn::{Linear, LinearConfig};
-        type B = Autodiff<Flex>;
+        use burn::nn::Linear;
+        type B = Ad;
         let device = Default::default();
-        let model: Linear<B> = LinearConfig::new(3, 2).init(&device);
-        // Initialised once here: a clone of a lazy module draws its own weights.
-        let model = model.clone().load_record(model.into_record());
+        let model = linear_model();
         let x = Tensor::<B, 2>::from_floats([[0.5, -1.0, 2.0], [1.5, 0.25, -0.5]], &device);
         let mut ours = config(false, 0.0).init::<B, Linear<B>>();
         let mut burns = burn::optim::SgdConfig::new()
@@ -238,13 +244,11 @@ mod tests {
     /// checkpoints did before) loads into kiln's, velocities included.
     #[test]
     fn burns_optimizer_records_load() {
-        use burn::backend::Autodiff;
-        use burn::nn::{Linear, LinearConfig};
+        use burn::nn::Linear;
         use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
-        type B = Autodiff<Flex>;
+        type B = Ad;
         let device = Default::default();
-        let model: Linear<B> = LinearConfig::new(3, 2).init(&device);
-        let model = model.clone().load_record(model.into_record());
+        let model = linear_model();
         let x = Tensor::<B, 2>::from_floats([[0.5, -1.0, 2.0]], &device);
         let momentum = MomentumConfig {
             momentum: 0.9,
